@@ -1,0 +1,141 @@
+"""Seeding, accelerator detection and the record every run writes next to its results.
+
+Backend-specific calls live here and only here, so that ``models`` and ``training`` stay
+plain Keras 3 and run unchanged on TensorFlow (the CPU default), JAX or PyTorch.
+Explained in book/reproducibility.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+
+# Packages whose versions change numbers; recorded in every run record.
+RECORDED_PACKAGES = (
+    "keras", "tensorflow", "tensorflow-cpu", "jax", "jaxlib", "torch", "numpy", "pandas",
+    "scikit-learn", "scipy", "statsmodels", "pillow", "imagehash", "papermill", "jupyter-book",
+)
+
+
+def backend() -> str:
+    return keras.backend.backend()
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, NumPy and the Keras backend, and ask TensorFlow for deterministic ops.
+
+    With the same seed, the same data and the TensorFlow CPU backend, two runs give the same
+    weights and predictions (tests/test_training.py checks this). GPU kernels may still
+    differ in the last bits between runs.
+    """
+    keras.utils.set_random_seed(seed)
+    if backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+
+def gpu_names() -> list[str]:
+    """Names of the accelerators the current Keras backend can use (empty on a CPU)."""
+    name = backend()
+    try:
+        if name == "tensorflow":
+            import tensorflow as tf
+
+            return [d.name for d in tf.config.list_physical_devices("GPU")]
+        if name == "jax":
+            import jax
+
+            return [str(d) for d in jax.devices() if d.platform == "gpu"]
+        if name == "torch":
+            import torch
+
+            return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    except Exception:  # a broken driver means: no usable GPU
+        return []
+    return []
+
+
+def use_mixed_precision(enabled: bool | str = "auto") -> bool:
+    """Set Keras' global dtype policy; "auto" turns mixed float16 on only when a GPU is present.
+
+    Must run before a model is built. Output layers of ``cxr_utils.models`` stay float32.
+    """
+    if enabled == "auto":
+        enabled = bool(gpu_names())
+    keras.mixed_precision.set_global_policy("mixed_float16" if enabled else "float32")
+    return bool(enabled)
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for package in RECORDED_PACKAGES:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def hardware() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpus = gpu_names()
+    return {
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "gpus": gpus,
+        "accelerator": gpus[0] if gpus else "CPU only",
+        "keras_backend": backend(),
+    }
+
+
+def git_commit(path: str | Path = ".") -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def run_record(settings: dict, wall_time_s: float | None = None, **extra) -> dict:
+    """Everything needed to tell how a result was obtained: settings, versions, hardware, time."""
+    record = {
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "settings": settings,
+        "versions": package_versions(),
+        "hardware": hardware(),
+        "git_commit": git_commit(Path(__file__).resolve().parent),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+    }
+    if wall_time_s is not None:
+        record["wall_time_s"] = round(wall_time_s, 2)
+    record.update(extra)
+    return record
+
+
+def write_json(data: dict, path: str | Path) -> Path:
+    """Write JSON atomically: a crash never leaves a half-written file behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+    return path
