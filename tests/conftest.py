@@ -30,3 +30,11 @@ def real_data():
             pytest.fail(message + " (CXR_REQUIRE_DATA=1 makes this a failure)")
         pytest.skip(message)
     return path
+
+
+@pytest.fixture(scope="session")
+def real_manifest(real_data):
+    """Manifest of the real images with duplicate groups, built once per test session."""
+    from cxr_utils import data
+
+    return data.add_duplicate_groups(data.build_manifest(real_data, progress=False))
