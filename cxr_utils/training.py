@@ -205,6 +205,7 @@ def run_experiment(
     model_options: dict | None = None,
     cache_dir: str | Path | None = None,
     save_model: bool = True,
+    image_size: int = 224,
 ) -> dict:
     """Build, train and test one model on a split, and save everything next to the results.
 
@@ -227,12 +228,12 @@ def run_experiment(
     parts = {}
     for part in ("train", "val", "test"):
         rows = split[split["split"] == part]
-        images = data.load_images(rows, cache_dir=cache_dir, progress=config.progress)
+        images = data.load_images(rows, image_size=image_size, cache_dir=cache_dir, progress=config.progress)
         parts[part] = (rows, images, rows["label"].to_numpy())
 
     mixed = runtime.use_mixed_precision(config.mixed_precision)
     runtime.set_seed(config.seed)  # initial weights depend on the seed too
-    model = models.build_model(model_name, **model_options)
+    model = models.build_model(model_name, input_shape=(image_size, image_size, 3), **model_options)
     result = train_model(model, parts["train"][1:], parts["val"][1:], config)
 
     test_rows, test_x, test_y = parts["test"]
@@ -271,6 +272,7 @@ def run_experiment(
             "mixed_precision": mixed,
             "fast_path": result.fast_path,
             "images": {part: int(len(parts[part][0])) for part in parts},
+            "image_size": int(image_size),
             "parameters": int(result.model.count_params()),
         }
         runtime.write_json(
