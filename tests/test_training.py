@@ -1,0 +1,170 @@
+"""The training protocol on real chest X-rays: fast path, determinism, saved results, learning."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from statsmodels.stats.proportion import proportion_confint
+
+from cxr_utils import data, metrics, models, runtime, training
+
+SMALL = 64  # test-sized images: ResNet50 runs ~12x faster than at 224 and still learns
+
+
+@pytest.fixture(scope="module")
+def small_split(real_manifest):
+    sample = data.sample_balanced(real_manifest, n_per_class=40, seed=7)
+    return data.split_dataset(sample, seed=7)
+
+
+@pytest.fixture(scope="module")
+def small_arrays(small_split, tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    arrays = {}
+    for part in data.SPLITS:
+        rows = small_split[small_split["split"] == part]
+        arrays[part] = (data.load_images(rows, image_size=SMALL, cache_dir=cache, progress=False), data.labels(rows))
+    return arrays
+
+
+def test_fast_path_is_the_same_model_as_end_to_end_training(small_arrays):
+    """Features once + head fit == frozen backbone run on every image in every epoch."""
+    config = training.TrainingConfig(epochs=2, batch_size=16, seed=3, progress=False)
+    train, val = small_arrays["train"], small_arrays["val"]
+    runtime.set_seed(11)
+    fast = models.build_resnet50_lstm(weights=None, trainable_backbone=False, input_shape=(SMALL, SMALL, 3))
+    runtime.set_seed(11)
+    slow = models.build_resnet50_lstm(weights=None, trainable_backbone=False, input_shape=(SMALL, SMALL, 3))
+
+    result = training.train_model(fast, train, val, config)
+    assert result.fast_path
+
+    # The paper's way: the whole model in fit, backbone frozen, same seed, same batches.
+    runtime.set_seed(config.seed)
+    training.compile_for_training(slow, config.learning_rate)
+    keep_best = training.KeepBestEpoch()
+    slow.fit(train[0], train[1].astype("float32"), validation_data=(val[0], val[1].astype("float32")),
+             epochs=config.epochs, batch_size=config.batch_size, shuffle=True, verbose=0, callbacks=[keep_best])
+
+    assert keep_best.best_epoch == result.best_epoch
+    for a, b in zip(fast.get_layer("head").get_weights(), slow.get_layer("head").get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    test_x = small_arrays["test"][0]
+    np.testing.assert_allclose(
+        training.predict_probabilities(fast, test_x), training.predict_probabilities(slow, test_x), atol=1e-5
+    )
+
+
+def test_same_seed_same_predictions_on_cpu(small_arrays):
+    config = training.TrainingConfig(epochs=2, batch_size=16, seed=5, progress=False)
+    outputs = []
+    for _ in range(2):
+        runtime.set_seed(5)
+        model = models.build_lstm(input_shape=(SMALL, SMALL, 3))
+        training.train_model(model, small_arrays["train"], small_arrays["val"], config)
+        outputs.append(training.predict_probabilities(model, small_arrays["test"][0]))
+    np.testing.assert_array_equal(outputs[0], outputs[1])
+
+
+def test_keep_best_epoch_prefers_accuracy_then_lower_loss():
+    keep = training.KeepBestEpoch()
+
+    class Stub:
+        def get_weights(self):
+            return []
+
+    keep.set_model(Stub()) if hasattr(keep, "set_model") else setattr(keep, "model", Stub())
+    for epoch, logs in enumerate([
+        {"val_accuracy": 0.70, "val_loss": 0.60},
+        {"val_accuracy": 0.80, "val_loss": 0.55},
+        {"val_accuracy": 0.80, "val_loss": 0.50},  # tie on accuracy, lower loss: best
+        {"val_accuracy": 0.80, "val_loss": 0.52},
+        {"val_accuracy": 0.75, "val_loss": 0.20},
+    ]):
+        keep.on_epoch_end(epoch, logs)
+    assert keep.best_epoch == 3
+
+
+def test_config_rejects_nonsense():
+    with pytest.raises(ValueError, match="epochs"):
+        training.TrainingConfig(epochs=0)
+    with pytest.raises(ValueError, match="learning_rate"):
+        training.TrainingConfig(learning_rate=-1)
+
+
+def test_run_experiment_writes_complete_results(small_split, tmp_path):
+    config = training.TrainingConfig(epochs=2, batch_size=16, progress=False)
+    outcome = training.run_experiment("lstm", small_split, tmp_path, config, image_size=SMALL, cache_dir=tmp_path / "cache")
+    folder = tmp_path / "lstm"
+    assert {p.name for p in folder.iterdir()} == {"history.csv", "predictions.csv", "metrics.json", "model.keras", "run.json"}
+    history = pd.read_csv(folder / "history.csv")
+    assert list(history.columns) == training.HISTORY_COLUMNS and len(history) == 2
+    assert history["is_best"].sum() == 1
+    predictions = pd.read_csv(folder / "predictions.csv")
+    test_rows = small_split[small_split["split"] == "test"]
+    assert list(predictions["path"]) == list(test_rows["path"])
+    assert predictions["probability"].between(0, 1).all()
+    saved = json.loads((folder / "metrics.json").read_text())
+    recomputed = metrics.classification_metrics(predictions["label"], predictions["predicted"])
+    assert saved["test"]["accuracy"] == pytest.approx(recomputed["accuracy"])
+    record = json.loads((folder / "run.json").read_text())
+    assert record["settings"]["training"]["epochs"] == 2
+    assert record["settings"]["image_size"] == SMALL
+    assert record["hardware"]["keras_backend"] == "tensorflow"
+    assert "keras" in record["versions"] and record["wall_time_s"] > 0
+    assert outcome["metrics"]["n"] == len(test_rows)
+
+
+def test_failed_run_leaves_earlier_results_and_no_partial_folder(small_split, tmp_path, monkeypatch):
+    config = training.TrainingConfig(epochs=1, batch_size=16, progress=False)
+    training.run_experiment("lstm", small_split, tmp_path, config, image_size=SMALL, save_model=False)
+    before = (tmp_path / "lstm" / "history.csv").read_text()
+
+    def broken_save(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        training.run_experiment("lstm", small_split, tmp_path, config, image_size=SMALL, save_model=False)
+    monkeypatch.undo()
+    assert (tmp_path / "lstm" / "history.csv").read_text() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["lstm"]
+
+
+def test_run_experiment_explains_a_bad_split(small_split, tmp_path):
+    with pytest.raises(ValueError, match="no 'split' column"):
+        training.run_experiment("lstm", small_split.drop(columns="split"), tmp_path)
+
+
+# --- Learning signal: each model, trained briefly on real images, must beat chance clearly. ---
+# Held-out accuracy counts as a learning signal when the lower end of its 95% Wilson interval
+# is above 0.5 (chance for a balanced test set) by a margin, on 210 held-out images.
+
+
+@pytest.fixture(scope="module")
+def learning_split(real_manifest):
+    sample = data.sample_balanced(real_manifest, n_per_class=300, seed=42)
+    return data.split_dataset(sample, fractions=(0.5, 0.15, 0.35), seed=42)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "model_name, image_size, epochs, options",
+    [
+        ("lstm", 224, 15, {}),
+        ("resnet50", SMALL, 8, {"weights": None}),
+        ("resnet50_lstm", SMALL, 8, {"weights": None}),
+    ],
+)
+def test_short_training_run_learns(learning_split, tmp_path, model_name, image_size, epochs, options):
+    config = training.TrainingConfig(epochs=epochs, batch_size=32, seed=42, progress=False)
+    outcome = training.run_experiment(
+        model_name, learning_split, tmp_path, config, model_options=options,
+        image_size=image_size, save_model=False,
+    )
+    test = outcome["metrics"]
+    low, _ = proportion_confint(test["tp"] + test["tn"], test["n"], alpha=0.05, method="wilson")
+    print(f"{model_name}: held-out accuracy {test['accuracy']:.3f} on {test['n']} images, Wilson low {low:.3f}")
+    assert test["n"] >= 200
+    assert low > 0.55, f"{model_name} held-out accuracy {test['accuracy']:.3f} is not clearly above chance"
