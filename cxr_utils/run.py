@@ -1,0 +1,246 @@
+"""Execute the notebook series with papermill, under a named profile, and record the run.
+
+    python -m cxr_utils.run --profile sample --data-dir ../shared/data/covid19-radiography-224
+    python -m cxr_utils.run --profile paper            # downloads the data and ImageNet weights
+    python -m cxr_utils.run --profile paper -p weights=None -p epochs=5
+
+Each notebook is executed in order into ``RESULTS_DIR/notebooks/``; the first failing cell stops
+the series with the notebook and cell named. ``RESULTS_DIR/run.json`` records the profile, the
+parameters, package versions, hardware, git commit, a hash of each notebook's code and the wall
+time per notebook. With ``--book``, the executed notebooks and the run record are copied into
+``book/executed/`` and the Jupyter Book is built from them. Explained in book/reproducibility.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+BOOK_EXECUTED_DIR = REPO_ROOT / "book" / "executed"
+
+NOTEBOOKS = (
+    "01_data_collection",
+    "02_preprocessing",
+    "03_resnet50",
+    "04_lstm",
+    "05_resnet50_lstm",
+    "06_evaluation",
+    "07_comparison",
+)
+
+# Every knob a profile may set; each notebook receives the ones its parameters cell declares.
+PROFILES = {
+    # The paper's protocol (sections 2.1-3.1): 500 + 500 images, 80/10/10, 15 epochs, batch 32,
+    # ResNet50 with ImageNet weights.
+    "paper": {
+        "n_per_class": 500,
+        "epochs": 15,
+        "batch_size": 32,
+        "seed": 42,
+        "weights": "imagenet",
+        "image_size": 224,
+    },
+    # What CI runs: the same code on a small real subset, from scratch, in minutes on 2 CPU cores.
+    # Its numbers show that the pipeline works, not how good the models are.
+    "sample": {
+        "n_per_class": 60,
+        "epochs": 2,
+        "batch_size": 16,
+        "seed": 42,
+        "weights": None,
+        "image_size": 224,
+    },
+}
+
+
+class SeriesError(RuntimeError):
+    """A notebook of the series failed; the message names the notebook and the cell."""
+
+
+def parse_value(text: str):
+    """``-p name=value`` values: Python literals (None, 15, 0.5, 'x'), anything else a string."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def code_hash(notebook_path: Path) -> str:
+    """SHA-256 of a notebook's code cells (sources only), to tell when results and code drift."""
+    notebook = json.loads(Path(notebook_path).read_text())
+    digest = hashlib.sha256()
+    for cell in notebook["cells"]:
+        if cell["cell_type"] == "code":
+            source = cell["source"]
+            digest.update(("".join(source) if isinstance(source, list) else source).encode())
+            digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def profile_parameters(profile: str, data_dir=None, results_dir=None, overrides=None) -> dict:
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    parameters = dict(PROFILES[profile])
+    parameters["data_dir"] = None if data_dir is None else str(Path(data_dir).resolve())
+    parameters["results_dir"] = str(Path(results_dir or REPO_ROOT / "results" / profile).resolve())
+    parameters["cache_dir"] = str((REPO_ROOT / ".cache" / "images").resolve())
+    parameters["profile"] = profile
+    unknown = set(overrides or {}) - set(parameters)
+    if unknown:
+        raise ValueError(
+            f"unknown parameter(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(parameters))}"
+        )
+    parameters.update(overrides or {})
+    return parameters
+
+
+def _notebook_parameters(path: Path, parameters: dict) -> dict:
+    import papermill
+
+    declared = papermill.inspect_notebook(str(path))
+    return {name: value for name, value in parameters.items() if name in declared}
+
+
+def execute_series(
+    parameters: dict, notebooks=NOTEBOOKS, progress: bool = True, log=print
+) -> dict:
+    """Execute ``notebooks`` in order with papermill; write and return the run record."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    from cxr_utils import runtime
+
+    results_dir = Path(parameters["results_dir"])
+    executed_dir = results_dir / "notebooks"
+    executed_dir.mkdir(parents=True, exist_ok=True)
+    record = runtime.run_record(parameters, notebooks={}, profile=parameters.get("profile"))
+    env_path = os.environ.get("PATH", "")
+    # The kernel must be this interpreter's, also when the virtual environment is not activated.
+    os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env_path])
+    start = time.perf_counter()
+    try:
+        for index, name in enumerate(notebooks, 1):
+            source = NOTEBOOKS_DIR / f"{name}.ipynb"
+            if not source.is_file():
+                raise SeriesError(f"notebook {source} is missing; restore it from git")
+            log(f"[{index}/{len(notebooks)}] {name} ...")
+            notebook_start = time.perf_counter()
+            entry = {"code_sha256": code_hash(source), "status": "running"}
+            record["notebooks"][name] = entry
+            try:
+                papermill.execute_notebook(
+                    str(source),
+                    str(executed_dir / f"{name}.ipynb"),
+                    parameters=_notebook_parameters(source, parameters),
+                    kernel_name="python3",
+                    cwd=str(NOTEBOOKS_DIR),
+                    progress_bar=progress,
+                )
+            except PapermillExecutionError as error:
+                entry.update(status="failed", wall_time_s=round(time.perf_counter() - notebook_start, 1))
+                raise SeriesError(
+                    f"{name}.ipynb failed in cell {error.cell_index} (execution count "
+                    f"{error.exec_count}): {error.ename}: {error.evalue}. The executed notebook "
+                    f"with the traceback is {executed_dir / f'{name}.ipynb'}"
+                ) from None
+            entry.update(status="ok", wall_time_s=round(time.perf_counter() - notebook_start, 1))
+            log(f"    done in {entry['wall_time_s']:.0f} s")
+    finally:
+        os.environ["PATH"] = env_path
+        record["wall_time_s"] = round(time.perf_counter() - start, 1)
+        runtime.write_json(record, results_dir / "run.json")
+    return record
+
+
+def _hide_injected_parameters(notebook_path: Path) -> None:
+    # The settings line at the top of each page shows the values; the raw cell is noise.
+    notebook = json.loads(notebook_path.read_text())
+    for cell in notebook["cells"]:
+        tags = cell.setdefault("metadata", {}).setdefault("tags", [])
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            tags.append("remove-cell")
+    notebook_path.write_text(json.dumps(notebook, indent=1) + "\n")
+
+
+def publish_to_book(results_dir: Path, book_dir: Path = BOOK_EXECUTED_DIR) -> Path:
+    """Copy the executed notebooks, the run record and the verdicts where the book renders them."""
+    from cxr_utils import report
+
+    results_dir = Path(results_dir)
+    record = json.loads((results_dir / "run.json").read_text())
+    staging = book_dir.with_name(book_dir.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(results_dir / "notebooks", staging)
+    for notebook_path in staging.glob("*.ipynb"):
+        _hide_injected_parameters(notebook_path)
+    shutil.copy2(results_dir / "run.json", staging / "run.json")
+    (staging / "run_record.md").write_text(report.run_record_markdown(record))
+    verdicts = results_dir / "report.md"
+    (staging / "report.md").write_text(
+        verdicts.read_text() if verdicts.is_file() else "No verdicts: notebook 07 did not run.\n"
+    )
+    shutil.rmtree(book_dir, ignore_errors=True)
+    staging.rename(book_dir)
+    return book_dir
+
+
+def build_book(root: Path = REPO_ROOT, log=print) -> Path:
+    """Build the Jupyter Book at ``root`` offline, warnings as errors; returns the HTML folder."""
+    script = Path(sys.executable).parent / "jupyter-book"
+    command = [str(script) if script.exists() else "jupyter-book", "build", str(root),
+               "--warningiserror", "--keep-going", "--quiet"]
+    log("building the book ...")
+    completed = subprocess.run(command, cwd=root)
+    if completed.returncode != 0:
+        raise SeriesError("the book build failed (warnings count as errors); see the messages above")
+    return Path(root) / "_build" / "html"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m cxr_utils.run", description="Execute the notebook series with papermill."
+    )
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="paper")
+    parser.add_argument("--data-dir", help="dataset folder (default: download from Kaggle)")
+    parser.add_argument("--results-dir", help="where results go (default: results/<profile>)")
+    parser.add_argument(
+        "-p", "--parameter", action="append", default=[], metavar="NAME=VALUE",
+        help="override a profile parameter, e.g. -p epochs=5 -p weights=None",
+    )
+    parser.add_argument("--only", nargs="+", choices=NOTEBOOKS, help="execute only these notebooks")
+    parser.add_argument("--book", action="store_true", help="publish the run into the book and build it")
+    args = parser.parse_args(argv)
+
+    try:
+        overrides = {}
+        for item in args.parameter:
+            name, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(f"-p {item!r}: write NAME=VALUE, e.g. -p epochs=5")
+            overrides[name.strip()] = parse_value(value.strip())
+        parameters = profile_parameters(args.profile, args.data_dir, args.results_dir, overrides)
+        record = execute_series(parameters, notebooks=args.only or NOTEBOOKS)
+        print(f"executed notebooks and run.json in {parameters['results_dir']} "
+              f"({record['wall_time_s']:.0f} s)")
+        if args.book:
+            publish_to_book(Path(parameters["results_dir"]))
+            html = build_book()
+            print(f"book: {html / 'index.html'}")
+    except (SeriesError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Notebook sources: clean, ordered, and built the way the book expects."""
+
+import json
+
+import pytest
+
+from cxr_utils import run
+
+NOTEBOOKS = [run.NOTEBOOKS_DIR / f"{name}.ipynb" for name in run.NOTEBOOKS]
+
+
+def _cells(path):
+    return json.loads(path.read_text())["cells"]
+
+
+def test_the_series_is_complete_and_ordered():
+    on_disk = sorted(p.stem for p in run.NOTEBOOKS_DIR.glob("*.ipynb"))
+    assert on_disk == list(run.NOTEBOOKS)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_notebook_sources_carry_no_outputs(path):
+    dirty = [i for i, c in enumerate(_cells(path)) if c["cell_type"] == "code" and (c.get("outputs") or c.get("execution_count"))]
+    assert not dirty, f"{path.name}: cells {dirty} carry outputs; clear them before committing (jupyter nbconvert --clear-output --inplace)"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_opens_with_title_objectives_imports_then_parameters(path):
+    cells = _cells(path)
+    assert cells[0]["cell_type"] == "markdown" and "".join(cells[0]["source"]).startswith("# ")
+    assert "Objectives" in "".join(cells[1]["source"]) and "What the paper says" in "".join(cells[1]["source"])
+    code = [c for c in cells if c["cell_type"] == "code"]
+    assert "google.colab" in "".join(code[0]["source"])  # install on Colab, nothing elsewhere
+    assert "import" in "".join(code[1]["source"])
+    tagged = [i for i, c in enumerate(code) if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert tagged == [2], f"{path.name}: exactly one parameters cell, right after the imports"
+    parameters = "".join(code[2]["source"])
+    for name in ("results_dir", "seed", "data_dir"):
+        assert f"{name} =" in parameters
+
+
+def test_profiles_set_only_parameters_the_notebooks_declare():
+    import papermill
+
+    declared = set()
+    for path in NOTEBOOKS:
+        declared |= set(papermill.inspect_notebook(str(path)))
+    for profile in run.PROFILES:
+        parameters = run.profile_parameters(profile, data_dir="/tmp")
+        assert set(parameters) <= declared, set(parameters) - declared
+
+
+def test_unknown_override_is_refused():
+    with pytest.raises(ValueError, match="unknown parameter"):
+        run.profile_parameters("sample", overrides={"epoch": 3})
+    assert run.parse_value("None") is None and run.parse_value("5") == 5 and run.parse_value("imagenet") == "imagenet"
+
+
+def test_code_hash_changes_with_code_not_with_outputs(tmp_path):
+    source = NOTEBOOKS[0]
+    notebook = json.loads(source.read_text())
+    before = run.code_hash(source)
+    for cell in notebook["cells"]:
+        if cell["cell_type"] == "code":
+            cell["outputs"] = [{"output_type": "stream", "name": "stdout", "text": "x"}]
+    copy = tmp_path / "with_outputs.ipynb"
+    copy.write_text(json.dumps(notebook))
+    assert run.code_hash(copy) == before
+    next(c for c in notebook["cells"] if c["cell_type"] == "code")["source"] = "print('changed')"
+    copy.write_text(json.dumps(notebook))
+    assert run.code_hash(copy) != before

@@ -1,0 +1,97 @@
+"""The whole notebook series, executed by papermill on real images with the `sample` profile,
+then the book built from it: what CI shows a reader, checked number by number."""
+
+import json
+import shutil
+
+import pandas as pd
+import pytest
+
+from cxr_utils import metrics, paper, run
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def sample_run(real_data, tmp_path_factory):
+    results = tmp_path_factory.mktemp("sample-run")
+    parameters = run.profile_parameters("sample", data_dir=real_data, results_dir=results)
+    record = run.execute_series(parameters, progress=False)
+    return results, record
+
+
+def test_every_notebook_ran_and_was_recorded(sample_run):
+    results, record = sample_run
+    saved = json.loads((results / "run.json").read_text())
+    assert list(saved["notebooks"]) == list(run.NOTEBOOKS)
+    for name, entry in saved["notebooks"].items():
+        assert entry["status"] == "ok" and entry["wall_time_s"] > 0
+        assert entry["code_sha256"] == run.code_hash(run.NOTEBOOKS_DIR / f"{name}.ipynb")
+        executed = json.loads((results / "notebooks" / f"{name}.ipynb").read_text())
+        assert any(c.get("outputs") for c in executed["cells"] if c["cell_type"] == "code")
+    assert saved["settings"]["profile"] == "sample" and saved["settings"]["weights"] is None
+    assert saved["versions"]["keras"] and saved["hardware"]["cpu_count"] >= 1
+
+
+def test_expected_files_exist(sample_run):
+    results, _ = sample_run
+    expected = ["manifest.csv", "sample.csv", "split.csv", "report.md", "evaluation/metrics.csv",
+                "evaluation/mcnemar.csv", "evaluation/verdicts.csv", "figures/image_grid.png",
+                "figures/preprocessing_steps.png", "figures/paper_vs_ours.png"]
+    for model_id, name in paper.MODELS.items():
+        expected += [f"{model_id}/{f}" for f in ("history.csv", "predictions.csv", "metrics.json", "run.json")]
+        expected += [f"figures/curves_{model_id}.png", f"figures/confusion_{name}.png", f"evaluation/confusion_{name}.csv"]
+    missing = [f for f in expected if not (results / f).is_file()]
+    assert not missing
+
+
+def test_metrics_lie_in_range_and_agree_with_the_confusion_matrices(sample_run):
+    results, _ = sample_run
+    table = pd.read_csv(results / "evaluation" / "metrics.csv")
+    assert table[["value", "low", "high"]].stack().between(0, 1).all()
+    for name in paper.MODELS.values():
+        counts = pd.read_csv(results / "evaluation" / f"confusion_{name}.csv", index_col=0).to_numpy()
+        (tp, fn), (fp, tn) = counts
+        expected = metrics.metrics_from_counts(tp, fn, fp, tn)
+        mine = table[table["model"] == name].set_index("metric")["value"]
+        for metric, value in expected.items():
+            assert mine[metric] == pytest.approx(value)
+    split = pd.read_csv(results / "split.csv")
+    assert counts.sum() == (split["split"] == "test").sum()
+
+
+def test_comparison_holds_the_papers_numbers_and_verdicts(sample_run):
+    results, _ = sample_run
+    executed = (results / "notebooks" / "07_comparison.ipynb").read_text()
+    for value in ("0.9150", "0.3150", "Kanjanasurat"):
+        assert value.rstrip("0") in executed
+    verdicts = pd.read_csv(results / "evaluation" / "verdicts.csv")
+    assert verdicts["claim"].tolist() == [1, 2, 3]
+    # The sample has far fewer than the paper's 100 test images: claim 1 cannot be tested on it.
+    assert verdicts.loc[0, "verdict"] == "not testable here"
+    assert "not a medical device" in (results / "report.md").read_text()
+
+
+def test_the_book_builds_with_every_page_and_figure(sample_run, tmp_path):
+    results, _ = sample_run
+    root = tmp_path / "book-root"
+    root.mkdir()
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy2(run.REPO_ROOT / name, root / name)
+    shutil.copytree(run.REPO_ROOT / "book", root / "book", ignore=shutil.ignore_patterns("executed*"))
+    run.publish_to_book(results, root / "book" / "executed")
+    html = run.build_book(root)
+    pages = ["book/intro", "book/paper", "book/method", "book/report", "book/reproducibility"]
+    pages += [f"book/executed/{name}" for name in run.NOTEBOOKS]
+    for page in pages:
+        assert (html / f"{page}.html").is_file(), page
+    for name in run.NOTEBOOKS:
+        text = (html / "book" / "executed" / f"{name}.html").read_text()
+        assert "Run settings:" in text and "profile=" in text.replace("&#39;", "'")
+    images = list((html / "_images").glob("*.png"))
+    # 01 grid, 02 steps, three training curves, three confusion matrices, paper-vs-ours bars.
+    assert len(images) >= 9
+    report = (html / "book" / "report.html").read_text()
+    assert "not testable here" in report
+    reproducibility = (html / "book" / "reproducibility.html").read_text()
+    assert "05_resnet50_lstm" in reproducibility
