@@ -135,7 +135,8 @@ def _f1_interval(y_true, y_pred, confidence, n_bootstrap, seed) -> tuple[float, 
     distribution = result.bootstrap_distribution
     if np.ptp(distribution) == 0:
         # e.g. every prediction right: each resample gives the same F1, a zero-width "interval".
-        return np.nan, np.nan, f"no interval: all {n_bootstrap} bootstrap resamples gave F1 = {distribution[0]:g}"
+        reason = f"no interval: all {n_bootstrap} bootstrap resamples gave F1 = {distribution[0]:g}"
+        return np.nan, np.nan, reason
     low, high = result.confidence_interval
     return float(low), float(high), f"paired percentile bootstrap ({n_bootstrap} resamples, seed {seed})"
 

@@ -1,6 +1,7 @@
-"""The paper's reported numbers (Tables 2-7) as data, transcribed from the paper.
+"""The numbers the paper reports (Tables 2-7) and the claims it makes, as data.
 
-Each function returns a fresh DataFrame, so callers may change it. Explained in book/paper and
+Transcribed from ../shared/paper/PAPER.md (checked against the extracted paper text). Every
+function returns a fresh copy, so callers may modify what they get. Explained in
 notebooks/07_comparison.
 """
 
@@ -9,83 +10,112 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-# Our model ids -> the paper's names, in the paper's order.
+from cxr_utils.metrics import PAPER_ORDER
+
+# Our model ids -> the paper's model names, in the paper's order.
 MODELS = {"resnet50": "ResNet50", "lstm": "LSTM", "resnet50_lstm": "ResNet50-LSTM"}
-_NAMES = list(MODELS.values())
+
+_TABLE2 = {  # best epoch: train_loss, train_accuracy, val_loss, val_accuracy
+    "ResNet50": (0.5702, 0.7800, 0.5473, 0.8600),
+    "LSTM": (0.5090, 0.7650, 0.5446, 0.7400),
+    "ResNet50-LSTM": (0.2938, 0.9150, 0.3150, 0.9100),
+}
+_CONFUSION = {  # Tables 3-5 on the 100 test images: tp, fn, fp, tn
+    "ResNet50": (47, 3, 4, 46),
+    "LSTM": (42, 8, 8, 42),
+    "ResNet50-LSTM": (47, 3, 2, 48),
+}
+_TABLE6 = {  # accuracy, precision, recall, f1 (COVID positive), as printed to 2 places
+    "ResNet50": (0.93, 0.92, 0.94, 0.93),
+    "LSTM": (0.84, 0.84, 0.84, 0.84),
+    "ResNet50-LSTM": (0.95, 0.96, 0.94, 0.95),
+}
+_TABLE7 = [  # author, data, method, accuracy, precision, recall, f1 ("-" in the paper -> NaN)
+    ("W. Swastika", "140 X-ray, binary", "VGG16", 0.93, 1.00, 0.86, np.nan),
+    ("Naufal et al.", "3,886 X-ray, multi-class", "KNN, SVM, CNN", 0.95, 0.95, 0.95, 0.95),
+    ("B. P. Hartato", "2,905 X-ray, multi-class", "CNN", 0.97, 0.97, 0.98, np.nan),
+    ("M. Harahap et al.", "550 X-ray, binary",
+     "ResNet50V2, InceptionResNetV2, VGG19, MobileNetV2", 0.95, 0.96, 0.97, 0.96),
+    ("Kanjanasurat et al.", "9,271 X-ray + 6,939 CT, multi-class", "ResNet152V2 + LSTM + GRU",
+     0.93, 0.94, 0.93, 0.94),
+    ("Proposed", "1,000 X-ray, binary", "ResNet50 + LSTM", 0.95, 0.96, 0.94, 0.95),
+]
+
+
+def _by_model(rows: dict, columns: list[str]) -> pd.DataFrame:
+    return pd.DataFrame.from_dict(rows, orient="index", columns=columns).rename_axis("model")
 
 
 def table2() -> pd.DataFrame:
-    """Training vs validation at the best epoch (paper Table 2)."""
-    return pd.DataFrame(
-        {
-            "train_loss": [0.5702, 0.5090, 0.2938],
-            "train_accuracy": [0.7800, 0.7650, 0.9150],
-            "val_loss": [0.5473, 0.5446, 0.3150],
-            "val_accuracy": [0.8600, 0.7400, 0.9100],
-        },
-        index=pd.Index(_NAMES, name="model"),
-    )
+    """Table 2: each model's loss and accuracy on training and validation data at its best epoch.
+
+    Index model (the paper's names); columns train_loss, train_accuracy, val_loss, val_accuracy.
+    Explained in notebooks/03_resnet50 to 05_resnet50_lstm.
+    """
+    return _by_model(_TABLE2, ["train_loss", "train_accuracy", "val_loss", "val_accuracy"])
 
 
 def confusion_counts() -> pd.DataFrame:
-    """Tables 3-5 on the 100 test images: TP (COVID->COVID), FN, FP, TN."""
-    return pd.DataFrame(
-        {"tp": [47, 42, 47], "fn": [3, 8, 3], "fp": [4, 8, 2], "tn": [46, 42, 48]},
-        index=pd.Index(_NAMES, name="model"),
-    )
+    """Tables 3-5 as counts on the 100 test images: index model; columns tp, fn, fp, tn.
+
+    Explained in notebooks/06_evaluation.
+    """
+    return _by_model(_CONFUSION, ["tp", "fn", "fp", "tn"])
 
 
 def confusion_table(model: str) -> pd.DataFrame:
-    """One of Tables 3-5 in ``cxr_utils.metrics.confusion_matrix``'s orientation."""
-    counts = confusion_counts()
-    if model not in counts.index:
-        raise ValueError(f"unknown model {model!r}; the paper's models are {', '.join(_NAMES)}")
-    row = counts.loc[model]
+    """One of Tables 3-5 as a 2x2 table, oriented like ``metrics.confusion_matrix``.
+
+    ``model`` is the paper's name ("ResNet50") or our id ("resnet50"). Rows actual, columns
+    predicted, each in the order COVID, Normal. Explained in notebooks/06_evaluation.
+    """
+    name = MODELS.get(model, model)
+    if name not in _CONFUSION:
+        known = ", ".join(f"{name!r} ({model_id!r})" for model_id, name in MODELS.items())
+        raise ValueError(f"unknown model {model!r}; use one of {known}")
+    tp, fn, fp, tn = _CONFUSION[name]
     return pd.DataFrame(
-        [[row["tp"], row["fn"]], [row["fp"], row["tn"]]],
-        index=pd.Index(["COVID", "Normal"], name="actual"),
-        columns=pd.Index(["COVID", "Normal"], name="predicted"),
+        [[tp, fn], [fp, tn]],
+        index=pd.Index(PAPER_ORDER, name="actual"),
+        columns=pd.Index(PAPER_ORDER, name="predicted"),
     )
 
 
 def table6() -> pd.DataFrame:
-    """Test metrics, COVID positive, as printed (paper Table 6)."""
-    return pd.DataFrame(
-        {
-            "accuracy": [0.93, 0.84, 0.95],
-            "precision": [0.92, 0.84, 0.96],
-            "recall": [0.94, 0.84, 0.94],
-            "f1": [0.93, 0.84, 0.95],
-        },
-        index=pd.Index(_NAMES, name="model"),
-    )
+    """Table 6: test accuracy, precision, recall and F1 (COVID positive), as printed.
+
+    Index model; columns accuracy, precision, recall, f1. Explained in notebooks/07_comparison.
+    """
+    return _by_model(_TABLE6, ["accuracy", "precision", "recall", "f1"])
 
 
 def table7() -> pd.DataFrame:
-    """Comparison with earlier work as printed (paper Table 7); percentages as fractions."""
-    nan = np.nan
-    rows = [
-        ("W. Swastika", "140 X-ray, binary", "VGG16", 0.93, 1.00, 0.86, nan),
-        ("Naufal et al.", "3,886 X-ray, multi-class", "KNN, SVM, CNN", 0.95, 0.95, 0.95, 0.95),
-        ("B. P. Hartato", "2,905 X-ray, multi-class", "CNN", 0.97, 0.97, 0.98, nan),
-        ("M. Harahap et al.", "550 X-ray, binary",
-         "ResNet50V2, InceptionResNetV2, VGG19, MobileNetV2", 0.95, 0.96, 0.97, 0.96),
-        ("Kanjanasurat et al.", "9,271 X-ray + 6,939 CT, multi-class",
-         "ResNet152V2 + LSTM + GRU", 0.93, 0.94, 0.93, 0.94),
-        ("Proposed (paper)", "1,000 X-ray, binary", "ResNet50 + LSTM", 0.95, 0.96, 0.94, 0.95),
-    ]
-    return pd.DataFrame(rows, columns=["author", "data", "method", "accuracy", "precision", "recall", "f1"])
+    """Table 7: the paper's comparison with earlier work, as printed (percentages as fractions).
+
+    Columns author, data, method, accuracy, precision, recall, f1; a "-" in the paper is NaN.
+    The last row ("Proposed") is the paper's own ResNet50-LSTM. Explained in notebooks/07_comparison.
+    """
+    return pd.DataFrame(
+        _TABLE7, columns=["author", "data", "method", "accuracy", "precision", "recall", "f1"]
+    )
 
 
 def claims() -> pd.DataFrame:
-    """The three claims a replication tests (PAPER.md, "Claims the paper makes")."""
-    return pd.DataFrame(
-        [
-            (1, "ResNet50-LSTM reaches 95% accuracy, 96% precision, 94% recall, 95% F1 on the test set",
-             "Table 6", "accuracy 0.95, precision 0.96, recall 0.94, f1 0.95"),
-            (2, "ResNet50-LSTM beats ResNet50 alone (93%) and LSTM alone (84%)",
-             "Table 6", "accuracy 0.95 vs 0.93 and 0.84"),
-            (3, "ResNet50-LSTM overfits slightly", "Table 2", "val_loss 0.3150 > train_loss 0.2938"),
-        ],
-        columns=["claim", "text", "source", "paper_values"],
-    )
+    """The three claims of PAPER.md with the reported numbers each rests on.
+
+    Columns: id (1-3), claim (text), source (the table), paper_values (dict "model metric" ->
+    value, read from the tables above). Explained in notebooks/07_comparison and book/report.
+    """
+    scores, fits = table6(), table2()
+    hybrid, resnet, lstm = MODELS["resnet50_lstm"], MODELS["resnet50"], MODELS["lstm"]
+    rows = [
+        (1, "ResNet50-LSTM reaches 95% accuracy, 96% precision, 94% recall and 95% F1 on the "
+            "100-image test set", "Table 6",
+         {f"{hybrid} {metric}": float(scores.loc[hybrid, metric]) for metric in scores.columns}),
+        (2, "ResNet50-LSTM beats ResNet50 alone (93%) and LSTM alone (84%)", "Table 6",
+         {f"{name} accuracy": float(scores.loc[name, "accuracy"]) for name in (hybrid, resnet, lstm)}),
+        (3, "ResNet50-LSTM overfits slightly (validation loss 0.3150 > training loss 0.2938)",
+         "Table 2",
+         {f"{hybrid} {metric}": float(fits.loc[hybrid, metric]) for metric in ("train_loss", "val_loss")}),
+    ]
+    return pd.DataFrame(rows, columns=["id", "claim", "source", "paper_values"])
