@@ -5,9 +5,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # Empty DATA_DIR: download the dataset from Kaggle with kagglehub (needs a network).
 DATA_DIR ?=
-# imagenet (the paper's transfer learning; needs a network once), none (from scratch), or a weights file.
+# paper (500 + 500 images, 15 epochs, ImageNet weights) or sample (what CI runs).
+PROFILE ?= paper
+# imagenet (the paper's transfer learning; needs a network once), None (from scratch), or a weights file.
 WEIGHTS ?= imagenet
-RESULTS_DIR ?= results
 PYTEST_ARGS ?=
 
 .PHONY: run test venv clean
@@ -21,12 +22,12 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
 
-# For now: check the dataset, then a short training run of the hybrid (50 + 50 images, 2 epochs).
+# The main job: check the dataset, execute the seven notebooks with papermill under PROFILE
+# (paper: the paper's protocol; sample: a small real subset in minutes), then build the book.
 run: $(VENV)/.installed
-	$(BIN)/python -m cxr_utils.data $(DATA_DIR) --manifest-out $(RESULTS_DIR)/manifest.csv
-	$(BIN)/python -m cxr_utils.training $(if $(DATA_DIR),--data-dir "$(DATA_DIR)") \
-		--model resnet50_lstm --n-per-class 50 --epochs 2 --weights $(WEIGHTS) \
-		--results-dir $(RESULTS_DIR)/quick-run
+	$(BIN)/python -m cxr_utils.data $(DATA_DIR) --no-progress
+	$(BIN)/python -m cxr_utils.run --profile $(PROFILE) $(if $(DATA_DIR),--data-dir "$(DATA_DIR)") \
+		$(if $(filter-out imagenet,$(WEIGHTS)),-p weights=$(WEIGHTS)) --book
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

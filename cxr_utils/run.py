@@ -69,6 +69,8 @@ class SeriesError(RuntimeError):
 
 def parse_value(text: str):
     """``-p name=value`` values: Python literals (None, 15, 0.5, 'x'), anything else a string."""
+    if text.lower() == "none":
+        return None
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
