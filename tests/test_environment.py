@@ -1,0 +1,44 @@
+"""One pinned environment: pyproject, requirements.txt and environment.yml agree; imports stay offline."""
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+from packaging.requirements import Requirement
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _pins():
+    pins = {}
+    for line in (ROOT / "requirements.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            requirement = Requirement(line)
+            pins[requirement.name.lower().replace("_", "-")] = next(iter(requirement.specifier)).version
+    return pins
+
+
+def test_every_dependency_is_pinned_within_its_range():
+    pins = _pins()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = list(project["dependencies"]) + project["optional-dependencies"]["book"] + project["optional-dependencies"]["test"]
+    for text in wanted:
+        requirement = Requirement(text)
+        name = requirement.name.lower().replace("_", "-")
+        assert name in pins, f"{name} is a dependency but not pinned in requirements.txt"
+        assert requirement.specifier.contains(pins[name]), f"{name}=={pins[name]} is outside {requirement.specifier}"
+    assert pins["tensorflow-cpu"] and pins["keras"].startswith("3.")
+    assert int(pins["jupyter-book"].split(".")[0]) < 2  # 2.x needs the network to build
+
+
+def test_environment_yml_installs_the_same_pins():
+    text = (ROOT / "environment.yml").read_text()
+    assert "-r requirements.txt" in text and "-e ." in text and "python=3.11" in text
+
+
+def test_importing_the_package_loads_no_deep_learning_framework():
+    code = "import sys, cxr_utils, cxr_utils.data; print(sorted(m for m in ('keras', 'tensorflow', 'kagglehub') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
