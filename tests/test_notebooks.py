@@ -69,3 +69,25 @@ def test_code_hash_changes_with_code_not_with_outputs(tmp_path):
     next(c for c in notebook["cells"] if c["cell_type"] == "code")["source"] = "print('changed')"
     copy.write_text(json.dumps(notebook))
     assert run.code_hash(copy) != before
+
+
+def test_a_failing_cell_stops_the_series_naming_notebook_and_cell(tmp_path, monkeypatch):
+    import nbformat
+
+    notebook = nbformat.v4.new_notebook()
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    parameters = nbformat.v4.new_code_cell("results_dir = None")
+    parameters.metadata["tags"] = ["parameters"]
+    notebook.cells = [parameters, nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell("1 / 0")]
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    nbformat.write(notebook, folder / "01_broken.ipynb")
+    nbformat.write(notebook, folder / "02_never.ipynb")
+    monkeypatch.setattr(run, "NOTEBOOKS_DIR", folder)
+    results = tmp_path / "results"
+    with pytest.raises(run.SeriesError, match=r"01_broken\.ipynb failed in cell \d+ .*ZeroDivisionError"):
+        run.execute_series({"results_dir": str(results)}, notebooks=["01_broken", "02_never"], progress=False, log=lambda _: None)
+    record = json.loads((results / "run.json").read_text())
+    assert record["notebooks"]["01_broken"]["status"] == "failed"
+    assert "02_never" not in record["notebooks"]
+    assert (results / "notebooks" / "01_broken.ipynb").is_file()  # the traceback is kept for the reader
