@@ -105,9 +105,13 @@ def _side_by_side(paper_table: pd.DataFrame, ours: pd.DataFrame) -> pd.DataFrame
     return pd.concat({"paper": paper_table, "this run": ours.reindex(paper_table.index)}, axis=1)
 
 
-def compare_with_paper(results_dir) -> dict:
-    """Every table of the paper beside this run's, read from saved results."""
-    folder = Path(results_dir) / EVALUATION_DIR
+def compare_with_paper(results_dir, evaluation_dir: str = EVALUATION_DIR) -> dict:
+    """Every table of the paper beside this run's, read from saved results.
+
+    ``evaluation_dir`` (below ``results_dir``) picks the test set: the split's test images
+    ("evaluation") or the extended test set ("extended/evaluation").
+    """
+    folder = Path(results_dir) / evaluation_dir
     if not (folder / "metrics.csv").is_file():
         raise FileNotFoundError(f"{folder / 'metrics.csv'} is missing; run notebooks/06_evaluation.ipynb first")
     ours_long = pd.read_csv(folder / "metrics.csv")
@@ -142,15 +146,77 @@ def compare_with_paper(results_dir) -> dict:
     }
 
 
-def save_verdicts(results_dir, verdicts: pd.DataFrame) -> Path:
-    """verdicts.csv, and report.md that the book's replication report page includes."""
+def save_verdicts(results_dir, verdicts: pd.DataFrame, name: str | None = None) -> Path:
+    """verdicts.csv/.json, and report.md (report_<name>.md) that the book's report page includes."""
+    suffix = f"_{name}" if name else ""
     folder = Path(results_dir) / EVALUATION_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    verdicts.to_csv(folder / "verdicts.csv", index=False)
-    text = report.verdicts_markdown(verdicts) + "\n\n" + report.DISCLAIMER + "\n"
-    path = Path(results_dir) / "report.md"
+    verdicts.to_csv(folder / f"verdicts{suffix}.csv", index=False)
+    runtime.write_json({"verdicts": verdicts.to_dict(orient="records")}, folder / f"verdicts{suffix}.json")
+    path = Path(results_dir) / f"report{suffix}.md"
     tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(text)
+    tmp.write_text(report.verdicts_markdown(verdicts) + "\n\n" + report.DISCLAIMER + "\n")
     tmp.replace(path)
-    runtime.write_json({"verdicts": verdicts.to_dict(orient="records")}, folder / "verdicts.json")
     return path
+
+
+def extended_test_set(manifest: pd.DataFrame, split: pd.DataFrame, max_images: int | None = None, seed: int = 0) -> pd.DataFrame:
+    """The images a run never touched, as a larger second test set.
+
+    Every image of ``manifest`` outside the run's sample, minus any image whose duplicate group
+    reaches the run's training or validation images (a copy of a training image would be
+    remembered, not diagnosed). ``max_images`` keeps a seeded, class-balanced subset (for quick
+    runs). Explained in notebooks/06_evaluation.
+    """
+    for table, name in ((manifest, "manifest"), (split, "split")):
+        if "duplicate_group" not in table.columns or "sha256" not in table.columns:
+            raise ValueError(f"{name} needs the sha256 and duplicate_group columns (cxr_utils.data.add_duplicate_groups)")
+    seen_groups = set(split.loc[split["split"].isin(["train", "val"]), "duplicate_group"])
+    seen_hashes = set(split["sha256"])
+    unused = manifest[~manifest["path"].isin(split["path"])]
+    clean = unused[~unused["duplicate_group"].isin(seen_groups) & ~unused["sha256"].isin(seen_hashes)]
+    if max_images is not None and len(clean) > max_images:
+        per_class = max_images // 2
+        clean = pd.concat(
+            rows.sample(n=min(per_class, len(rows)), random_state=seed) for _, rows in clean.groupby("label")
+        )
+    clean = clean.sort_values(["label", "path"]).reset_index(drop=True)
+    clean.attrs["excluded_as_duplicates"] = int(len(unused) - len(unused[
+        ~unused["duplicate_group"].isin(seen_groups) & ~unused["sha256"].isin(seen_hashes)
+    ]))
+    return clean
+
+
+def predict_saved_models(results_dir, rows: pd.DataFrame, image_size: int = 224, cache_dir=None,
+                         batch_size: int = 32) -> dict[str, pd.DataFrame]:
+    """Each saved model (``<model>/model.keras``) on ``rows``: predictions keyed by paper name."""
+    import keras
+
+    from cxr_utils import data, models, training  # noqa: F401  (models registers custom layers)
+
+    images = data.load_images(rows, image_size=image_size, cache_dir=cache_dir, progress=False)
+    predictions = {}
+    for model_id, name in paper.MODELS.items():
+        path = _model_dir(results_dir, model_id) / "model.keras"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing; re-run notebook {model_id} with the model saved")
+        model = keras.saving.load_model(path)
+        probabilities = training.predict_probabilities(model, images, batch_size)
+        predictions[name] = pd.DataFrame({
+            "path": rows["path"].to_numpy(), "label": rows["label"].to_numpy(),
+            "probability": probabilities, "predicted": metrics.labels_from_probabilities(probabilities),
+        })
+    return predictions
+
+
+def intervals_side_by_side(small: pd.DataFrame, large: pd.DataFrame) -> pd.DataFrame:
+    """Metrics on the run's test set beside the extended test set, with interval widths."""
+    def label(table):
+        return [f"{v:.3f} [{lo:.3f}, {hi:.3f}]" for v, lo, hi in zip(table["value"], table["low"], table["high"])]
+
+    merged = small.assign(text=label(small), width=small["high"] - small["low"]).merge(
+        large.assign(text=label(large), width=large["high"] - large["low"]),
+        on=["model", "metric"], suffixes=(" (test)", " (extended)"),
+    )
+    return merged[["model", "metric", "n (test)", "text (test)", "width (test)", "n (extended)",
+                   "text (extended)", "width (extended)"]].round(3)

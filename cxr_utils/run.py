@@ -49,6 +49,7 @@ PROFILES = {
         "seed": 42,
         "weights": "imagenet",
         "image_size": 224,
+        "extended_test_size": None,  # every image the run did not use
     },
     # What CI runs: the same code on a small real subset, from scratch, in minutes on 2 CPU cores.
     # Its numbers show that the pipeline works, not how good the models are.
@@ -59,6 +60,7 @@ PROFILES = {
         "seed": 42,
         "weights": None,
         "image_size": 224,
+        "extended_test_size": 60,
     },
 }
 
@@ -187,10 +189,11 @@ def publish_to_book(results_dir: Path, book_dir: Path = BOOK_EXECUTED_DIR) -> Pa
         _hide_injected_parameters(notebook_path)
     shutil.copy2(results_dir / "run.json", staging / "run.json")
     (staging / "run_record.md").write_text(report.run_record_markdown(record))
-    verdicts = results_dir / "report.md"
-    (staging / "report.md").write_text(
-        verdicts.read_text() if verdicts.is_file() else "No verdicts: notebook 07 did not run.\n"
-    )
+    for name in ("report.md", "report_extended.md"):
+        verdicts = results_dir / name
+        (staging / name).write_text(
+            verdicts.read_text() if verdicts.is_file() else "No verdicts: notebook 07 did not run.\n"
+        )
     shutil.rmtree(book_dir, ignore_errors=True)
     staging.rename(book_dir)
     return book_dir

@@ -37,7 +37,8 @@ def test_expected_files_exist(sample_run):
     results, _ = sample_run
     expected = ["manifest.csv", "sample.csv", "split.csv", "report.md", "evaluation/metrics.csv",
                 "evaluation/mcnemar.csv", "evaluation/verdicts.csv", "figures/image_grid.png",
-                "figures/preprocessing_steps.png", "figures/paper_vs_ours.png"]
+                "figures/preprocessing_steps.png", "figures/paper_vs_ours.png", "report_extended.md",
+                "extended/evaluation/metrics.csv", "extended/evaluation/mcnemar.csv", "evaluation/verdicts_extended.csv"]
     for model_id, name in paper.MODELS.items():
         expected += [f"{model_id}/{f}" for f in ("history.csv", "predictions.csv", "metrics.json", "run.json")]
         expected += [f"figures/curves_{model_id}.png", f"figures/confusion_{name}.png", f"evaluation/confusion_{name}.csv"]
@@ -70,6 +71,21 @@ def test_comparison_holds_the_papers_numbers_and_verdicts(sample_run):
     # The sample has far fewer than the paper's 100 test images: claim 1 cannot be tested on it.
     assert verdicts.loc[0, "verdict"] == "not testable here"
     assert "not a medical device" in (results / "report.md").read_text()
+
+
+def test_extended_test_set_is_disjoint_from_the_run_and_its_duplicates(sample_run):
+    from cxr_utils import data, evaluation
+
+    results, _ = sample_run
+    manifest, split = data.read_manifest(results / "manifest.csv"), data.read_manifest(results / "split.csv")
+    extended = evaluation.extended_test_set(manifest, split)
+    assert not set(extended["path"]) & set(split["path"])
+    seen = split[split["split"].isin(["train", "val"])]
+    assert not set(extended["duplicate_group"]) & set(seen["duplicate_group"])
+    assert not set(extended["sha256"]) & set(split["sha256"])
+    assert len(extended) + len(split) + extended.attrs["excluded_as_duplicates"] == len(manifest)
+    table = pd.read_csv(results / "extended" / "evaluation" / "metrics.csv")
+    assert (table["n"] == run.PROFILES["sample"]["extended_test_size"]).all()
 
 
 def test_the_book_builds_with_every_page_and_figure(sample_run, tmp_path):
