@@ -128,9 +128,11 @@ def execute_series(
     executed_dir = results_dir / "notebooks"
     executed_dir.mkdir(parents=True, exist_ok=True)
     record = runtime.run_record(parameters, notebooks={}, profile=parameters.get("profile"))
-    env_path = os.environ.get("PATH", "")
+    saved_env = {name: os.environ.get(name) for name in ("PATH", "MPLBACKEND")}
     # The kernel must be this interpreter's, also when the virtual environment is not activated.
-    os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env_path])
+    os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), saved_env["PATH"] or ""])
+    # Figures must land in the executed notebooks, whatever backend the caller's shell sets.
+    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
     start = time.perf_counter()
     try:
         for index, name in enumerate(notebooks, 1):
@@ -160,7 +162,11 @@ def execute_series(
             entry.update(status="ok", wall_time_s=round(time.perf_counter() - notebook_start, 1))
             log(f"    done in {entry['wall_time_s']:.0f} s")
     finally:
-        os.environ["PATH"] = env_path
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
         record["wall_time_s"] = round(time.perf_counter() - start, 1)
         runtime.write_json(record, results_dir / "run.json")
     return record
