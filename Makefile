@@ -11,7 +11,7 @@ PROFILE ?= paper
 WEIGHTS ?= imagenet
 PYTEST_ARGS ?=
 
-.PHONY: run test venv clean
+.PHONY: run book test venv clean
 
 venv: $(VENV)/.installed
 
@@ -28,6 +28,10 @@ run: $(VENV)/.installed
 	$(BIN)/python -m cxr_utils.data $(DATA_DIR) --no-progress
 	$(BIN)/python -m cxr_utils.run --profile $(PROFILE) $(if $(DATA_DIR),--data-dir "$(DATA_DIR)") \
 		$(if $(filter-out imagenet,$(WEIGHTS)),-p weights=$(WEIGHTS)) --book
+
+# Rebuild the book from the run already in book/executed/ (no training).
+book: $(VENV)/.installed
+	$(BIN)/jupyter-book build . --warningiserror --keep-going
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 BOOK_EXECUTED_DIR = REPO_ROOT / "book" / "executed"
@@ -182,6 +184,29 @@ def _hide_injected_parameters(notebook_path: Path) -> None:
     notebook_path.write_text(json.dumps(notebook, indent=1) + "\n")
 
 
+def _tables_markdown(results_dir: Path) -> str:
+    """The paper's tables beside this run's, as Markdown for the replication report."""
+    from cxr_utils import evaluation
+
+    try:
+        tables = evaluation.compare_with_paper(results_dir)
+    except FileNotFoundError as error:
+        return f"No tables: {error}\n"
+    parts = []
+    for title, key in (
+        ("Table 2: training and validation at the best epoch", "table2"),
+        ("Tables 3-5: confusion counts on the test set", "confusion"),
+        ("Table 6: test metrics with 95% intervals", "table6"),
+        ("Table 7: earlier work, with this run added", "table7"),
+    ):
+        table = tables[key]
+        if isinstance(table.columns, pd.MultiIndex):
+            table = table.copy()
+            table.columns = [" ".join(map(str, c)) for c in table.columns]
+        parts.append(f"**{title}**\n\n{table.round(4).to_markdown()}\n")
+    return "\n".join(parts)
+
+
 def publish_to_book(results_dir: Path, book_dir: Path = BOOK_EXECUTED_DIR) -> Path:
     """Copy the executed notebooks, the run record and the verdicts where the book renders them."""
     from cxr_utils import report
@@ -195,6 +220,9 @@ def publish_to_book(results_dir: Path, book_dir: Path = BOOK_EXECUTED_DIR) -> Pa
         _hide_injected_parameters(notebook_path)
     shutil.copy2(results_dir / "run.json", staging / "run.json")
     (staging / "run_record.md").write_text(report.run_record_markdown(record))
+    (staging / "tables.md").write_text(_tables_markdown(results_dir))
+    if (results_dir / "figures").is_dir():
+        shutil.copytree(results_dir / "figures", staging / "figures")
     for name in ("report.md", "report_extended.md"):
         verdicts = results_dir / name
         (staging / name).write_text(
@@ -203,6 +231,32 @@ def publish_to_book(results_dir: Path, book_dir: Path = BOOK_EXECUTED_DIR) -> Pa
     shutil.rmtree(book_dir, ignore_errors=True)
     staging.rename(book_dir)
     return book_dir
+
+
+def drift(book_dir: Path = BOOK_EXECUTED_DIR, notebooks_dir: Path | None = None) -> list[str]:
+    """Where a published run no longer matches the notebook sources it claims to come from.
+
+    Compares the SHA-256 of each source notebook's code cells with the one recorded in the
+    published run.json, and checks every notebook of the series was executed. Empty: in sync.
+    """
+    notebooks_dir = Path(notebooks_dir or NOTEBOOKS_DIR)
+    record_path = Path(book_dir) / "run.json"
+    if not record_path.is_file():
+        return [f"{record_path} is missing: publish a run with `python -m cxr_utils.run --book`"]
+    recorded = json.loads(record_path.read_text()).get("notebooks", {})
+    problems = []
+    for name in NOTEBOOKS:
+        entry = recorded.get(name)
+        if entry is None or entry.get("status") != "ok":
+            problems.append(f"{name}: not executed successfully in the published run")
+        elif entry["code_sha256"] != code_hash(notebooks_dir / f"{name}.ipynb"):
+            problems.append(
+                f"{name}: its code changed since the published run was made; re-run the series "
+                "(python -m cxr_utils.run --profile paper --book) and commit book/executed/"
+            )
+        elif not (Path(book_dir) / f"{name}.ipynb").is_file():
+            problems.append(f"{name}: executed notebook missing from {book_dir}")
+    return problems
 
 
 def build_book(root: Path = REPO_ROOT, log=print) -> Path:

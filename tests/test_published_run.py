@@ -1,0 +1,54 @@
+"""The run the book renders (book/executed/) must come from the notebook sources as they are."""
+
+import json
+import shutil
+
+import pytest
+
+from cxr_utils import run
+
+
+def test_published_run_matches_the_notebook_sources():
+    if not (run.BOOK_EXECUTED_DIR / "run.json").is_file():
+        pytest.skip("no run published in book/executed/ yet (python -m cxr_utils.run --profile paper --book)")
+    assert run.drift() == []
+
+
+def _fake_published_run(tmp_path):
+    notebooks = tmp_path / "notebooks"
+    shutil.copytree(run.NOTEBOOKS_DIR, notebooks)
+    book = tmp_path / "executed"
+    book.mkdir()
+    record = {"notebooks": {}}
+    for name in run.NOTEBOOKS:
+        shutil.copy2(notebooks / f"{name}.ipynb", book / f"{name}.ipynb")
+        record["notebooks"][name] = {"status": "ok", "code_sha256": run.code_hash(notebooks / f"{name}.ipynb")}
+    (book / "run.json").write_text(json.dumps(record))
+    return notebooks, book
+
+
+def test_drift_check_fails_when_a_notebooks_code_changes(tmp_path):
+    notebooks, book = _fake_published_run(tmp_path)
+    assert run.drift(book, notebooks) == []
+    path = notebooks / "05_resnet50_lstm.ipynb"
+    notebook = json.loads(path.read_text())
+    code = next(c for c in notebook["cells"] if c["cell_type"] == "code" and "run_experiment" in "".join(c["source"]))
+    code["source"] = "".join(code["source"]).replace("cache_dir=cache_dir", "cache_dir=None")
+    path.write_text(json.dumps(notebook))
+    problems = run.drift(book, notebooks)
+    assert len(problems) == 1 and problems[0].startswith("05_resnet50_lstm: its code changed")
+
+
+def test_drift_check_ignores_prose_and_reports_missing_runs(tmp_path):
+    notebooks, book = _fake_published_run(tmp_path)
+    path = notebooks / "01_data_collection.ipynb"
+    notebook = json.loads(path.read_text())
+    notebook["cells"][0]["source"] = "# A new title"
+    path.write_text(json.dumps(notebook))
+    assert run.drift(book, notebooks) == []
+    record = json.loads((book / "run.json").read_text())
+    record["notebooks"]["07_comparison"]["status"] = "failed"
+    (book / "run.json").write_text(json.dumps(record))
+    assert run.drift(book, notebooks) == ["07_comparison: not executed successfully in the published run"]
+    (book / "run.json").unlink()
+    assert "missing" in run.drift(book, notebooks)[0]
