@@ -105,6 +105,21 @@ def _side_by_side(paper_table: pd.DataFrame, ours: pd.DataFrame) -> pd.DataFrame
     return pd.concat({"paper": paper_table, "this run": ours.reindex(paper_table.index)}, axis=1)
 
 
+def _table7_setting(results_dir, n_test: int) -> dict:
+    """Table 7's data and method cells for this run: its image count and backbone weights."""
+    split_path = Path(results_dir) / "split.csv"
+    data = f"{n_test} test X-ray, binary"
+    if split_path.is_file():
+        data = f"{len(pd.read_csv(split_path)):,} X-ray, binary ({n_test} test)"
+    method = "ResNet50 + LSTM"
+    record_path = Path(results_dir) / "run.json"
+    if record_path.is_file():
+        weights = json.loads(record_path.read_text()).get("settings", {}).get("weights", "imagenet")
+        if weights != "imagenet":
+            method += " (from scratch)" if weights is None else f" (weights: {Path(str(weights)).name})"
+    return {"data": data, "method": method}
+
+
 def compare_with_paper(results_dir, evaluation_dir: str = EVALUATION_DIR) -> dict:
     """Every table of the paper beside this run's, read from saved results.
 
@@ -127,12 +142,12 @@ def compare_with_paper(results_dir, evaluation_dir: str = EVALUATION_DIR) -> dic
     ).pivot(index="model", columns="metric", values="text")
     table6 = paper.table6()
     hybrid = ours_wide.loc[report.HYBRID]
-    n_test = int(ours_long["n"].max())
     table7 = pd.concat([
         paper.table7(),
         pd.DataFrame([{
-            "author": "This run", "data": f"{n_test} test X-ray, binary", "method": "ResNet50 + LSTM",
-            **{m: hybrid[m] for m in ("accuracy", "precision", "recall", "f1")},
+            "author": "This run", **_table7_setting(results_dir, n_test=int(ours_long["n"].max())),
+            # Rounded like the paper's rows, which are whole percentages.
+            **{m: round(float(hybrid[m]), 2) for m in ("accuracy", "precision", "recall", "f1")},
         }]),
     ], ignore_index=True)
     return {
@@ -220,3 +235,49 @@ def intervals_side_by_side(small: pd.DataFrame, large: pd.DataFrame) -> pd.DataF
     )
     return merged[["model", "metric", "n (test)", "text (test)", "width (test)", "n (extended)",
                    "text (extended)", "width (extended)"]].round(3)
+
+
+EXTENDED_DIR = "extended/evaluation"
+NEAR_CHANCE = 0.55  # a balanced validation accuracy at or below this is about a coin toss
+
+
+def training_findings(results_dir) -> pd.DataFrame:
+    """What each model's training run shows beyond its best epoch, one row per model.
+
+    How steady validation accuracy was over the epochs (range; epochs at or below
+    ``NEAR_CHANCE``), the chosen epoch, and how far the chosen epoch's validation accuracy
+    overstates test accuracy: picking the best of many noisy validation scores favours a
+    lucky epoch. Test and extended-test accuracy with 95% intervals where they exist.
+    """
+    rows = {}
+    tests = {}
+    for folder in (EVALUATION_DIR, EXTENDED_DIR):
+        path = Path(results_dir) / folder / "metrics.csv"
+        if path.is_file():
+            table = pd.read_csv(path)
+            tests[folder] = table[table["metric"] == "accuracy"].set_index("model")
+    for model_id, name in paper.MODELS.items():
+        folder = _model_dir(results_dir, model_id)
+        history = pd.read_csv(folder / "history.csv")
+        best_epoch = json.loads((folder / "metrics.json").read_text())["best_epoch"]
+        chosen = history.loc[history["epoch"] == best_epoch].iloc[0]
+        row = {
+            "epochs": len(history),
+            "best_epoch": int(best_epoch),
+            "final_train_accuracy": float(history["accuracy"].iloc[-1]),
+            "val_accuracy_min": float(history["val_accuracy"].min()),
+            "val_accuracy_max": float(history["val_accuracy"].max()),
+            "epochs_near_chance": int((history["val_accuracy"] <= NEAR_CHANCE).sum()),
+            "val_accuracy_chosen": float(chosen["val_accuracy"]),
+        }
+        for folder, label in ((EVALUATION_DIR, "test"), (EXTENDED_DIR, "extended")):
+            if folder in tests and name in tests[folder].index:
+                accuracy = tests[folder].loc[name]
+                row[f"{label}_accuracy"] = float(accuracy["value"])
+                row[f"{label}_low"] = float(accuracy["low"])
+                row[f"{label}_high"] = float(accuracy["high"])
+                row[f"{label}_n"] = int(accuracy["n"])
+        if "test_accuracy" in row:
+            row["selection_optimism"] = row["val_accuracy_chosen"] - row["test_accuracy"]
+        rows[name] = row
+    return pd.DataFrame.from_dict(rows, orient="index")

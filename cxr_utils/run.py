@@ -207,6 +207,30 @@ def _tables_markdown(results_dir: Path) -> str:
     return "\n".join(parts)
 
 
+def _findings_markdown(results_dir: Path) -> str:
+    """What the run shows, written from its numbers, for the replication report."""
+    from cxr_utils import evaluation, report
+
+    try:
+        findings = evaluation.training_findings(results_dir)
+    except FileNotFoundError as error:
+        return f"No findings: {error}\n"
+
+    def optional(relative):
+        path = results_dir / relative
+        return pd.read_csv(path) if path.is_file() else None
+
+    return report.findings_markdown(
+        findings,
+        mcnemar_extended=optional(f"{evaluation.EXTENDED_DIR}/mcnemar.csv"),
+        verdicts=optional(f"{evaluation.EVALUATION_DIR}/verdicts.csv"),
+        verdicts_extended=optional(f"{evaluation.EVALUATION_DIR}/verdicts_extended.csv"),
+    )
+
+
+PUBLISH_IGNORE = ("*.keras", "notebooks", "figures", "*.md", ".*", "__pycache__")
+
+
 def publish_to_book(results_dir: Path, book_dir: Path = BOOK_EXECUTED_DIR) -> Path:
     """Copy the executed notebooks, the run record and the verdicts where the book renders them."""
     from cxr_utils import report
@@ -221,8 +245,14 @@ def publish_to_book(results_dir: Path, book_dir: Path = BOOK_EXECUTED_DIR) -> Pa
     shutil.copy2(results_dir / "run.json", staging / "run.json")
     (staging / "run_record.md").write_text(report.run_record_markdown(record))
     (staging / "tables.md").write_text(_tables_markdown(results_dir))
+    (staging / "findings.md").write_text(_findings_markdown(results_dir))
     if (results_dir / "figures").is_dir():
         shutil.copytree(results_dir / "figures", staging / "figures")
+    # The numbers behind the pages (histories, predictions, metrics, confusion matrices, the
+    # sample and split), so readers can check them without retraining. Not the model weights
+    # (hundreds of MB) and not the notebooks and figures, which are copied above.
+    shutil.copytree(results_dir, staging / "results",
+                    ignore=shutil.ignore_patterns(*PUBLISH_IGNORE))
     for name in ("report.md", "report_extended.md"):
         verdicts = results_dir / name
         (staging / name).write_text(

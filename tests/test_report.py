@@ -57,3 +57,44 @@ def test_run_record_markdown():
         "hardware": {"accelerator": "CPU only"}, "versions": {"keras": "3.15.1"}, "git_commit": "abc", "wall_time_s": 20,
     })
     assert "| 03_resnet50 | 12.5 | ok | `abababababab` |" in text and "| keras | 3.15.1 |" in text
+
+
+def _results_with_histories(tmp_path, val_accuracies, train_accuracy, test_accuracy):
+    """A results folder as notebooks 03-06 write it, with chosen validation curves."""
+    import json
+
+    from cxr_utils import paper
+
+    for model_id in paper.MODELS:
+        folder = tmp_path / model_id
+        folder.mkdir()
+        epochs = range(1, len(val_accuracies) + 1)
+        pd.DataFrame({"epoch": epochs, "loss": 0.5, "accuracy": train_accuracy, "val_loss": 0.5,
+                      "val_accuracy": val_accuracies}).to_csv(folder / "history.csv", index=False)
+        best = 1 + max(range(len(val_accuracies)), key=val_accuracies.__getitem__)
+        (folder / "metrics.json").write_text(json.dumps({"best_epoch": best}))
+    (tmp_path / "evaluation").mkdir()
+    _ours(test_accuracy).to_csv(tmp_path / "evaluation" / "metrics.csv", index=False)
+    return tmp_path
+
+
+def test_findings_follow_the_histories(tmp_path):
+    from cxr_utils import evaluation
+
+    results = _results_with_histories(tmp_path, [0.5, 0.52, 0.9, 0.6], train_accuracy=0.7, test_accuracy=0.8)
+    findings = evaluation.training_findings(results)
+    hybrid = findings.loc["ResNet50-LSTM"]
+    assert hybrid["best_epoch"] == 3 and hybrid["epochs_near_chance"] == 2
+    assert abs(hybrid["selection_optimism"] - 0.1) < 1e-9
+    assert "extended_accuracy" not in findings  # no extended test set evaluated
+    text = report.findings_markdown(findings)
+    assert "ranged from 0.50 to 0.90" in text and "near chance in 2 of 4 epochs" in text
+    assert "underfits" in text and "Ranking** on the test set (n=100)" in text
+
+
+def test_findings_stay_quiet_about_steady_well_fitted_runs(tmp_path):
+    from cxr_utils import evaluation
+
+    results = _results_with_histories(tmp_path, [0.85, 0.9, 0.88], train_accuracy=0.95, test_accuracy=0.88)
+    text = report.findings_markdown(evaluation.training_findings(results))
+    assert "unsteady" not in text and "underfits" not in text

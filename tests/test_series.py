@@ -7,7 +7,7 @@ import shutil
 import pandas as pd
 import pytest
 
-from cxr_utils import metrics, paper, run
+from cxr_utils import evaluation, metrics, paper, run
 
 pytestmark = pytest.mark.slow
 
@@ -71,6 +71,10 @@ def test_comparison_holds_the_papers_numbers_and_verdicts(sample_run):
     # The sample has far fewer than the paper's 100 test images: claim 1 cannot be tested on it.
     assert verdicts.loc[0, "verdict"] == "not testable here"
     assert "not a medical device" in (results / "report.md").read_text()
+    ours = evaluation.compare_with_paper(results)["table7"].iloc[-1]
+    split = pd.read_csv(results / "split.csv")
+    assert ours["author"] == "This run" and ours["method"] == "ResNet50 + LSTM (from scratch)"
+    assert ours["data"] == f"{len(split):,} X-ray, binary ({(split['split'] == 'test').sum()} test)"
 
 
 def test_extended_test_set_is_disjoint_from_the_run_and_its_duplicates(sample_run):
@@ -95,7 +99,13 @@ def test_the_book_builds_with_every_page_and_figure(sample_run, tmp_path):
     for name in ("_config.yml", "_toc.yml"):
         shutil.copy2(run.REPO_ROOT / name, root / name)
     shutil.copytree(run.REPO_ROOT / "book", root / "book", ignore=shutil.ignore_patterns("executed*"))
-    run.publish_to_book(results, root / "book" / "executed")
+    published = run.publish_to_book(results, root / "book" / "executed")
+    for name in ("resnet50", "lstm", "resnet50_lstm"):
+        for table in ("history.csv", "predictions.csv", "metrics.json"):
+            assert (published / "results" / name / table).is_file(), (name, table)
+    assert (published / "results" / "evaluation" / "metrics.csv").is_file()
+    assert not list(published.rglob("*.keras")), "model weights do not belong in the book"
+    assert "**Ranking** on the extended test set" in (published / "findings.md").read_text()
     html = run.build_book(root)
     pages = ["book/intro", "book/paper", "book/method", "book/report", "book/reproducibility"]
     pages += [f"book/executed/{name}" for name in run.NOTEBOOKS]
