@@ -52,3 +52,29 @@ def test_drift_check_ignores_prose_and_reports_missing_runs(tmp_path):
     assert run.drift(book, notebooks) == ["07_comparison: not executed successfully in the published run"]
     (book / "run.json").unlink()
     assert "missing" in run.drift(book, notebooks)[0]
+
+
+def test_the_book_renders_the_published_run_without_retraining(tmp_path):
+    if not (run.BOOK_EXECUTED_DIR / "run.json").is_file():
+        pytest.skip("no run published in book/executed/ yet")
+    root = tmp_path / "book-root"
+    root.mkdir()
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy2(run.REPO_ROOT / name, root / name)
+    shutil.copytree(run.REPO_ROOT / "book", root / "book")
+    html = run.build_book(root)
+    record = json.loads((run.BOOK_EXECUTED_DIR / "run.json").read_text())
+    report = (html / "book" / "report.html").read_text()
+    # The findings, claims and tables of the published run, and its figures, are on the page.
+    for text in ("Ranking", "Selection optimism", "ResNet50-LSTM reaches 95% accuracy", "Table 7"):
+        assert text in report, text
+    for figure in ("curves_resnet50", "curves_lstm", "curves_resnet50_lstm", "paper_vs_ours"):
+        assert (root / "book" / "executed" / "figures" / f"{figure}.png").is_file()
+    assert report.count("<img") >= 4
+    if record["settings"].get("weights") is None:
+        assert "trained from scratch" in report
+        for name in run.NOTEBOOKS[2:]:
+            page = (html / "book" / "executed" / f"{name}.html").read_text()
+            assert "Trained from scratch" in page, name
+    reproducibility = (html / "book" / "reproducibility.html").read_text()
+    assert str(record["wall_time_s"]) in reproducibility
