@@ -111,7 +111,7 @@ def test_run_experiment_writes_complete_results(small_split, tmp_path):
     record = json.loads((folder / "run.json").read_text())
     assert record["settings"]["training"]["epochs"] == 2
     assert record["settings"]["image_size"] == SMALL
-    assert record["hardware"]["keras_backend"] == "tensorflow"
+    assert record["hardware"]["keras_backend"] == runtime.backend()
     assert "keras" in record["versions"] and record["wall_time_s"] > 0
     assert outcome["metrics"]["n"] == len(test_rows)
 
