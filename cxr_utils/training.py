@@ -57,6 +57,7 @@ class TrainingResult:
     best_epoch: int
     fast_path: bool
     wall_time_s: float
+    features_s: float = 0.0  # of wall_time_s, the backbone's one pass (fast path only)
 
     @property
     def best_row(self) -> pd.Series:
@@ -150,6 +151,7 @@ def train_model(
         train_x = predict_in_batches(backbone, train_x, config.batch_size)
         val_x = predict_in_batches(backbone, val_x, config.batch_size)
         fitted = model.get_layer("head")
+    features_s = time.perf_counter() - start
 
     runtime.set_seed(config.seed)
     compile_for_training(fitted, config.learning_rate)
@@ -178,6 +180,7 @@ def train_model(
         best_epoch=keep_best.best_epoch,
         fast_path=backbone is not None,
         wall_time_s=time.perf_counter() - start,
+        features_s=features_s if backbone is not None else 0.0,
     )
 
 

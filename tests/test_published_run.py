@@ -78,3 +78,6 @@ def test_the_book_renders_the_published_run_without_retraining(tmp_path):
             assert "Trained from scratch" in page, name
     reproducibility = (html / "book" / "reproducibility.html").read_text()
     assert str(record["wall_time_s"]) in reproducibility
+    # The measured benchmark tables (benchmarks/speed.py --markdown) are on the same page.
+    assert "way (frozen backbone in fit, every epoch) vs fast path" in reproducibility
+    assert "train_images_per_s" in reproducibility
