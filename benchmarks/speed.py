@@ -320,14 +320,6 @@ def render(record: dict) -> str:
     return "\n".join(parts)
 
 
-def write_markdown(text: str, path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def parse_sections(text: str) -> list[str]:
     sections = [s.strip() for s in text.split(",") if s.strip()]
     unknown = [s for s in sections if s not in SECTIONS]
@@ -375,7 +367,9 @@ def main(argv=None) -> int:
             parser.error(f"{args.render} is not a benchmark JSON written by this script ({error!r})")
         print(text)
         if args.markdown:
-            write_markdown(text, args.markdown)
+            from cxr_utils import runtime
+
+            runtime.write_text(text, args.markdown)
         return 0
     PROTOCOL["epochs"] = args.epochs
 
@@ -431,7 +425,7 @@ def main(argv=None) -> int:
     print(text)
     print(f"JSON: {args.out}")
     if args.markdown:
-        write_markdown(text, args.markdown)
+        runtime.write_text(text, args.markdown)
     return 0
 
 

@@ -168,11 +168,8 @@ def save_verdicts(results_dir, verdicts: pd.DataFrame, name: str | None = None) 
     folder.mkdir(parents=True, exist_ok=True)
     verdicts.to_csv(folder / f"verdicts{suffix}.csv", index=False)
     runtime.write_json({"verdicts": verdicts.to_dict(orient="records")}, folder / f"verdicts{suffix}.json")
-    path = Path(results_dir) / f"report{suffix}.md"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(report.verdicts_markdown(verdicts) + "\n\n" + report.DISCLAIMER + "\n")
-    tmp.replace(path)
-    return path
+    return runtime.write_text(report.verdicts_markdown(verdicts) + "\n\n" + report.DISCLAIMER + "\n",
+                              Path(results_dir) / f"report{suffix}.md")
 
 
 def extended_test_set(manifest: pd.DataFrame, split: pd.DataFrame, max_images: int | None = None, seed: int = 0) -> pd.DataFrame:
@@ -238,14 +235,13 @@ def intervals_side_by_side(small: pd.DataFrame, large: pd.DataFrame) -> pd.DataF
 
 
 EXTENDED_DIR = "extended/evaluation"
-NEAR_CHANCE = 0.55  # a balanced validation accuracy at or below this is about a coin toss
 
 
 def training_findings(results_dir) -> pd.DataFrame:
     """What each model's training run shows beyond its best epoch, one row per model.
 
     How steady validation accuracy was over the epochs (range; epochs at or below
-    ``NEAR_CHANCE``), the chosen epoch, and how far the chosen epoch's validation accuracy
+    ``report.NEAR_CHANCE``), the chosen epoch (``is_best`` in history.csv), and how far the chosen epoch's validation accuracy
     overstates test accuracy: picking the best of many noisy validation scores favours a
     lucky epoch. Test and extended-test accuracy with 95% intervals where they exist.
     """
@@ -259,15 +255,14 @@ def training_findings(results_dir) -> pd.DataFrame:
     for model_id, name in paper.MODELS.items():
         folder = _model_dir(results_dir, model_id)
         history = pd.read_csv(folder / "history.csv")
-        best_epoch = json.loads((folder / "metrics.json").read_text())["best_epoch"]
-        chosen = history.loc[history["epoch"] == best_epoch].iloc[0]
+        chosen = history.loc[history["is_best"]].iloc[0]
         row = {
             "epochs": len(history),
-            "best_epoch": int(best_epoch),
+            "best_epoch": int(chosen["epoch"]),
             "final_train_accuracy": float(history["accuracy"].iloc[-1]),
             "val_accuracy_min": float(history["val_accuracy"].min()),
             "val_accuracy_max": float(history["val_accuracy"].max()),
-            "epochs_near_chance": int((history["val_accuracy"] <= NEAR_CHANCE).sum()),
+            "epochs_near_chance": int((history["val_accuracy"] <= report.NEAR_CHANCE).sum()),
             "val_accuracy_chosen": float(chosen["val_accuracy"]),
         }
         for folder, label in ((EVALUATION_DIR, "test"), (EXTENDED_DIR, "extended")):

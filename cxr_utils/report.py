@@ -14,6 +14,7 @@ METRICS = ("accuracy", "precision", "recall", "f1")
 # Thresholds for the generated findings (report.findings_markdown), on balanced 2-class data.
 UNSTEADY_RANGE = 0.2  # validation accuracy swinging this much between epochs is unsteady
 UNDERFIT_TRAIN_ACCURACY = 0.8  # ending below this on the training images is underfitting
+NEAR_CHANCE = 0.55  # a balanced validation accuracy at or below this is about a coin toss
 
 DISCLAIMER = (
     "A teaching and replication project, not a medical device: these predictions must not be "
@@ -174,7 +175,7 @@ def findings_markdown(findings: pd.DataFrame, mcnemar_extended: pd.DataFrame | N
         "best epoch": [f"{r.best_epoch} of {r.epochs}" for r in findings.itertuples()],
         "validation accuracy over the epochs": [
             f"{r.val_accuracy_min:.2f}-{r.val_accuracy_max:.2f}" for r in findings.itertuples()],
-        "epochs near chance (val. acc. <= 0.55)": findings["epochs_near_chance"].astype(int).to_list(),
+        f"epochs near chance (val. acc. <= {NEAR_CHANCE})": findings["epochs_near_chance"].astype(int).to_list(),
         "chosen epoch's val. acc.": findings["val_accuracy_chosen"].round(2).to_list(),
         "final training accuracy": findings["final_train_accuracy"].round(2).to_list(),
     }, index=findings.index)

@@ -163,11 +163,16 @@ def run_record(settings: dict, wall_time_s: float | None = None, **extra) -> dic
     return record
 
 
-def write_json(data: dict, path: str | Path) -> Path:
-    """Write JSON atomically: a crash never leaves a half-written file behind."""
+def write_text(text: str, path: str | Path) -> Path:
+    """Write a text file atomically: a crash never leaves a half-written file behind."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    tmp.write_text(text)
     os.replace(tmp, path)
     return path
+
+
+def write_json(data: dict, path: str | Path) -> Path:
+    """Write JSON atomically (``write_text``)."""
+    return write_text(json.dumps(data, indent=2, default=str) + "\n", path)

@@ -145,13 +145,14 @@ def train_model(
     start = time.perf_counter()
     backbone = models.frozen_backbone(model)
     fitted = model
+    features_s = 0.0
     if backbone is not None:
         # Fast path: the frozen backbone maps each image to the same features in every epoch,
         # so compute them once and fit the head on them.
         train_x = predict_in_batches(backbone, train_x, config.batch_size)
         val_x = predict_in_batches(backbone, val_x, config.batch_size)
         fitted = model.get_layer("head")
-    features_s = time.perf_counter() - start
+        features_s = time.perf_counter() - start
 
     runtime.set_seed(config.seed)
     compile_for_training(fitted, config.learning_rate)
@@ -180,7 +181,7 @@ def train_model(
         best_epoch=keep_best.best_epoch,
         fast_path=backbone is not None,
         wall_time_s=time.perf_counter() - start,
-        features_s=features_s if backbone is not None else 0.0,
+        features_s=features_s,
     )
 
 

@@ -38,3 +38,37 @@ def real_manifest(real_data):
     from cxr_utils import data
 
     return data.add_duplicate_groups(data.build_manifest(real_data, progress=False))
+
+
+@pytest.fixture
+def book_copy(tmp_path):
+    """Build-ready copy of the book (configuration and book/) in a temporary folder.
+
+    ``book_copy(with_executed=False)`` leaves out the published run, for a test that
+    publishes its own."""
+    import shutil
+
+    def copy(with_executed: bool = True) -> Path:
+        root = tmp_path / "book-root"
+        root.mkdir()
+        for name in ("_config.yml", "_toc.yml"):
+            shutil.copy2(REPO_ROOT / name, root / name)
+        ignore = None if with_executed else shutil.ignore_patterns("executed*")
+        shutil.copytree(REPO_ROOT / "book", root / "book", ignore=ignore)
+        return root
+
+    return copy
+
+
+@pytest.fixture
+def benchmark_module():
+    """Import a script of benchmarks/ (not a package) by name: ``benchmark_module("speed")``."""
+    import importlib.util
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", REPO_ROOT / "benchmarks" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

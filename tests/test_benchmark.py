@@ -1,7 +1,6 @@
 """The benchmark's measured tables in the book are what its JSON record says, and --render
 refuses what is not such a record."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -13,20 +12,13 @@ ROOT = Path(__file__).resolve().parents[1]
 MEASURED = ROOT / "book" / "measured"
 
 
-def _speed():
-    spec = importlib.util.spec_from_file_location("benchmarks_speed", ROOT / "benchmarks" / "speed.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize("name", ["speed_cpu"])
-def test_committed_tables_are_rendered_from_their_json(name):
+def test_committed_tables_are_rendered_from_their_json(name, benchmark_module):
     json_path, markdown_path = MEASURED / f"{name}.json", MEASURED / f"{name}.md"
     if not json_path.is_file():
         pytest.skip(f"no measured benchmark committed at {json_path}")
     record = json.loads(json_path.read_text())
-    assert _speed().render(record) == markdown_path.read_text()
+    assert benchmark_module("speed").render(record) == markdown_path.read_text()
     results = record["results"]
     for row in results["paper_way_vs_fast_path"]:
         assert row["speedup"] == pytest.approx(row["paper_way_s"] / row["fast_path_s"], rel=0.01)
@@ -42,8 +34,8 @@ def test_render_rejects_a_file_that_is_not_a_benchmark_record(tmp_path):
     assert f"{bogus} is not a benchmark JSON" in completed.stderr
 
 
-def test_render_writes_markdown_without_measuring(tmp_path):
-    speed = _speed()
+def test_render_writes_markdown_without_measuring(tmp_path, benchmark_module):
+    speed = benchmark_module("speed")
     record = {
         "created_utc": "2026-01-01T00:00:00+00:00", "wall_time_s": 12.0,
         "hardware": {"cpu": "Test CPU", "cpu_count": 2, "accelerator": "CPU only", "keras_backend": "tensorflow"},

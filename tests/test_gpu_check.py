@@ -1,7 +1,6 @@
 """The CPU-side pieces of the GPU check (benchmarks/gpu_check.sh): the wheel-set check of
 benchmarks/pack_for_gpu.py, the protocol split of benchmarks/speed.py, GPU memory reporting."""
 
-import importlib.util
 import subprocess
 import zipfile
 from pathlib import Path
@@ -11,21 +10,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load(name):
-    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _wheel(folder: Path, name: str, version: str, requires=()):
     with zipfile.ZipFile(folder / f"{name}-{version}-py3-none-any.whl", "w") as archive:
         lines = [f"Name: {name}", f"Version: {version}", *(f"Requires-Dist: {r}" for r in requires)]
         archive.writestr(f"{name}-{version}.dist-info/METADATA", "\n".join(lines) + "\n")
 
 
-def test_wheel_check_names_what_the_gpu_machine_would_miss(tmp_path):
-    pack = _load("pack_for_gpu")
+def test_wheel_check_names_what_the_gpu_machine_would_miss(tmp_path, benchmark_module):
+    pack = benchmark_module("pack_for_gpu")
     quiet = lambda *args: None  # noqa: E731
     _wheel(tmp_path, "keras", "3.15.1", [
         "numpy",  # on the GPU machine
@@ -47,8 +39,8 @@ def test_wheel_check_names_what_the_gpu_machine_would_miss(tmp_path):
     assert any("two versions of namex" in p for p in problems)
 
 
-def test_carried_packages_are_pinned_and_tensorflow_is_not_carried():
-    pack = _load("pack_for_gpu")
+def test_carried_packages_are_pinned_and_tensorflow_is_not_carried(benchmark_module):
+    pack = benchmark_module("pack_for_gpu")
     pins = pack.pins()
     carried = {pack.normalize(name) for name in pack.CARRIED}
     assert carried <= set(pins), carried - set(pins)
@@ -57,8 +49,8 @@ def test_carried_packages_are_pinned_and_tensorflow_is_not_carried():
     assert not carried & {pack.normalize(name) for name in pack.DEVICE_PACKAGES}
 
 
-def test_protocol_split_is_the_papers_and_shrinks_for_quick_checks():
-    speed = _load("speed")
+def test_protocol_split_is_the_papers_and_shrinks_for_quick_checks(benchmark_module):
+    speed = benchmark_module("speed")
     for n, sizes, separate in ((1000, (800, 100, 100), True), (900, (800, 100, 100), False), (72, (64, 8, 8), False)):
         images = np.arange(n)
         train, val, test, note = speed.protocol_parts(images, images)

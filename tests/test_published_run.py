@@ -54,14 +54,10 @@ def test_drift_check_ignores_prose_and_reports_missing_runs(tmp_path):
     assert "missing" in run.drift(book, notebooks)[0]
 
 
-def test_the_book_renders_the_published_run_without_retraining(tmp_path):
+def test_the_book_renders_the_published_run_without_retraining(book_copy):
     if not (run.BOOK_EXECUTED_DIR / "run.json").is_file():
         pytest.skip("no run published in book/executed/ yet")
-    root = tmp_path / "book-root"
-    root.mkdir()
-    for name in ("_config.yml", "_toc.yml"):
-        shutil.copy2(run.REPO_ROOT / name, root / name)
-    shutil.copytree(run.REPO_ROOT / "book", root / "book")
+    root = book_copy()
     html = run.build_book(root)
     record = json.loads((run.BOOK_EXECUTED_DIR / "run.json").read_text())
     report = (html / "book" / "report.html").read_text()

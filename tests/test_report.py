@@ -61,18 +61,17 @@ def test_run_record_markdown():
 
 def _results_with_histories(tmp_path, val_accuracies, train_accuracy, test_accuracy):
     """A results folder as notebooks 03-06 write it, with chosen validation curves."""
-    import json
-
     from cxr_utils import paper
 
+    best = max(range(len(val_accuracies)), key=val_accuracies.__getitem__)
     for model_id in paper.MODELS:
         folder = tmp_path / model_id
         folder.mkdir()
         epochs = range(1, len(val_accuracies) + 1)
         pd.DataFrame({"epoch": epochs, "loss": 0.5, "accuracy": train_accuracy, "val_loss": 0.5,
-                      "val_accuracy": val_accuracies}).to_csv(folder / "history.csv", index=False)
-        best = 1 + max(range(len(val_accuracies)), key=val_accuracies.__getitem__)
-        (folder / "metrics.json").write_text(json.dumps({"best_epoch": best}))
+                      "val_accuracy": val_accuracies,
+                      "is_best": [i == best for i in range(len(val_accuracies))]}
+                     ).to_csv(folder / "history.csv", index=False)
     (tmp_path / "evaluation").mkdir()
     _ours(test_accuracy).to_csv(tmp_path / "evaluation" / "metrics.csv", index=False)
     return tmp_path

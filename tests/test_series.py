@@ -2,7 +2,6 @@
 then the book built from it: what CI shows a reader, checked number by number."""
 
 import json
-import shutil
 
 import pandas as pd
 import pytest
@@ -92,13 +91,9 @@ def test_extended_test_set_is_disjoint_from_the_run_and_its_duplicates(sample_ru
     assert (table["n"] == run.PROFILES["sample"]["extended_test_size"]).all()
 
 
-def test_the_book_builds_with_every_page_and_figure(sample_run, tmp_path):
+def test_the_book_builds_with_every_page_and_figure(sample_run, book_copy):
     results, _ = sample_run
-    root = tmp_path / "book-root"
-    root.mkdir()
-    for name in ("_config.yml", "_toc.yml"):
-        shutil.copy2(run.REPO_ROOT / name, root / name)
-    shutil.copytree(run.REPO_ROOT / "book", root / "book", ignore=shutil.ignore_patterns("executed*"))
+    root = book_copy(with_executed=False)
     published = run.publish_to_book(results, root / "book" / "executed")
     for name in ("resnet50", "lstm", "resnet50_lstm"):
         for table in ("history.csv", "predictions.csv", "metrics.json"):
