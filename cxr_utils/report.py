@@ -216,9 +216,12 @@ def findings_markdown(findings: pd.DataFrame, mcnemar_extended: pd.DataFrame | N
     if mcnemar_extended is not None and len(mcnemar_extended):
         pairs = []
         for row in mcnemar_extended.itertuples():
-            better = row.model_a if row.a_only_correct > row.b_only_correct else row.model_b
+            if row.a_only_correct == row.b_only_correct:
+                who = "each right alone equally often"
+            else:
+                who = (row.model_a if row.a_only_correct > row.b_only_correct else row.model_b) + " right more often"
             verdict = "significant" if row.p_value < SIGNIFICANCE else "not significant"
-            pairs.append(f"{row.model_a} vs {row.model_b}: {better} right more often "
+            pairs.append(f"{row.model_a} vs {row.model_b}: {who} "
                          f"({row.a_only_correct} vs {row.b_only_correct} discordant images, "
                          f"McNemar p = {row.p_value:.3g}, {verdict})")
         lines.append("- **Paired comparisons** on the extended test set: " + "; ".join(pairs) + ".")

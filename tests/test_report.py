@@ -97,3 +97,17 @@ def test_findings_stay_quiet_about_steady_well_fitted_runs(tmp_path):
     results = _results_with_histories(tmp_path, [0.85, 0.9, 0.88], train_accuracy=0.95, test_accuracy=0.88)
     text = report.findings_markdown(evaluation.training_findings(results))
     assert "unsteady" not in text and "underfits" not in text
+
+
+def test_findings_name_the_better_model_of_each_pair_and_ties_as_ties(tmp_path):
+    from cxr_utils import evaluation
+
+    findings = evaluation.training_findings(
+        _results_with_histories(tmp_path, [0.8, 0.9], train_accuracy=0.95, test_accuracy=0.88))
+    mcnemar = pd.DataFrame([
+        {"model_a": "ResNet50", "model_b": "LSTM", "a_only_correct": 30, "b_only_correct": 5, "p_value": 1e-5},
+        {"model_a": "LSTM", "model_b": "ResNet50-LSTM", "a_only_correct": 7, "b_only_correct": 7, "p_value": 1.0},
+    ])
+    text = report.findings_markdown(findings, mcnemar_extended=mcnemar)
+    assert "ResNet50 vs LSTM: ResNet50 right more often (30 vs 5 discordant images, McNemar p = 1e-05, significant)" in text
+    assert "LSTM vs ResNet50-LSTM: each right alone equally often (7 vs 7" in text
