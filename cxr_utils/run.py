@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import csv
 import hashlib
 import json
 import os
@@ -231,6 +232,38 @@ def _findings_markdown(results_dir: Path) -> str:
 PUBLISH_IGNORE = ("*.keras", "notebooks", "figures", "*.md", ".*", "__pycache__")
 
 
+def dataset_relative_paths(results: Path) -> str | None:
+    """Rewrite the image paths in every CSV under ``results`` relative to the dataset folder.
+
+    A run's tables name each image by its absolute path on the machine that ran it; published
+    copies name it by where it lies in the dataset ("COVID/images/COVID-1.png"), which is the
+    same on every machine that has the dataset. The dataset folder is the deepest folder
+    holding every image of ``manifest.csv`` (the whole dataset listing). Only the ``path``
+    column changes: every other field is copied as text, so no number or hash is re-formatted.
+    Returns the dataset folder, or None when there is no manifest (nothing is rewritten).
+    """
+    manifest = Path(results) / "manifest.csv"
+    if not manifest.is_file():
+        return None
+    with manifest.open(newline="") as handle:
+        paths = [row["path"] for row in csv.DictReader(handle)]
+    if not paths or not all(os.path.isabs(path) for path in paths):
+        return None  # already relative (published before), or nothing to anchor on
+    root = os.path.commonpath(paths) if len(paths) > 1 else os.path.dirname(paths[0])
+    for table in sorted(Path(results).rglob("*.csv")):
+        with table.open(newline="") as handle:
+            rows = list(csv.reader(handle))
+        if not rows or "path" not in rows[0]:
+            continue
+        column = rows[0].index("path")
+        for row in rows[1:]:
+            if os.path.isabs(row[column]) and os.path.commonpath([root, row[column]]) == root:
+                row[column] = Path(os.path.relpath(row[column], root)).as_posix()
+        with table.open("w", newline="") as handle:
+            csv.writer(handle, lineterminator="\n").writerows(rows)
+    return root
+
+
 def publish_to_book(results_dir: Path, book_dir: Path = BOOK_EXECUTED_DIR) -> Path:
     """Copy the executed notebooks, the run record and the verdicts where the book renders them."""
     from cxr_utils import report
@@ -253,6 +286,7 @@ def publish_to_book(results_dir: Path, book_dir: Path = BOOK_EXECUTED_DIR) -> Pa
     # (hundreds of MB) and not the notebooks and figures, which are copied above.
     shutil.copytree(results_dir, staging / "results",
                     ignore=shutil.ignore_patterns(*PUBLISH_IGNORE))
+    dataset_relative_paths(staging / "results")  # image paths that hold on any machine
     for name in ("report.md", "report_extended.md"):
         verdicts = results_dir / name
         (staging / name).write_text(

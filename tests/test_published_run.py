@@ -1,6 +1,8 @@
 """The run the book renders (book/executed/) must come from the notebook sources as they are."""
 
+import csv
 import json
+import os
 import shutil
 
 import pytest
@@ -77,3 +79,41 @@ def test_the_book_renders_the_published_run_without_retraining(book_copy):
     # The measured benchmark tables (benchmarks/speed.py --markdown) are on the same page.
     assert "way (frozen backbone in fit, every epoch) vs fast path" in reproducibility
     assert "train_images_per_s" in reproducibility
+
+
+def test_published_tables_name_images_within_the_dataset(real_data):
+    tables = sorted((run.BOOK_EXECUTED_DIR / "results").rglob("*.csv"))
+    if not tables:
+        pytest.skip("no run published in book/executed/ yet")
+    checked = 0
+    for table in tables:
+        with table.open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        for row in rows if rows and "path" in rows[0] else []:
+            assert not os.path.isabs(row["path"]), f"{table}: absolute path {row['path']}"
+            checked += 1
+    assert checked
+    manifest = (run.BOOK_EXECUTED_DIR / "results" / "manifest.csv").read_text().splitlines()[1:]
+    assert all((real_data / line.split(",")[0]).is_file() for line in manifest)
+
+
+def test_dataset_relative_paths_rewrites_only_the_path_column(tmp_path):
+    data = tmp_path / "data"
+    results = tmp_path / "results"
+    (results / "model").mkdir(parents=True)
+    covid, normal = data / "COVID" / "images" / "COVID-1.png", data / "Normal" / "images" / "Normal, 2.png"
+    (results / "manifest.csv").write_text(
+        f"path,class,phash\n{covid},COVID,1e5\n\"{normal}\",Normal,00ab\n")
+    (results / "model" / "predictions.csv").write_text(f"path,probability\n{covid},0.073815696\n/elsewhere/x.png,0.5\n")
+    (results / "metrics.csv").write_text("model,value\nLSTM,0.61\n")
+
+    assert run.dataset_relative_paths(results) == str(data)
+    assert (results / "manifest.csv").read_text() == (
+        'path,class,phash\nCOVID/images/COVID-1.png,COVID,1e5\n"Normal/images/Normal, 2.png",Normal,00ab\n')
+    # Numbers keep their text; a path outside the dataset is left as it was.
+    assert (results / "model" / "predictions.csv").read_text() == (
+        "path,probability\nCOVID/images/COVID-1.png,0.073815696\n/elsewhere/x.png,0.5\n")
+    assert (results / "metrics.csv").read_text() == "model,value\nLSTM,0.61\n"
+    # Published once already: nothing to anchor on, nothing changes.
+    assert run.dataset_relative_paths(results) is None
+    assert (results / "manifest.csv").read_text().startswith("path,class,phash\nCOVID/images/")
