@@ -90,11 +90,14 @@ class KeepBestEpoch(keras.callbacks.Callback):
             self.model.set_weights(self.best_weights)
 
 
-def compile_for_training(model: keras.Model, learning_rate: float = 1e-3) -> keras.Model:
+def compile_for_training(model: keras.Model, learning_rate: float = 1e-3, **compile_options) -> keras.Model:
+    """Compile with the paper's optimiser and loss; ``compile_options`` go to ``model.compile``
+    (``jit_compile``, ``steps_per_execution``: the benchmarks try them)."""
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss="binary_crossentropy",
         metrics=[keras.metrics.BinaryAccuracy(name="accuracy")],
+        **compile_options,
     )
     return model
 

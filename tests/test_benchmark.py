@@ -48,3 +48,42 @@ def test_render_writes_markdown_without_measuring(tmp_path, benchmark_module):
     assert speed.main(["--render", str(source), "--markdown", str(target)]) == 0
     text = target.read_text()
     assert "Test CPU (2 cores)" in text and "| lstm  | 200.0" in text
+
+
+def test_committed_head_profile_is_rendered_from_its_json(benchmark_module):
+    json_path, markdown_path = MEASURED / "head_profile_cpu.json", MEASURED / "head_profile_cpu.md"
+    if not json_path.is_file():
+        pytest.skip(f"no head profile committed at {json_path}")
+    record = json.loads(json_path.read_text())
+    assert benchmark_module("profile_head").render(record) == markdown_path.read_text()
+    rows = {row["variant"]: row for row in record["results"]["variants"]}
+    assert rows["paper"]["vs_paper_head"] == 1.0
+    for row in rows.values():
+        assert row["head_s_per_15_epochs"] == min(row["rounds_s"])
+
+
+def test_hoisted_head_computes_the_paper_heads_function_and_the_check_can_fail(benchmark_module, monkeypatch):
+    profile_head = benchmark_module("profile_head")
+    assert profile_head.check_hoisted_matches_lstm(lambda message: None) < 1e-4
+    # Without the paper head's weights the hoisted head is a different function: caught.
+    monkeypatch.setattr(profile_head, "copy_lstm_weights_to_hoisted", lambda paper, hoisted: None)
+    with pytest.raises(AssertionError, match="does not compute the paper head's function"):
+        profile_head.check_hoisted_matches_lstm(lambda message: None)
+
+
+def test_head_profile_runs_and_prints_ratios_to_the_paper_head(tmp_path, benchmark_module, capsys):
+    out = tmp_path / "profile.json"
+    assert benchmark_module("profile_head").main(
+        ["--epochs", "1", "--rounds", "1", "--variants", "no_lstm,paper", "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    rows = {row["variant"]: row for row in record["results"]["variants"]}
+    assert set(rows) == {"no_lstm", "paper"} and rows["paper"]["vs_paper_head"] == 1.0
+    assert rows["no_lstm"]["vs_paper_head"] == pytest.approx(
+        rows["no_lstm"]["head_s_per_15_epochs"] / rows["paper"]["head_s_per_15_epochs"], abs=0.01)
+    assert record["hardware"]["cpu_count"] >= 1 and "keras" in record["versions"]
+    assert "| paper " in capsys.readouterr().out
+
+
+def test_head_profile_refuses_variants_without_the_paper_head(benchmark_module):
+    with pytest.raises(SystemExit):
+        benchmark_module("profile_head").main(["--variants", "no_lstm"])
