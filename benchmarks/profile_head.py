@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speed import markdown_table  # noqa: E402  (the sibling benchmark script)
+from speed import markdown_table, show_tables  # noqa: E402  (the sibling benchmark script)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PROTOCOL = {"train": 800, "val": 100, "epochs": 15, "batch_size": 32}
@@ -244,11 +244,7 @@ def main(argv=None) -> int:
                                 results={"variants": rows, "hoisted_max_difference": hoisted_gap,
                                          "protocol": PROTOCOL})
     runtime.write_json(record, args.out)
-    text = render(record)
-    print(text)
-    print(f"JSON: {args.out}")
-    if args.markdown:
-        runtime.write_text(text, args.markdown)
+    show_tables(render(record), args.out, args.markdown)
     return 0
 
 

@@ -305,6 +305,16 @@ def markdown_table(title, rows) -> str:
     return "\n".join(lines) + "\n"
 
 
+def show_tables(text: str, json_path, markdown_path=None) -> None:
+    """Print a benchmark's tables and where its JSON is; write them as Markdown if asked."""
+    from cxr_utils import runtime
+
+    print(text)
+    print(f"JSON: {json_path}")
+    if markdown_path:
+        runtime.write_text(text, markdown_path)
+
+
 def render(record: dict) -> str:
     """The benchmark's tables as Markdown, from its JSON record (``--render`` redoes this)."""
     result, hardware, versions = record["results"], record["hardware"], record["versions"]
@@ -436,11 +446,7 @@ def main(argv=None) -> int:
         save(complete=False)
     record, result = save(complete=True)
 
-    text = render(record)
-    print(text)
-    print(f"JSON: {args.out}")
-    if args.markdown:
-        runtime.write_text(text, args.markdown)
+    show_tables(render(record), args.out, args.markdown)
     return 0
 
 

@@ -93,8 +93,9 @@ def test_published_tables_name_images_within_the_dataset(real_data):
             assert not os.path.isabs(row["path"]), f"{table}: absolute path {row['path']}"
             checked += 1
     assert checked
-    manifest = (run.BOOK_EXECUTED_DIR / "results" / "manifest.csv").read_text().splitlines()[1:]
-    assert all((real_data / line.split(",")[0]).is_file() for line in manifest)
+    with (run.BOOK_EXECUTED_DIR / "results" / "manifest.csv").open(newline="") as handle:
+        manifest = list(csv.DictReader(handle))
+    assert all((real_data / row["path"]).is_file() for row in manifest)
 
 
 def test_dataset_relative_paths_rewrites_only_the_path_column(tmp_path):
