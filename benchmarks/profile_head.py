@@ -31,12 +31,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speed import markdown_table, show_tables  # noqa: E402  (the sibling benchmark script)
+from speed import PROTOCOL, markdown_table, show_tables  # noqa: E402  (the sibling benchmark script)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-PROTOCOL = {"train": 800, "val": 100, "epochs": 15, "batch_size": 32}
 FEATURE_SHAPE = (7, 7, 2048)
-LSTM_UNITS = (32, 16, 8)
 
 
 def hoisted_lstm_cell_class():
@@ -71,17 +69,16 @@ def hoisted_lstm_cell_class():
     return HoistedLSTMCell
 
 
-def build_head(variant: str, units=LSTM_UNITS, feature_shape=FEATURE_SHAPE):
+def build_head(variant: str, feature_shape=FEATURE_SHAPE):
     """The hybrid's head (as ``cxr_utils.models`` builds it) or one of the variants above."""
     import keras
     from keras import layers
 
     from cxr_utils import models
 
+    units = models.PAPER_LSTM_UNITS
     if variant in ("paper", "steps_per_execution"):
-        return models.build_resnet50_lstm(
-            weights=None, trainable_backbone=False, lstm_units=units,
-            input_shape=(32 * feature_shape[0], 32 * feature_shape[1], 3)).get_layer("head")
+        return models.resnet50_lstm_head(feature_shape, units)
     features = keras.Input(feature_shape, name="features")
     x = layers.Reshape((feature_shape[0] * feature_shape[1], feature_shape[2]))(features)
     if variant == "no_lstm":

@@ -192,13 +192,23 @@ def build_resnet50_lstm(
             8-unit state (0.5 would silence half of eight features at every step).
     """
     backbone = resnet50_backbone(weights, input_shape, input_scaling, bn_momentum)
-    height, width, depth = backbone.output_shape[1:]
-    features = keras.Input((height, width, depth), name="features")
-    sequence = layers.Reshape((height * width, depth), name="feature_map_to_sequence")(features)
-    head_model = keras.Model(features, _lstm_stack(sequence, lstm_units, dropout), name="head")
+    head_model = resnet50_lstm_head(backbone.output_shape[1:], lstm_units, dropout)
     return _assemble(
         backbone, head_model, _default_trainable(weights, trainable_backbone), "resnet50_lstm"
     )
+
+
+def resnet50_lstm_head(
+    feature_shape: tuple[int, int, int] = (7, 7, 2048),
+    lstm_units: tuple[int, ...] = PAPER_LSTM_UNITS,
+    dropout: float = 0.2,
+) -> keras.Model:
+    """The hybrid's head alone: a (height, width, depth) feature map read row by row as a
+    sequence of height x width steps, then the recurrent stack (``build_resnet50_lstm``)."""
+    height, width, depth = feature_shape
+    features = keras.Input((height, width, depth), name="features")
+    sequence = layers.Reshape((height * width, depth), name="feature_map_to_sequence")(features)
+    return keras.Model(features, _lstm_stack(sequence, lstm_units, dropout), name="head")
 
 
 def build_lstm(
