@@ -1,5 +1,7 @@
 """cxr_utils.data on the real chest X-rays: layout, manifest, duplicates, sample, split, loading, CLI."""
 
+import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +11,7 @@ import pandas as pd
 import pytest
 
 from cxr_utils import data
+from cxr_utils.data import loading
 
 pytestmark = pytest.mark.real_data
 
@@ -193,7 +196,7 @@ def test_image_cache_round_trip(real_manifest, tmp_path, monkeypatch):
     def no_decoding(path):
         raise AssertionError(f"decoded {path} although it was cached")
 
-    monkeypatch.setattr(data, "decode_grayscale", no_decoding)
+    monkeypatch.setattr(loading, "decode_grayscale", no_decoding)  # the name load_images calls
     np.testing.assert_array_equal(data.load_images(rows, cache_dir=tmp_path, progress=False), first)
     # Other rows, or another size, are another cache entry: they decode again.
     with pytest.raises(AssertionError, match="decoded"):
@@ -222,6 +225,46 @@ def test_import_loads_no_deep_learning_framework_nor_downloader():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# Every name the notebooks, cxr_utils, benchmarks/, tests/ and README call as ``data.<name>``.
+PUBLIC_API = (
+    "CLASSES", "DEFAULT_MAX_HAMMING", "KAGGLE_HANDLE", "KAGGLE_URL", "MANIFEST_COLUMNS", "SPLITS",
+    "DatasetError", "DatasetWarning", "DatasetLayout", "add_duplicate_groups", "build_manifest",
+    "decode_grayscale", "download_dataset", "duplicate_report", "find_dataset", "hamming_distances",
+    "labels", "load_images", "main", "preprocess", "preprocessing_steps", "read_manifest",
+    "resolve_dataset", "sample_balanced", "save_manifest", "split_dataset", "split_summary",
+)
+
+
+def test_package_keeps_the_public_api():
+    from cxr_utils import config
+    from cxr_utils.data import errors
+
+    notebooks = Path(__file__).resolve().parents[1] / "notebooks"
+    called = {
+        name
+        for notebook in notebooks.glob("*.ipynb")
+        for cell in json.loads(notebook.read_text())["cells"]
+        if cell["cell_type"] == "code"
+        for name in re.findall(r"\bdata\.(\w+)", "".join(cell["source"]))
+    }
+    assert {"build_manifest", "split_dataset", "preprocessing_steps"} <= called  # the scan works
+    missing = [name for name in sorted(called | set(PUBLIC_API)) if not hasattr(data, name)]
+    assert not missing, f"cxr_utils.data has no {missing}, which notebooks or callers use"
+    assert set(PUBLIC_API) <= set(data.__all__)
+    assert data.CLASSES is config.CLASSES  # one definition of the labels
+    assert data.DatasetError is errors.DatasetError and issubclass(data.DatasetError, ValueError)
+    assert data.DatasetWarning is errors.DatasetWarning and issubclass(data.DatasetWarning, UserWarning)
+
+
+def test_command_line_help():
+    result = subprocess.run(
+        [sys.executable, "-m", "cxr_utils.data", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: python -m cxr_utils.data")
+    assert "--manifest-out" in result.stdout and "--max-hamming" in result.stdout
 
 
 def test_command_line_report(real_data, tmp_path):

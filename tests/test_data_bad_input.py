@@ -5,6 +5,7 @@ the network.
 """
 
 import hashlib
+import os
 import subprocess
 import sys
 import warnings
@@ -313,6 +314,15 @@ def test_save_manifest_is_atomic(tmp_path, monkeypatch):
         data.save_manifest(pd.DataFrame({"path": ["x"]}), target)
     assert target.read_text() == "previous run\n"
     assert [p.name for p in tmp_path.iterdir()] == ["manifest.csv"]
+
+
+def test_written_files_get_ordinary_permissions(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        path = data.save_manifest(pd.DataFrame({"path": ["x"]}), tmp_path / "manifest.csv")
+    finally:
+        os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o644  # as open() gives, not mkstemp's private 0600
 
 
 def _cli(*args):

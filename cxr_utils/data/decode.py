@@ -1,0 +1,180 @@
+"""Decoding (paper section 2.2): an image file becomes the grey image and then the model input.
+
+Files are decoded strictly (a truncated or non-image file raises ``DatasetError`` naming it,
+even where Pillow was told to accept truncated files); every Pillow mode becomes 8-bit grey;
+the grey image is resized (bilinear), scaled by 1/255 and repeated into three channels.
+``preprocessing_steps`` returns every intermediate array: notebooks/02_preprocessing calls it to
+show one real image step by step. Explained in notebooks/02_preprocessing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageFile
+
+from cxr_utils.config import PROTOCOL
+from cxr_utils.data.errors import DatasetError
+
+IMAGE_SIZE = PROTOCOL.image_size
+
+# Bump when decode_grayscale or the resizing changes, so that old cached images are not reused.
+PREPROCESSING_VERSION = 1
+
+
+@contextlib.contextmanager
+def _strict_decoding():
+    # Pillow can be told globally to accept truncated files (filling the rest with grey);
+    # a truncated X-ray must be reported, not silently padded.
+    previous = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = previous
+
+
+def _problem_reason(data: bytes, error: BaseException) -> str:
+    if not data:
+        return "empty file (0 bytes)"
+    if isinstance(error, Image.UnidentifiedImageError):
+        return "not an image Pillow can read (e.g. a text or HTML page saved under an image name)"
+    message = str(error) or type(error).__name__
+    if "truncated" in message.lower() or isinstance(error, EOFError):
+        return f"truncated image, the file ends early ({message})"
+    return f"corrupt or unsupported image ({type(error).__name__}: {message})"
+
+
+_FILE_FIX = "Re-download the dataset or delete this file, then build the manifest again"
+
+# Errors Pillow raises for broken files; anything else is a bug and should propagate.
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
+
+
+def _open_fully(data: bytes, path: Path) -> Image.Image:
+    if not data:
+        raise DatasetError(f"{path}: empty file (0 bytes). {_FILE_FIX}")
+    try:
+        with _strict_decoding():
+            image = Image.open(io.BytesIO(data))
+            image.load()  # decodes every pixel, so truncated files fail here and not later
+    except _DECODE_ERRORS as error:
+        raise DatasetError(f"{path}: {_problem_reason(data, error)}. {_FILE_FIX}") from error
+    return image
+
+
+def _to_grayscale(image: Image.Image, path: Path | str = "<image>") -> np.ndarray:
+    mode = image.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        # 16-bit images: Pillow's convert("L") clips every value above 255 to white. Map the
+        # full 16-bit range linearly onto 0-255 instead (65535 / 257 = 255), the same scale for
+        # every image, so that intensities keep their meaning across files.
+        values = np.asarray(image, dtype=np.int64)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise DatasetError(
+                f"{path}: {mode} image with values outside 0-65535 "
+                f"({values.min()}..{values.max()}); save it as an 8- or 16-bit PNG."
+            )
+        return np.rint(values / 257.0).astype(np.uint8)
+    if mode == "F":
+        raise DatasetError(
+            f"{path}: floating-point image (mode F) has no defined grey scale; save it as an "
+            "8- or 16-bit PNG."
+        )
+    try:
+        if mode == "LA":
+            # Alpha is dropped, not composited: X-rays carry no transparency, and compositing
+            # onto a background colour would invent intensities.
+            image = image.getchannel("L")
+        elif mode in ("RGBA", "PA"):
+            image = image.convert("RGB")  # alpha dropped, as above
+        if image.mode != "L":
+            # RGB (identical channels in this database), palette (P), 1-bit, CMYK, YCbCr:
+            # Pillow's ITU-R 601 luma, which returns the grey value when the channels are equal.
+            image = image.convert("L")
+    except (ValueError, OSError) as error:
+        raise DatasetError(
+            f"{path}: image mode {mode} cannot be converted to grey ({error}); save it as an "
+            "8-bit grey or RGB PNG."
+        ) from error
+    return np.asarray(image, dtype=np.uint8).copy()
+
+
+def decode_grayscale(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file as an 8-bit grey image, uint8 array of shape (H, W).
+
+    Handles every mode Pillow opens: L; RGB (luma); RGBA/LA (alpha dropped, not composited);
+    P (palette); 1 (0/255); I;16 and I (16-bit: the range 0-65535 scaled to 0-255, where
+    Pillow's own conversion would clip). Broken files raise DatasetError naming the file.
+    Explained in notebooks/01_data_collection, whose image grid (plots.plot_image_grid) reads
+    the X-rays with it; load_images decodes every model input with it.
+    """
+    path = Path(path)
+    return _to_grayscale(_open_fully(_read_bytes(path), path), path)
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise DatasetError(f"{path}: cannot be read ({error.strerror or error}). {_FILE_FIX}") from error
+
+
+def _resize(gray: np.ndarray, image_size: int) -> np.ndarray:
+    if gray.ndim != 2 or gray.dtype != np.uint8:
+        raise ValueError(f"expected a 2-D uint8 grey image, got {gray.dtype} array of shape {gray.shape}")
+    if gray.shape == (image_size, image_size):
+        return gray
+    # Bilinear, the default of tf.image.resize (the paper used TensorFlow). Pillow widens the
+    # filter when shrinking (antialiasing), so 299 -> 224 does not alias.
+    return np.asarray(Image.fromarray(gray).resize((image_size, image_size), Image.Resampling.BILINEAR))
+
+
+def _to_model_input(resized: np.ndarray) -> np.ndarray:
+    scaled = resized.astype(np.float32) / np.float32(255.0)
+    return np.repeat(scaled[..., None], 3, axis=-1)
+
+
+def preprocess(gray: np.ndarray, image_size: int = IMAGE_SIZE) -> np.ndarray:
+    """Grey uint8 (H, W) -> float32 (image_size, image_size, 3) in [0, 1], as in paper section 2.2:
+    resize (bilinear), divide by 255, repeat the grey channel three times (ResNet50 expects RGB).
+
+    Resizing the uint8 image before scaling differs from the paper's order (scale, then resize)
+    by at most half a grey level, and lets the cache store uint8. No notebook calls it: it applies
+    the steps of preprocessing_steps and load_images to a grey image already in memory.
+    """
+    return _to_model_input(_resize(np.asarray(gray), image_size))
+
+
+def preprocessing_steps(path: str | os.PathLike, image_size: int = IMAGE_SIZE) -> dict[str, np.ndarray]:
+    """Every intermediate array of section 2.2 for one file, to show in a notebook:
+    raw (the pixels as stored), grayscale, resized, scaled (float32 / 255) and three_channel.
+    Explained in notebooks/02_preprocessing.
+    """
+    path = Path(path)
+    image = _open_fully(_read_bytes(path), path)
+    gray = _to_grayscale(image, path)
+    resized = _resize(gray, image_size)
+    three_channel = _to_model_input(resized)
+    return {
+        "raw": np.asarray(image),
+        "grayscale": gray,
+        "resized": resized,
+        "scaled": three_channel[..., 0].copy(),
+        "three_channel": three_channel,
+    }
+
+
+def steps_table(steps: dict[str, np.ndarray]) -> pd.DataFrame:
+    """One row per step of ``preprocessing_steps``: shape, dtype and value range of its array.
+    Explained in notebooks/02_preprocessing."""
+    return pd.DataFrame.from_dict(
+        {name: {"shape": "x".join(map(str, array.shape)), "dtype": str(array.dtype),
+                "min": float(array.min()), "max": float(array.max())} for name, array in steps.items()},
+        orient="index",
+    ).rename_axis("step")
