@@ -34,6 +34,7 @@
 # GPU_CHECK_PYTHON (python3), GPU_CHECK_WHEELS (.whl), OUT (benchmarks/results/gpu_check), and
 # GPU_CHECK_SCALE=smoke: every step tiny (64 px, 1 epoch) and generous caps, for a CPU. So far
 # it has only run on CPU, that way, on the JAX and PyTorch backends.
+# The Python it needs (backend checks, the probe, summary.json) is benchmarks/gpu_check.py.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
@@ -114,7 +115,7 @@ step() {
         record "$name" skipped "" 0 "${CAP[$name]}" "$backend"
         return 0
     fi
-    if ! KERAS_BACKEND=$backend "$PY" -c "import $backend" 2> /dev/null; then
+    if ! KERAS_BACKEND=$backend "$PY" benchmarks/gpu_check.py has "$backend" 2> /dev/null; then
         say "$name: skipped, $backend is not installed for $PY"
         record "$name" skipped "" 0 "${CAP[$name]}" "$backend"
         return 0
@@ -163,24 +164,7 @@ fi
 export PYTHONUNBUFFERED=1 MPLBACKEND=Agg TF_CPP_MIN_LOG_LEVEL=2 CXR_DATA_DIR=$DATA CXR_REQUIRE_DATA=1
 
 # 1. What is there: the GPU, versions, the dtype policy training picks ("auto").
-step probe "$BACKEND" "$LOG" "$PY" - "$WORK/probe.json" <<'PYEOF'
-import json, subprocess, sys
-info = {}
-try:
-    info["nvidia_smi"] = subprocess.run(
-        ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
-        capture_output=True, text=True, timeout=15).stdout.strip()
-except Exception as error:
-    info["nvidia_smi"] = f"unavailable: {error}"
-import keras
-from cxr_utils import runtime
-info.update(python=sys.version.split()[0], keras=keras.__version__, backend=runtime.backend(),
-            gpus=runtime.gpu_names(), mixed_precision_auto=runtime.use_mixed_precision("auto"),
-            dtype_policy=keras.mixed_precision.global_policy().name,
-            versions=runtime.package_versions(), gpu_peak_memory_mb=runtime.gpu_peak_memory_mb())
-print(json.dumps(info, indent=2))
-json.dump(info, open(sys.argv[1], "w"), indent=2)
-PYEOF
+step probe "$BACKEND" "$LOG" "$PY" benchmarks/gpu_check.py probe "$WORK/probe.json"
 
 # 2. The benchmark with mixed precision (auto), on the benchmark backend, the goals first.
 step speed "$BACKEND" "$LOG" "$PY" benchmarks/speed.py --data-dir "$DATA" --out "$OUT/speed.json" \
@@ -193,7 +177,7 @@ step compare "$COMPARE_BACKEND" "$LOG" "$PY" benchmarks/speed.py --data-dir "$DA
 # 4. The unit tests that matter for training: models, the protocol, fast path = paper's way,
 # determinism, saved results, learning signal (slow).
 PYTEST_TIMEOUT=()  # per test, where pytest-timeout is installed (it is on the GPU machine)
-"$PY" -c "import pytest_timeout" 2> /dev/null && PYTEST_TIMEOUT=(--timeout "$TEST_TIMEOUT")
+"$PY" benchmarks/gpu_check.py has pytest_timeout 2> /dev/null && PYTEST_TIMEOUT=(--timeout "$TEST_TIMEOUT")
 step pytest "$TEST_BACKEND" "$OUT/pytest.log" "$PY" -m pytest tests/test_models.py tests/test_training.py \
     -ra -p no:cacheprovider --durations=10 "${PYTEST_TIMEOUT[@]}" "${PYTEST_ARGS[@]}"
 
@@ -205,80 +189,9 @@ if [ -f "$WORK/sample/run.json" ]; then
     tar -czf "$OUT/sample_results.tar.gz" -C "$WORK" --exclude='*.keras' sample
 fi
 
-# Summary: summary.json, and a short table at the end of the output.
-"$PY" - "$STEPS_TSV" "$OUT" "$WORK" "$SCALE" "$(( $(date +%s) - START ))" <<'PYEOF' 2>&1 | tee -a "$LOG"
-import json, re, sys
-from pathlib import Path
-steps_tsv, out, work, scale, wall = sys.argv[1:6]
-out, work = Path(out), Path(work)
-
-def load(path):
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-
-steps = []
-for line in Path(steps_tsv).read_text().splitlines():
-    name, status, rc, seconds, cap, backend = (line.split("\t") + [""] * 6)[:6]
-    steps.append({"step": name, "backend": backend, "status": status, "rc": rc,
-                  "seconds": int(seconds or 0), "cap_s": int(cap or 0)})
-probe = load(work / "probe.json") or {}
-summary = {"scale": scale, "wall_time_s": int(wall), "gpu": probe.get("nvidia_smi") or probe.get("gpus"),
-           "dtype_policy_auto": probe.get("dtype_policy"), "steps": steps}
-figures = {}
-for name, prefix in (("speed.json", ""), ("speed_compare.json", "compare_")):
-    speed = load(out / name)
-    if not speed:
-        continue
-    results = speed.get("results", {})
-    backend = speed.get("hardware", {}).get("keras_backend")
-    figures[f"{prefix}backend"] = backend
-    figures[f"{prefix}complete"] = "incomplete" not in speed
-    figures[f"{prefix}mixed_precision"] = results.get("mixed_precision")
-    for row in results.get("throughput", []):
-        key = f"{prefix}{row['model']}_b{row.get('batch_size', 32)}"
-        figures[f"{key}_train_img_s"] = row["train_images_per_s"]
-        figures[f"{key}_inference_img_s"] = row["inference_images_per_s"]
-    protocol = results.get("paper_protocol") or {}
-    for variant, seconds in protocol.get("total_s", {}).items():
-        figures[f"{prefix}protocol_{variant}_s"] = seconds
-    measured = protocol.get("models", [])
-    if measured and len(protocol.get("total_s", {})) < len(protocol.get("variants", {})):
-        figures[f"{prefix}protocol_rows_measured"] = [f"{r['variant']}/{r['model']}: {r['seconds']} s" for r in measured]
-    figures[f"{prefix}gpu_peak_memory_mb"] = results.get("gpu_peak_memory_mb")
-pytest_log = out / "pytest.log"
-if pytest_log.is_file():
-    finals = [l for l in pytest_log.read_text().splitlines() if re.match(r"=+ .*(passed|failed|error|skipped|deselected).* =+$", l)]
-    figures["pytest"] = finals[-1].strip("= ") if finals else "no summary line"
-sample = load(out / "sample_run.json")
-if sample:
-    figures["sample_wall_time_s"] = sample.get("wall_time_s")
-    figures["sample_notebooks_ok"] = sum(1 for e in sample.get("notebooks", {}).values() if e.get("status") == "ok")
-summary["figures"] = figures
-
-def best(key):  # the better of the two backends
-    values = [figures[k] for k in (key, f"compare_{key}") if isinstance(figures.get(k), (int, float))]
-    return (max if "img_s" in key else min)(values) if values else None
-
-resnet, protocol_s = best("resnet50_b32_train_img_s"), best("protocol_fast_path_s")
-full = scale == "full"  # the goals are for a GPU at full scale; smoke sizes say nothing about them
-summary["goals"] = {
-    "resnet50_train_2000_img_s_at_batch_32": None if resnet is None or not full else resnet >= 2000,
-    "paper_protocol_under_60_s": None if protocol_s is None or not full else protocol_s < 60,
-    "how": "better backend of the two; ResNet50 from scratch with mixed precision; the protocol as "
-           "the paper profile trains it (three models, 800+100+100 images, 15 epochs, compilation "
-           "included); None: not measured, or scale smoke",
-}
-(out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-print(f"\n==== GPU check summary: scale {scale}, {wall} s, GPU {summary['gpu']}, policy {summary['dtype_policy_auto']} ====")
-for s in steps:
-    print(f"  {s['step']:<8} {s['backend']:<6} {s['status']:<8} {s['seconds']:>4} s (cap {s['cap_s']} s)")
-for key, value in figures.items():
-    print(f"  {key}: {value}")
-for key, value in summary["goals"].items():
-    print(f"  goal {key}: {value}")
-PYEOF
+# Summary: summary.json (steps, figures, goals), and a short table at the end of the output.
+"$PY" benchmarks/gpu_check.py summary --steps "$STEPS_TSV" --out "$OUT" --work "$WORK" --scale "$SCALE" \
+    --wall-s "$(( $(date +%s) - START ))" 2>&1 | tee -a "$LOG"
 
 # Exit status 0 only when every step ran and ended ok (the outputs are under $OUT either way).
 status=0

@@ -16,9 +16,10 @@ carries:
    ``sample`` profile and the whole protocol (800 + 100 + 100 images) in benchmarks/speed.py.
    The source folder is only read.
 3. A check: every requirement of every packed wheel (for Python 3.12 on Linux) is packed, on
-   the GPU machine already (DEVICE_PACKAGES) or knowingly left out (LEFT_OUT); one version of
-   each package; and the working tree plus the packed folders stay under the 64 MiB that
-   travels with a call. Anything missing or too large is printed and the exit status is 1.
+   the GPU machine already (DEVICE_PACKAGES, read from gpu_machine_packages.txt beside this
+   script) or knowingly left out (LEFT_OUT); one version of each package; and the working tree
+   plus the packed folders stay under the 64 MiB that travels with a call. Anything missing or
+   too large is printed and the exit status is 1.
 
 Standard library only (plus ``packaging``, from pip's own copy when it is not installed).
 """
@@ -71,33 +72,16 @@ LEFT_OUT = {
     "debugpy": "ipykernel imports it inside try/except and runs without a debugger (5 MB)",
 }
 
-# The GPU machine's Python packages ('cuda' image, read on 2026-11-17; the workplace's
-# device notes, KINDS.md). Versions there may differ from requirements.txt.
-DEVICE_PACKAGES = """
-absl-py accelerate aiofiles aiohappyeyeballs aiohttp aiosignal annotated-doc anyio attrs botorch
-build certifi charset-normalizer chex click cloudpickle cmake colorama contourpy coverage
-cuda-bindings cuda-core cuda-pathfinder cuda-toolkit cupy-cuda13x cycler cython diffrax e3nn einops
-equinox etils execnet filelock flatbuffers flax fonttools formulaic frozenlist fsspec gpytorch
-grpcio h11 h5py hf-xet httpcore httpx huggingface-hub humanize hypothesis idna imageio iniconfig
-interface-meta jax jax-cuda13-pjrt jax-cuda13-plugin jaxlib jaxtyping jinja2 joblib kiwisolver
-lazy-loader lightning lightning-utilities linear-operator lineax llvmlite lxml markdown
-markdown-it-py markupsafe matplotlib mdurl meson ml-dtypes mpi4py mpmath msgpack multidict
-multipledispatch mypy-extensions nanobind narwhals networkx ninja numba numba-cuda numpy numpyro
-nvidia-cublas nvidia-cuda-cupti nvidia-cuda-nvrtc nvidia-cuda-runtime nvidia-cudnn-cu13
-nvidia-cufft nvidia-cufile nvidia-curand nvidia-cusolver nvidia-cusparse nvidia-cusparselt-cu13
-nvidia-ml-py nvidia-nccl-cu13 nvidia-nvjitlink nvidia-nvshmem-cu13 nvidia-nvtx onnx onnx-ir
-onnxruntime onnxscript opencv-python-headless optax opt-einsum opt-einsum-fx optimistix
-orbax-checkpoint packaging pandas pathspec patsy peft pillow pip pluggy portalocker
-prometheus-client propcache protobuf psutil pyarrow pybind11 py-cpuinfo pygments pyparsing
-pyproject-hooks pyre-extensions pytest pytest-benchmark pytest-cov pytest-mock pytest-timeout
-pytest-xdist python-dateutil pytorch-lightning pyyaml regex requests rich sacrebleu safetensors
-scikit-build-core scikit-image scikit-learn scipy seaborn sentencepiece sentence-transformers
-setuptools shellingham simplejson six sortedcontainers statsmodels sympy tabulate tensorboard
-tensorboard-data-server tensorstore threadpoolctl tifffile tiktoken timm tokenizers toolz torch
-torchaudio torchdiffeq torch-geometric torchmetrics torchvision tqdm transformers treescope triton
-typer typing-extensions typing-inspect urllib3 uvloop wadler-lindig werkzeug wheel wrapt xarray
-xxhash yarl zipp
-""".split()
+# The GPU machine's Python packages, one name a line, with where the list came from.
+DEVICE_PACKAGES_FILE = Path(__file__).resolve().parent / "gpu_machine_packages.txt"
+
+
+def read_package_list(path: Path) -> list[str]:
+    """The package names of a list file: one a line; blank lines and '#' comments skipped."""
+    return [name for line in path.read_text().splitlines() if (name := line.split("#")[0].strip())]
+
+
+DEVICE_PACKAGES = read_package_list(DEVICE_PACKAGES_FILE)
 
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_26_x86_64",
              "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux1_x86_64")

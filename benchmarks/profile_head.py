@@ -1,12 +1,13 @@
 """Where the hybrid's fast path spends its head time, and what does (not) shorten it.
 
     python benchmarks/profile_head.py [--out benchmarks/results/profile_head.json] [--markdown FILE]
+    python benchmarks/profile_head.py --render JSON [--markdown FILE]     # measures nothing
 
-``speed.py`` shows the hybrid at the edge of the 10x goal on a CPU (9.9x and 10.1x in two runs):
-its fast path trains the LSTM(32) -> LSTM(16) -> LSTM(8) head for 15 epochs on stored 7x7x2048
-features, and that costs about 40% of the one backbone pass (book/reproducibility). This script takes that head
-apart and tries the cures one might reach for, each on the same features, side by side in one
-run, in two interleaved rounds (the faster of the two kept, since this shared machine drifts):
+``speed.py`` shows the hybrid near its 10x goal on a CPU (book/measured/speed_cpu.md): its fast
+path trains the LSTM(32) -> LSTM(16) -> LSTM(8) head for 15 epochs on stored 7x7x2048 features,
+and that costs a large share of the one backbone pass, which bounds the speed-up. This script
+takes that head apart and tries the cures one might reach for, each on the same features, side
+by side in one run, in interleaved rounds (the fastest kept, since a shared machine drifts):
 
 - what ``fit`` costs with no LSTM at all (features -> average -> sigmoid unit), with one LSTM(32),
   and with the paper's stack: the head's time split into framework and recurrent steps;
@@ -17,8 +18,10 @@ run, in two interleaved rounds (the faster of the two kept, since this shared ma
   it on for reproducible runs; so this script seeds with ``keras.utils.set_random_seed`` alone.
 
 Random features of the real shape are used: the arithmetic, not the values, sets the time.
-Every time is scaled to the protocol's 15 epochs of 800 + 100 feature maps, batch 32, and
-reported beside its ratio to the paper's head measured in the same run.
+Every time is scaled to the paper's protocol (``cxr_utils.config.PROTOCOL``: 15 epochs of
+800 + 100 feature maps, batch 32), and reported beside its ratio to the paper's head measured in
+the same run. The rendering (``--render``) opens with a summary of the ratios and of the
+run-to-run spread, the figures book/reproducibility cites.
 """
 
 from __future__ import annotations
@@ -30,8 +33,13 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speed import PROTOCOL, markdown_table, show_tables  # noqa: E402  (the sibling benchmark script)
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules below
+from rendering import (  # noqa: E402
+    markdown_table, measured_line, protocol_record, record_protocol, render_only, show_tables, summary,
+)
+from timing import log, timed  # noqa: E402
+
+from cxr_utils.config import PROTOCOL  # noqa: E402  (no Keras)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FEATURE_SHAPE = (7, 7, 2048)
@@ -132,31 +140,37 @@ def fit_seconds(variant, train, val, epochs):
 
     from cxr_utils import training
 
-    batch = PROTOCOL["batch_size"]
+    batch = PROTOCOL.batch_size
     options = {
         "steps_per_execution": {"steps_per_execution": -(-len(train[0]) // batch)},
         "xla": {"jit_compile": True},
     }.get(variant, {})
     keras.utils.set_random_seed(0)  # not runtime.set_seed: op determinism would forbid XLA
     head = training.compile_for_training(build_head(variant), **options)
-    start = time.perf_counter()  # tracing (and XLA compilation) is a one-off: timed apart
-    head.fit(train[0][: 2 * batch], train[1][: 2 * batch], validation_data=(val[0][:batch], val[1][:batch]),
-             batch_size=batch, epochs=1, verbose=0)
-    warm_up_s = time.perf_counter() - start
-    start = time.perf_counter()
-    head.fit(*train, validation_data=val, batch_size=batch, epochs=epochs, shuffle=True, verbose=0)
-    return warm_up_s, (time.perf_counter() - start) * PROTOCOL["epochs"] / epochs
+    # Tracing (and XLA compilation) is a one-off: timed apart.
+    _, warm_up_s = timed(head.fit, train[0][: 2 * batch], train[1][: 2 * batch],
+                         validation_data=(val[0][:batch], val[1][:batch]), batch_size=batch, epochs=1, verbose=0)
+    _, seconds = timed(head.fit, *train, validation_data=val, batch_size=batch, epochs=epochs, shuffle=True,
+                       verbose=0)
+    return warm_up_s, seconds * PROTOCOL.epochs / epochs
 
 
-def profile(epochs, rounds, variants, log):
+def random_features(n, rng):
+    """``n`` feature maps and labels; ReLU feature maps are non-negative: uniform [0, 1) has the
+    right shape and sign."""
+    return rng.random((n, *FEATURE_SHAPE), dtype=np.float32), rng.integers(0, 2, n).astype(np.float32)
+
+
+def time_key(epochs=PROTOCOL.epochs) -> str:
+    """The record's column of a head's training time, scaled to the protocol's epochs."""
+    return f"head_s_per_{epochs}_epochs"
+
+
+def profile(epochs, rounds, variants):
     import keras
 
-    rng = np.random.default_rng(0)
-    # ReLU feature maps are non-negative: uniform [0, 1) has the right shape and sign.
-    train = (rng.random((PROTOCOL["train"], *FEATURE_SHAPE), dtype=np.float32),
-             rng.integers(0, 2, PROTOCOL["train"]).astype(np.float32))
-    val = (rng.random((PROTOCOL["val"], *FEATURE_SHAPE), dtype=np.float32),
-           rng.integers(0, 2, PROTOCOL["val"]).astype(np.float32))
+    rng, sizes = np.random.default_rng(0), PROTOCOL.split_sizes()
+    train, val = random_features(sizes["train"], rng), random_features(sizes["val"], rng)
     fit_seconds("no_lstm", train, val, 1)  # the process's first fit pays one-off costs; not counted
     if keras.backend.backend() != "tensorflow":
         variants = [v for v in variants if v != "xla"]
@@ -166,13 +180,13 @@ def profile(epochs, rounds, variants, log):
         for variant in variants:
             warm_up[variant], seconds = fit_seconds(variant, train, val, epochs)
             measured[variant].append(seconds)
-            log(f"  round {round_number + 1}: {variant} {seconds:.1f} s per 15 epochs")
+            log(f"  round {round_number + 1}: {variant} {seconds:.1f} s per {PROTOCOL.epochs} epochs")
     paper_s = min(measured["paper"])
     return [
         {
             "variant": variant,
             "what": LABELS[variant],
-            "head_s_per_15_epochs": round(min(seconds), 1),
+            time_key(): round(min(seconds), 1),
             "vs_paper_head": round(min(seconds) / paper_s, 2),
             "rounds_s": [round(s, 1) for s in seconds],
             "one_off_warm_up_s": round(warm_up[variant], 1),
@@ -181,7 +195,7 @@ def profile(epochs, rounds, variants, log):
     ]
 
 
-def check_hoisted_matches_lstm(log):
+def check_hoisted_matches_lstm(log=log):
     """The hoisted variant is only a fair comparison if it computes the paper head's function."""
     import keras
 
@@ -200,28 +214,68 @@ def check_hoisted_matches_lstm(log):
     return gap
 
 
+CURES = ("unroll", "steps_per_execution", "hoisted", "xla")
+
+
+def headlines(results: dict, protocol: dict) -> list[str]:
+    """The figures the prose cites (book/reproducibility), from the results alone."""
+    rows = {row["variant"]: row for row in results["variants"]}
+    ratio = {variant: row["vs_paper_head"] for variant, row in rows.items()}
+    items = [f"**The paper's head** trains its {protocol['epochs']} epochs on stored feature maps in "
+             f"{rows['paper'][time_key(protocol['epochs'])]} s; the ratios below are to that time, "
+             "measured in the same run (below 1: faster)."]
+    if {"no_lstm", "lstm32_only"} <= set(ratio):
+        items.append(f"**Where the time goes**: `fit` with no LSTM at all (feeding, optimiser, validation) "
+                     f"takes {ratio['no_lstm']} of it, the first LSTM(32) alone {ratio['lstm32_only']}; the two "
+                     f"smaller LSTMs add the remaining {1 - ratio['lstm32_only']:.2f}.")
+    spreads = {variant: max(row["rounds_s"]) / min(row["rounds_s"]) - 1 if min(row["rounds_s"]) > 0 else 0.0
+               for variant, row in rows.items()}
+    widest = max(spreads, key=spreads.get)
+    cures = [variant for variant in CURES if variant in ratio]
+    if cures:
+        best = min(cures, key=ratio.get)
+        verdict = ("none is faster" if ratio[best] >= 1 else
+                   f"the fastest, `{best}`, saves {1 - ratio[best]:.0%}"
+                   + (", less than the run-to-run spread" if 1 - ratio[best] < spreads[widest] else ""))
+        items.append("**The cures**: " + ", ".join(f"`{variant}` {ratio[variant]}" for variant in cures)
+                     + f"; {verdict}.")
+    if len(rows["paper"]["rounds_s"]) > 1:
+        items.append(f"**Run-to-run spread**: between its {len(rows['paper']['rounds_s'])} rounds a variant's "
+                     f"time moved by up to {spreads[widest]:.0%} (`{widest}`), the paper head's by "
+                     f"{spreads['paper']:.0%}.")
+    return items
+
+
 def render(record: dict) -> str:
-    hardware = record["hardware"]
-    rows = [{k: v for k, v in row.items() if k != "rounds_s"} for row in record["results"]["variants"]]
-    return (
-        f"Measured {record['created_utc']} on {hardware['cpu']} ({hardware['cpu_count']} cores), "
-        f"{hardware['accelerator']}; Keras {record['versions']['keras']} on {hardware['keras_backend']}; "
-        f"wall time {record['wall_time_s']:.0f} s.\n\n"
-        + markdown_table("The hybrid's head, 15 epochs of 800 + 100 stored feature maps, batch 32 "
-                         f"(fastest of {record['settings']['rounds']} interleaved rounds)", rows)
-        + f"\n\nHoisted head vs paper head with the same weights: largest output difference "
-        f"{record['results']['hoisted_max_difference']:.1e}.\n"
-    )
+    """The profile's summary and table as Markdown, from its JSON record (``--render``)."""
+    results = record["results"]
+    protocol = record_protocol(results)
+    rows = [{k: v for k, v in row.items() if k != "rounds_s"} for row in results["variants"]]
+    title = (f"The hybrid's head, {protocol['epochs']} epochs of {protocol['train']} + {protocol['val']} stored "
+             f"feature maps, batch {protocol['batch_size']} (fastest of {record['settings']['rounds']} "
+             "interleaved rounds)")
+    return "\n".join([
+        measured_line(record), summary(headlines(results, protocol)), markdown_table(title, rows),
+        f"Hoisted head vs paper head with the same weights: largest output difference "
+        f"{results['hoisted_max_difference']:.1e}.\n",
+    ])
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--epochs", type=int, default=5, help="epochs measured per run, scaled to 15 (default 5)")
-    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds; the faster is kept (default 2)")
+    parser.add_argument("--epochs", type=int, default=5,
+                        help=f"epochs measured per run, scaled to the protocol's {PROTOCOL.epochs} (default 5)")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds; the fastest is kept (default 2)")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {','.join(VARIANTS)}")
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results" / "profile_head.json")
-    parser.add_argument("--markdown", type=Path, help="also write the table as Markdown (for the book)")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results" / "profile_head.json",
+                        help="the JSON record (default benchmarks/results/profile_head.json)")
+    parser.add_argument("--markdown", type=Path, help="also write the summary and table as Markdown here (the "
+                        "book includes book/measured/head_profile_cpu.md)")
+    parser.add_argument("--render", metavar="JSON", help="only turn an earlier run's JSON into the summary and "
+                        "table (with --markdown, into that file); measures nothing")
     args = parser.parse_args(argv)
+    if args.render:
+        return render_only(parser, args.render, args.markdown, render)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown or "paper" not in variants:
@@ -229,17 +283,14 @@ def main(argv=None) -> int:
 
     from cxr_utils import runtime
 
-    def log(message):
-        print(message, file=sys.stderr, flush=True)
-
     start = time.perf_counter()
     log("checking the hoisted head")
-    hoisted_gap = check_hoisted_matches_lstm(log)
+    hoisted_gap = check_hoisted_matches_lstm()
     log(f"profiling {len(variants)} head variants, {args.rounds} rounds of {args.epochs} epochs")
-    rows = profile(args.epochs, args.rounds, variants, log)
+    rows = profile(args.epochs, args.rounds, variants)
     record = runtime.run_record(vars(args), time.perf_counter() - start,
                                 results={"variants": rows, "hoisted_max_difference": hoisted_gap,
-                                         "protocol": PROTOCOL})
+                                         "protocol": protocol_record()})
     runtime.write_json(record, args.out)
     show_tables(render(record), args.out, args.markdown)
     return 0

@@ -1,41 +1,44 @@
 """Where the time goes: the paper's way vs the fast path, the data pipeline, and per-model throughput.
 
-    python benchmarks/speed.py [--data-dir DIR] [--out benchmarks/results/speed.json]
+    python benchmarks/speed.py [--data-dir DIR] [--out benchmarks/results/speed.json] [--markdown FILE]
+    python benchmarks/speed.py --render JSON [--markdown FILE]     # measures nothing
 
-Everything is measured side by side in one run on real images, and printed as a table plus a
-JSON file (with the hardware and versions). Random backbone weights are used: the arithmetic
-is the same as with ImageNet weights. Explained in book/reproducibility.
+Everything is measured side by side in one run on real images, and printed as a summary and
+tables plus a JSON file (with the hardware and versions). The protocol is the paper's,
+``cxr_utils.config.PROTOCOL`` (800 training + 100 validation images, 15 epochs, batch 32);
+``--epochs`` and ``--image-size`` shrink it for quick checks only. The models are
+``cxr_utils.config.REGISTRY``'s, with random backbone weights: the arithmetic is the same as
+with ImageNet weights. Explained in book/reproducibility.
 
-1. Paper's way vs fast path, for the paper's protocol (800 training + 100 validation images,
-   15 epochs) with a frozen ResNet50 backbone. The paper's way runs the backbone on every image
-   in every epoch inside ``fit``; measuring 15 such epochs would take most of an hour on a CPU,
-   so a measured slice (``--slow-images`` images for one epoch, after a warm-up) is extrapolated
-   linearly to 15 x 900 images, plus the one-off cost its warm-up measured (tracing, first
-   allocations: a full run pays it once, and the fast path's time includes its own), and the
-   table says so. The fast path is measured in full.
-   (Section 4 measures the paper's way in full, for a GPU.)
+1. Paper's way vs fast path, for the protocol with a frozen ResNet50 backbone (each model of
+   the registry that has one). The paper's way runs the backbone on every image in every epoch
+   inside ``fit``; measuring 15 such epochs would take most of an hour on a CPU, so a measured
+   slice (``--slow-images`` images for one epoch, after a warm-up) is extrapolated linearly to
+   15 x 900 images, plus the one-off cost its warm-up measured (tracing, first allocations: a
+   full run pays it once, and the fast path's time includes its own), and the table says so.
+   The fast path is measured in full. (Section 4 measures the paper's way in full, for a GPU.)
 2. Data pipeline: decoding every image in every epoch vs reading the on-disk cache; and the
-   project's loader (cache -> in-memory arrays) as overhead on a training epoch.
+   project's loader (cache -> in-memory arrays) as overhead on a training epoch of the LSTM.
 3. Training and inference images/s of each model end to end (backbone trainable), and peak
    memory (host; GPU too where the backend reports it). Batch sizes after the first in
    ``--throughput-batch-sizes`` are measured for ResNet50 only.
 4. ``protocol`` (not run by default; minutes on a GPU, hours on a CPU): the whole protocol
-   measured in full, each of the three models built, trained (15 epochs on 800 + 100 images)
-   and tested (100 images), three ways: as the ``paper`` profile trains them (frozen backbone,
-   fast path), the paper's way (frozen backbone inside ``fit`` every epoch), and from scratch.
-   Wall times include compilation (XLA on JAX), as a user would see them.
+   measured in full, each model built, trained (15 epochs on 800 + 100 images) and tested
+   (100 images), three ways: as the ``paper`` profile trains them (frozen backbone, fast
+   path), the paper's way (``training.train_model(..., fast_path=False)``: the frozen backbone
+   inside ``fit`` every epoch), and from scratch. Wall times include compilation (XLA on JAX),
+   as a user would see them.
 
 Mixed precision (``--mixed-precision``, default auto: on when Keras sees a GPU) is set before
 any model is built, as ``cxr_utils.training.run_experiment`` does. ``--sections`` chooses and
 orders the sections; the JSON is rewritten after each one, so a run cut short keeps what it
-finished. ``--image-size`` and ``--epochs`` shrink the work for quick checks only.
+finished. ``--render`` turns a JSON record into the summary and tables (book/measured/).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import resource
+import dataclasses
 import sys
 import tempfile
 import time
@@ -43,48 +46,54 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules below
+from rendering import (  # noqa: E402
+    markdown_table, measured_line, protocol_record, record_protocol, render_only, show_tables, summary,
+)
+from timing import add_gpu_memory, log, peak_memory_mb, timed  # noqa: E402
+
+from cxr_utils.config import PROTOCOL, REGISTRY, model_spec, paper_names  # noqa: E402  (no Keras)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "covid19-radiography-224"
-PROTOCOL = {"train": 800, "val": 100, "epochs": 15, "batch_size": 32}
 SECTIONS = ("paper_way", "pipeline", "throughput", "protocol")
 DEFAULT_SECTIONS = "paper_way,pipeline,throughput"
+# The one model measured at every batch size, and the cheapest, on which the loader's share
+# of training time is largest.
+RESNET50, LSTM = model_spec("resnet50"), model_spec("lstm")
+GOALS = {"fast_path_speedup_at_least": 10, "loader_overhead_pct_at_most": 5}
 
 
-def peak_memory_mb() -> float:
-    # ru_maxrss is in KiB on Linux: the process's high-water mark so far.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def add_gpu_memory(row: dict, key: str = "gpu_peak_memory_mb_so_far") -> dict:
+def build(spec, image_size, **backbone_options):
+    """``spec``'s model, seeded, with a random backbone where it has one (the same arithmetic as
+    ImageNet weights; trainable unless ``trainable_backbone=False``)."""
     from cxr_utils import runtime
 
-    peak = runtime.gpu_peak_memory_mb()
-    if peak is not None:  # only where there is a GPU: CPU results keep their columns
-        row[key] = round(peak)
-    return row
+    runtime.set_seed(0)
+    options = {"weights": None, **backbone_options} if spec.has_backbone else {}
+    return spec.build(input_shape=(image_size, image_size, 3), **options)
 
 
-def timed(function, *args, **kwargs):
-    start = time.perf_counter()
-    result = function(*args, **kwargs)
-    return result, time.perf_counter() - start
+def training_config(protocol):
+    from cxr_utils import training
+
+    return training.TrainingConfig(epochs=protocol.epochs, batch_size=protocol.batch_size, progress=False)
 
 
-def protocol_parts(images, labels):
-    """(train, val, test) pairs for the protocol (800/100/100), scaled down when fewer images
-    were loaded; the test part reuses the validation images when no others are left (the
-    arithmetic of testing is the same)."""
-    n = len(images)
-    n_val = min(PROTOCOL["val"], max(1, n // 9))
-    n_train = min(PROTOCOL["train"], n - n_val)
+def protocol_parts(images, labels, protocol=PROTOCOL):
+    """(train, val, test, note) for the protocol's split (800/100/100), scaled down when fewer
+    images were loaded; the test part reuses the validation images when no others are left
+    (the arithmetic of testing is the same)."""
+    sizes, n = protocol.split_sizes(), len(images)
+    n_val = min(sizes["val"], max(1, round(n * sizes["val"] / (sizes["train"] + sizes["val"]))))
+    n_train = min(sizes["train"], n - n_val)
+    n_test = min(sizes["test"], n_val)
     train = (images[:n_train], labels[:n_train])
     val = (images[n_train : n_train + n_val], labels[n_train : n_train + n_val])
-    if n >= n_train + 2 * n_val:
-        test = (images[n_train + n_val : n_train + 2 * n_val], labels[n_train + n_val : n_train + 2 * n_val])
-        test_note = "separate"
-    else:
-        test, test_note = val, "the validation images again (not enough images loaded)"
-    return train, val, test, test_note
+    if n >= n_train + n_val + n_test:
+        start = n_train + n_val
+        return train, val, (images[start : start + n_test], labels[start : start + n_test]), "separate"
+    return train, val, val, "the validation images again (not enough images loaded)"
 
 
 def fit_epoch_timing(model, images, labels, batch_size, repeats=2):
@@ -105,48 +114,39 @@ def fit_epoch_timing(model, images, labels, batch_size, repeats=2):
     return epoch_s, warm_up_s
 
 
-def fit_epoch_seconds(model, images, labels, batch_size, repeats=2):
-    """The fastest of ``repeats`` epochs of ``fit``, after a one-batch warm-up."""
-    return fit_epoch_timing(model, images, labels, batch_size, repeats)[0]
+def paper_way_vs_fast_path(images, labels, protocol, slow_images, image_size):
+    from cxr_utils import training
 
-
-def paper_way_vs_fast_path(images, labels, slow_images, log, image_size=224):
-    from cxr_utils import models, runtime, training
-
-    protocol_images = PROTOCOL["train"] + PROTOCOL["val"]
-    shape = (image_size, image_size, 3)
-    train, val, _, _ = protocol_parts(images, labels)
-    n_train = len(train[0])
+    sizes, epochs, batch = protocol.split_sizes(), protocol.epochs, protocol.batch_size
+    protocol_images = sizes["train"] + sizes["val"]
+    train, val, _, _ = protocol_parts(images, labels, protocol)
+    n_train, n_val = len(train[0]), len(val[0])
     rows = []
-    for name in ("resnet50", "resnet50_lstm"):
-        runtime.set_seed(0)
-        model = models.build_model(name, weights=None, trainable_backbone=False, input_shape=shape)
+    for spec in (spec for spec in REGISTRY.values() if spec.has_backbone):
         # Paper's way: the frozen backbone inside fit, every epoch. Measured on a slice.
-        seconds, warm_up_s = fit_epoch_timing(model, images[:slow_images], labels[:slow_images],
-                                              PROTOCOL["batch_size"], repeats=3)
+        model = build(spec, image_size, trainable_backbone=False)
+        seconds, warm_up_s = fit_epoch_timing(model, images[:slow_images], labels[:slow_images], batch, repeats=3)
         per_image = seconds / slow_images
         # A full run of the paper's way pays its one-off costs (tracing the train step, first
         # allocations) once, as the fast path's measured time includes its own: both sides count
         # them. One-off = the warm-up batch less what a steady batch costs.
-        one_off_s = max(0.0, warm_up_s - per_image * PROTOCOL["batch_size"])
-        slow_total = one_off_s + per_image * protocol_images * PROTOCOL["epochs"]
-        # Fast path: features once for the protocol's 900 images, then 15 epochs of the head.
-        runtime.set_seed(0)
-        fresh = models.build_model(name, weights=None, trainable_backbone=False, input_shape=shape)
-        config = training.TrainingConfig(epochs=PROTOCOL["epochs"], batch_size=PROTOCOL["batch_size"], progress=False)
-        result, fast_total = timed(training.train_model, fresh, train, val, config)
+        one_off_s = max(0.0, warm_up_s - per_image * batch)
+        slow_total = one_off_s + per_image * protocol_images * epochs
+        # Fast path: features once for the protocol's images, then the head's epochs.
+        fresh = build(spec, image_size, trainable_backbone=False)
+        result, fast_total = timed(training.train_model, fresh, train, val, training_config(protocol))
         assert result.fast_path
-        scale = protocol_images / (n_train + len(val[0]))  # if fewer images were available
+        scale = protocol_images / (n_train + n_val)  # if fewer images were available
         fast_total *= scale
         rows.append({
-            "model": name,
+            "model": spec.id,
             "paper_way_s": round(slow_total, 1),
-            "paper_way_measured": (f"1 epoch of {slow_images} images, x{protocol_images * PROTOCOL['epochs'] / slow_images:.0f},"
+            "paper_way_measured": (f"1 epoch of {slow_images} images, x{protocol_images * epochs / slow_images:.0f},"
                                    f" + one-off {one_off_s:.1f} s"),
             "fast_path_s": round(fast_total, 1),
             "fast_path_measured": (
-                f"in full ({n_train}+{len(val[0])} images, {PROTOCOL['epochs']} epochs)" if scale == 1
-                else f"{n_train}+{len(val[0])} images, {PROTOCOL['epochs']} epochs, x{scale:.1f}"
+                f"in full ({n_train}+{n_val} images, {epochs} epochs)" if scale == 1
+                else f"{n_train}+{n_val} images, {epochs} epochs, x{scale:.1f}"
             ),
             "speedup": round(slow_total / fast_total, 1),
             # Where the fast path's time goes: the one backbone pass, then the head's epochs.
@@ -154,12 +154,12 @@ def paper_way_vs_fast_path(images, labels, slow_images, log, image_size=224):
             "fast_path_features_s": round(result.features_s * scale, 1),
             "fast_path_head_s": round((result.wall_time_s - result.features_s) * scale, 1),
         })
-        log(f"  {name}: paper's way ~{slow_total:.0f} s (extrapolated), fast path {fast_total:.0f} s")
+        log(f"  {spec.id}: paper's way ~{slow_total:.0f} s (extrapolated), fast path {fast_total:.0f} s")
     return rows
 
 
-def data_pipeline(split, n_images, images_for_epoch, labels_for_epoch, log, image_size=224):
-    from cxr_utils import data, models, runtime
+def data_pipeline(split, n_images, images_for_epoch, labels_for_epoch, protocol, image_size):
+    from cxr_utils import data
 
     rows = split.iloc[:n_images]
     with tempfile.TemporaryDirectory() as cache:
@@ -169,68 +169,51 @@ def data_pipeline(split, n_images, images_for_epoch, labels_for_epoch, log, imag
         # Overhead of the project's loader on training: one epoch of the LSTM (the cheapest
         # model, so the overhead share is the largest it gets) on in-memory arrays, vs the
         # cached load that produces those arrays.
-        runtime.set_seed(0)
-        model = models.build_lstm(input_shape=(image_size, image_size, 3))
-        epoch_s = fit_epoch_seconds(model, images_for_epoch, labels_for_epoch, PROTOCOL["batch_size"])
+        model = build(LSTM, image_size)
+        epoch_s = fit_epoch_timing(model, images_for_epoch, labels_for_epoch, protocol.batch_size)[0]
         per_epoch_load = cached_s * len(images_for_epoch) / n_images
     result = {
         "images": n_images,
         "decode_every_epoch_s_per_epoch": round(decode_s, 2),
         "cached_s_per_load": round(cached_s, 2),
         "cache_speedup": round(decode_s / cached_s, 1),
-        "protocol_decode_every_epoch_s": round(decode_s * PROTOCOL["epochs"], 1),
+        "protocol_decode_every_epoch_s": round(decode_s * protocol.epochs, 1),
         "protocol_cache_once_s": round(cached_s, 2),
-        "lstm_epoch_s": round(epoch_s, 2),
+        f"{LSTM.id}_epoch_s": round(epoch_s, 2),
         "loader_overhead_pct_if_reloaded_each_epoch": round(100 * per_epoch_load / epoch_s, 1),
-        "loader_overhead_pct_load_once": round(100 * per_epoch_load / (epoch_s * PROTOCOL["epochs"]), 2),
+        "loader_overhead_pct_load_once": round(100 * per_epoch_load / (epoch_s * protocol.epochs), 2),
     }
     log(f"  decode {decode_s:.1f} s vs cache {cached_s:.2f} s for {n_images} images")
     return result
 
 
-def throughput(images, labels, batches, log, batch_sizes=(32,), image_size=224, on_row=None):
-    from cxr_utils import models, runtime, training
+def throughput(images, labels, batches, batch_sizes, image_size, on_row=None):
+    from cxr_utils import training
 
-    shape = (image_size, image_size, 3)
     rows = []
     for index, batch in enumerate(batch_sizes):
         # Every model at the first batch size; further sizes for ResNet50 only.
-        for name in models.MODEL_NAMES if index == 0 else ("resnet50",):
-            runtime.set_seed(0)
-            options = {"input_shape": shape} if name == "lstm" else {"weights": None, "input_shape": shape}
-            model = models.build_model(name, **options)  # from scratch: the backbone trains
+        for spec in REGISTRY.values() if index == 0 else (RESNET50,):
+            model = build(spec, image_size)  # from scratch: the backbone trains
             n = batch * batches
             # More images than were loaded: repeat them (throughput does not depend on which).
             take = np.arange(n) % len(images)
             x, y = (images[:n], labels[:n]) if n <= len(images) else (images[take], labels[take])
-            train_s = fit_epoch_seconds(model, x, y, batch)
+            train_s = fit_epoch_timing(model, x, y, batch)[0]
             training.predict_in_batches(model, x[:batch], batch)  # warm-up
             _, infer_s = timed(training.predict_in_batches, model, x, batch)
             rows.append(add_gpu_memory({
-                "model": name,
+                "model": spec.id,
                 "batch_size": batch,
                 "train_images_per_s": round(n / train_s, 1),
                 "inference_images_per_s": round(n / infer_s, 1),
                 "parameters": int(model.count_params()),
                 "peak_memory_mb_so_far": round(peak_memory_mb()),
             }))
-            log(f"  {name} batch {batch}: train {n / train_s:.1f} img/s, inference {n / infer_s:.1f} img/s")
+            log(f"  {spec.id} batch {batch}: train {n / train_s:.1f} img/s, inference {n / infer_s:.1f} img/s")
             if on_row:
                 on_row(rows)
     return rows
-
-
-def fit_paper_way(model, train, val, config):
-    """The paper's way: the whole model inside ``fit`` every epoch (a frozen backbone too), best
-    epoch kept, as tests/test_training.py runs it against the fast path."""
-    from cxr_utils import runtime, training
-
-    runtime.set_seed(config.seed)
-    training.compile_for_training(model, config.learning_rate)
-    keep_best = training.KeepBestEpoch()
-    model.fit(train[0], train[1], validation_data=val, epochs=config.epochs, batch_size=config.batch_size,
-              shuffle=True, verbose=0, callbacks=[keep_best])
-    return keep_best.best_epoch
 
 
 PROTOCOL_VARIANTS = {
@@ -242,104 +225,137 @@ PROTOCOL_VARIANTS = {
 }
 
 
-def paper_protocol(images, labels, log, image_size=224, on_row=None):
+def paper_protocol(images, labels, protocol, image_size, on_row=None):
     """Section 4: each model built, trained and tested, timed end to end (compilation included).
 
-    The LSTM has no backbone, so it is the same run in every variant: measured once, counted in
+    A model without a backbone is the same run in every variant: measured once, counted in
     each total."""
-    from cxr_utils import models, runtime, training
+    from cxr_utils import training
 
-    shape = (image_size, image_size, 3)
-    train, val, test, test_note = protocol_parts(images, labels)
-    config = training.TrainingConfig(epochs=PROTOCOL["epochs"], batch_size=PROTOCOL["batch_size"], progress=False)
+    train, val, test, test_note = protocol_parts(images, labels, protocol)
+    config = training_config(protocol)
     rows = []
 
-    def summary():
-        done = {v for v in PROTOCOL_VARIANTS if sum(r["variant"] == v for r in rows) == len(models.MODEL_NAMES)}
-        return {
+    def progress():
+        done = {v for v in PROTOCOL_VARIANTS if sum(r["variant"] == v for r in rows) == len(REGISTRY)}
+        part = {
             "images": {"train": len(train[0]), "val": len(val[0]), "test": len(test[0]), "test_images": test_note},
-            "epochs": PROTOCOL["epochs"],
-            "batch_size": PROTOCOL["batch_size"],
+            "epochs": protocol.epochs,
+            "batch_size": protocol.batch_size,
             "variants": PROTOCOL_VARIANTS,
             "models": rows,
             "total_s": {v: round(sum(r["seconds"] for r in rows if r["variant"] == v), 1)
                         for v in PROTOCOL_VARIANTS if v in done},
         }
+        if on_row:
+            on_row(part)
+        return part
 
     for variant in PROTOCOL_VARIANTS:
-        for name in models.MODEL_NAMES:
-            measured = [r for r in rows if r["model"] == "lstm"]
-            if name == "lstm" and measured:
+        for spec in REGISTRY.values():
+            measured = [r for r in rows if r["model"] == spec.id]
+            if measured and not spec.has_backbone:
                 rows.append({**measured[0], "variant": variant})
-                if on_row:
-                    on_row(summary())
+                progress()
                 continue
-            runtime.set_seed(0)
             start = time.perf_counter()
-            options = ({"input_shape": shape} if name == "lstm"
-                       else {"weights": None, "trainable_backbone": variant == "scratch", "input_shape": shape})
-            model = models.build_model(name, **options)
-            if variant == "paper_way" and name != "lstm":
-                best_epoch, fast_path = fit_paper_way(model, train, val, config), False
-            else:
-                result = training.train_model(model, train, val, config)
-                best_epoch, fast_path = result.best_epoch, result.fast_path
+            model = build(spec, image_size, trainable_backbone=variant == "scratch")
+            result = training.train_model(model, train, val, config, fast_path=variant != "paper_way")
             training.predict_probabilities(model, test[0], config.batch_size)
             seconds = time.perf_counter() - start
-            rows.append(add_gpu_memory({"variant": variant, "model": name, "fast_path": fast_path,
-                                        "seconds": round(seconds, 1), "best_epoch": int(best_epoch)}))
-            log(f"  {variant} {name}: {seconds:.1f} s")
-            if on_row:
-                on_row(summary())
-    return summary()
+            rows.append(add_gpu_memory({"variant": variant, "model": spec.id, "fast_path": result.fast_path,
+                                        "seconds": round(seconds, 1), "best_epoch": int(result.best_epoch)}))
+            log(f"  {variant} {spec.id}: {seconds:.1f} s")
+            progress()
+    return progress()
 
 
-def markdown_table(title, rows) -> str:
-    """A titled pipe table: readable in a terminal, rendered as a table in the book."""
-    keys = list(dict.fromkeys(k for row in rows for k in row))
-    widths = [max(len(k), *(len(str(r.get(k, ""))) for r in rows)) for k in keys]
-    lines = [f"**{title}**", "", "| " + " | ".join(k.ljust(w) for k, w in zip(keys, widths)) + " |",
-             "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
-    for row in rows:
-        lines.append("| " + " | ".join(str(row.get(k, "")).ljust(w) for k, w in zip(keys, widths)) + " |")
-    return "\n".join(lines) + "\n"
+def _goal(goal, unit, met, missed) -> str:
+    text = f"goal: {goal}{unit}"
+    if met:
+        text += ", met by " + " and ".join(met)
+    if missed:
+        text += (", not by " if met else ", missed by ") + " and ".join(missed)
+    return text
 
 
-def show_tables(text: str, json_path, markdown_path=None) -> None:
-    """Print a benchmark's tables and where its JSON is; write them as Markdown if asked."""
-    from cxr_utils import runtime
-
-    print(text)
-    print(f"JSON: {json_path}")
-    if markdown_path:
-        runtime.write_text(text, markdown_path)
+def headlines(results: dict, protocol: dict) -> list[str]:
+    """The figures the prose cites (book/reproducibility, README), from the results alone."""
+    names, goals = paper_names(), {**GOALS, **results.get("goals", {})}
+    name = lambda model: names.get(model, model)  # noqa: E731
+    epochs, images = protocol["epochs"], protocol["train"] + protocol["val"]
+    items = []
+    rows = results.get("paper_way_vs_fast_path", [])
+    if rows:
+        goal = goals["fast_path_speedup_at_least"]
+        items.append(
+            f"**Fast path vs the paper's way** ({images} images x {epochs} epochs, frozen backbone): "
+            + ", ".join(f"{name(r['model'])} {r['speedup']}x faster ({r['paper_way_s']:.0f} s -> "
+                        f"{r['fast_path_s']:.0f} s)" for r in rows)
+            + "; " + _goal(f"at least {goal}", "x", [name(r["model"]) for r in rows if r["speedup"] >= goal],
+                           [name(r["model"]) for r in rows if r["speedup"] < goal]) + ".")
+        bounds = []
+        for r in rows:
+            features, head = r["fast_path_features_s"], r["fast_path_head_s"]
+            bound = (epochs * features + head) / (features + head)
+            bounds.append(f"{name(r['model'])}'s head takes {head / features:.0%} of its backbone pass "
+                          f"({head} s vs {features} s), so its speed-up is at most {bound:.1f}x")
+        items.append(f"**What bounds the speed-up**: the paper's way pays the backbone pass {epochs} times "
+                     f"and the head's epochs once, the fast path each once; " + "; ".join(bounds) + ".")
+    pipeline = results.get("data_pipeline")
+    if pipeline:
+        goal, share = goals["loader_overhead_pct_at_most"], pipeline["loader_overhead_pct_load_once"]
+        items.append(
+            f"**Data pipeline** ({pipeline['images']} images): reading the on-disk cache takes "
+            f"{pipeline['cached_s_per_load']} s, decoding and resizing every PNG "
+            f"{pipeline['decode_every_epoch_s_per_epoch']} s, {pipeline['cache_speedup']}x longer "
+            f"({pipeline['protocol_decode_every_epoch_s']} s if done in each of {epochs} epochs). Loaded once "
+            f"per run, the loader costs {share}% of the {name(LSTM.id)}'s training time (goal: at most {goal}%, "
+            f"{'met' if share <= goal else 'missed'}); reloaded in every epoch it would cost "
+            f"{pipeline['loader_overhead_pct_if_reloaded_each_epoch']}%.")
+    by_batch: dict = {}
+    for row in results.get("throughput", []):
+        by_batch.setdefault(row.get("batch_size"), []).append(row)
+    for batch, rows in by_batch.items():
+        items.append(
+            f"**Throughput** end to end, backbone trainable{f', batch {batch}' if batch else ''} "
+            "(images/s, training / inference): "
+            + ", ".join(f"{name(r['model'])} {r['train_images_per_s']} / {r.get('inference_images_per_s', '-')}"
+                        for r in rows) + ".")
+    whole = results.get("paper_protocol")
+    if whole:
+        totals = ", ".join(f"{variant} {seconds} s" for variant, seconds in whole["total_s"].items())
+        items.append(f"**The whole protocol**, measured in full ({len(REGISTRY)} models trained and tested, "
+                     f"compilation included): {totals or 'no variant finished'}.")
+    return items
 
 
 def render(record: dict) -> str:
-    """The benchmark's tables as Markdown, from its JSON record (``--render`` redoes this)."""
-    result, hardware, versions = record["results"], record["hardware"], record["versions"]
-    mixed = result.get("mixed_precision")
-    parts = [
-        f"Measured {record['created_utc']} on {hardware['cpu']} ({hardware['cpu_count']} cores), "
-        f"{hardware['accelerator']}; Keras {versions.get('keras')} on {hardware['keras_backend']}"
-        f"{', mixed float16' if mixed else ''}; wall time {record['wall_time_s']:.0f} s.\n"
-    ]
-    epochs = result.get("protocol", PROTOCOL)["epochs"]
+    """The benchmark's summary and tables as Markdown, from its JSON record (``--render``)."""
+    result = record["results"]
+    protocol = record_protocol(result)
+    parts = [measured_line(record, ", mixed float16" if result.get("mixed_precision") else "")]
+    items = headlines(result, protocol)
+    if "incomplete" in record:
+        items.insert(0, f"**Incomplete run**: {record['incomplete']}.")
+    if items:
+        parts.append(summary(items))
     if "paper_way_vs_fast_path" in result:
         parts.append(markdown_table(
             f"Paper's way (frozen backbone in fit, every epoch) vs fast path (features once), "
-            f"900 images x {epochs} epochs", result["paper_way_vs_fast_path"]))
+            f"{protocol['train'] + protocol['val']} images x {protocol['epochs']} epochs",
+            result["paper_way_vs_fast_path"]))
     if "data_pipeline" in result:
         parts.append(markdown_table("Data pipeline", [result["data_pipeline"]]))
     if "throughput" in result:
         parts.append(markdown_table("Throughput, end to end (backbone trainable)", result["throughput"]))
     if "paper_protocol" in result:
-        protocol = result["paper_protocol"]
-        totals = ", ".join(f"{k} {v} s" for k, v in protocol["total_s"].items())
+        whole = result["paper_protocol"]
+        totals = ", ".join(f"{k} {v} s" for k, v in whole["total_s"].items())
         parts.append(markdown_table(
-            f"The whole protocol, measured in full (train {protocol['images']['train']}, val "
-            f"{protocol['images']['val']}, test {protocol['images']['test']}, {protocol['epochs']} epochs, "
-            f"compilation included); totals: {totals}", protocol["models"]))
+            f"The whole protocol, measured in full (train {whole['images']['train']}, val "
+            f"{whole['images']['val']}, test {whole['images']['test']}, {whole['epochs']} epochs, "
+            f"compilation included); totals: {totals}", whole["models"]))
     gpu = f", GPU peak {result['gpu_peak_memory_mb']} MB" if "gpu_peak_memory_mb" in result else ""
     parts.append(f"Peak host memory {result['peak_memory_mb']} MB{gpu}.\n")
     return "\n".join(parts)
@@ -364,47 +380,43 @@ def parse_sizes(text: str) -> list[int]:
 
 
 def main(argv=None) -> int:
+    sizes = PROTOCOL.split_sizes()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=str(DEFAULT_DATA))
-    parser.add_argument("--markdown", help="also write the tables as Markdown here (the book includes "
-                        "book/measured/speed_cpu.md)")
-    parser.add_argument("--render", metavar="JSON", help="only turn an earlier run's JSON into the tables "
-                        "(with --markdown, into that file); measures nothing")
-    parser.add_argument("--out", default=str(REPO_ROOT / "benchmarks" / "results" / "speed.json"))
-    parser.add_argument("--slow-images", type=int, default=160, help="images in the measured slice of the paper's way")
-    parser.add_argument("--throughput-batches", type=int, default=3)
-    parser.add_argument("--throughput-batch-sizes", type=parse_sizes, default=[PROTOCOL["batch_size"]],
-                        help="comma list; every model at the first, ResNet50 alone at the others (default 32)")
-    parser.add_argument("--images", type=int, default=900, help="real images to load (the protocol uses 900; "
-                        "1000 gives the protocol section its own 100 test images)")
-    parser.add_argument("--image-size", type=int, default=224, help="smaller only for quick checks (the paper: 224)")
-    parser.add_argument("--epochs", type=int, default=PROTOCOL["epochs"], help="protocol epochs (the paper: 15)")
+    parser.add_argument("--data-dir", default=str(DEFAULT_DATA), help=f"the real images (default {DEFAULT_DATA})")
+    parser.add_argument("--markdown", help="also write the summary and tables as Markdown here (the book "
+                        "includes book/measured/speed_cpu.md)")
+    parser.add_argument("--render", metavar="JSON", help="only turn an earlier run's JSON into the summary and "
+                        "tables (with --markdown, into that file); measures nothing")
+    parser.add_argument("--out", default=str(REPO_ROOT / "benchmarks" / "results" / "speed.json"),
+                        help="the JSON record, rewritten after every section (default benchmarks/results/speed.json)")
+    parser.add_argument("--slow-images", type=int, default=160,
+                        help="images in the measured slice of the paper's way (default 160)")
+    parser.add_argument("--throughput-batches", type=int, default=3, help="batches per throughput epoch (default 3)")
+    parser.add_argument("--throughput-batch-sizes", type=parse_sizes, default=[PROTOCOL.batch_size],
+                        help="comma list; every model at the first, ResNet50 alone at the others "
+                        f"(default {PROTOCOL.batch_size})")
+    parser.add_argument("--images", type=int, default=sizes["train"] + sizes["val"],
+                        help=f"real images to load (the protocol trains on {sizes['train'] + sizes['val']}; "
+                        f"{sum(sizes.values())} gives the protocol section its own {sizes['test']} test images)")
+    parser.add_argument("--image-size", type=int, default=PROTOCOL.image_size,
+                        help=f"smaller only for quick checks (the paper: {PROTOCOL.image_size})")
+    parser.add_argument("--epochs", type=int, default=PROTOCOL.epochs,
+                        help=f"the protocol's epochs; fewer only for quick checks (the paper: {PROTOCOL.epochs})")
     parser.add_argument("--mixed-precision", choices=("auto", "on", "off"), default="auto",
                         help="mixed float16; auto: on when Keras sees a GPU (as training does)")
     parser.add_argument("--sections", type=parse_sections, default=parse_sections(DEFAULT_SECTIONS),
                         help=f"comma list, run in this order, of {', '.join(SECTIONS)} (default {DEFAULT_SECTIONS})")
     args = parser.parse_args(argv)
     if args.render:
-        try:
-            record = json.loads(Path(args.render).read_text())
-            text = render(record)
-        except (OSError, ValueError, KeyError) as error:
-            parser.error(f"{args.render} is not a benchmark JSON written by this script ({error!r})")
-        print(text)
-        if args.markdown:
-            from cxr_utils import runtime
-
-            runtime.write_text(text, args.markdown)
-        return 0
-    PROTOCOL["epochs"] = args.epochs
+        return render_only(parser, args.render, args.markdown, render)
+    protocol = dataclasses.replace(PROTOCOL, epochs=args.epochs)
 
     from cxr_utils import data, runtime
 
-    log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
     start = time.perf_counter()
     mixed = runtime.use_mixed_precision({"auto": "auto", "on": True, "off": False}[args.mixed_precision])
     manifest = data.add_duplicate_groups(data.build_manifest(args.data_dir, progress=False))
-    sample = data.sample_balanced(manifest, n_per_class=min(500, args.images // 2 + 1), seed=0)
+    sample = data.sample_balanced(manifest, n_per_class=min(PROTOCOL.n_per_class, args.images // 2 + 1), seed=0)
     split = sample.sample(frac=1.0, random_state=0).reset_index(drop=True).iloc[: args.images]
     images = data.load_images(split, image_size=args.image_size, progress=False)
     labels = data.labels(split).astype(np.float32)
@@ -414,39 +426,38 @@ def main(argv=None) -> int:
     sections = {}
 
     def save(complete: bool):
-        result = {"protocol": PROTOCOL, "mixed_precision": mixed, **sections,
+        result = {"protocol": protocol_record(protocol), "mixed_precision": mixed, **sections,
                   "peak_memory_mb": round(peak_memory_mb())}
         add_gpu_memory(result, "gpu_peak_memory_mb")
-        result["goals"] = {"fast_path_speedup_at_least": 10, "loader_overhead_pct_at_most": 5}
+        result["goals"] = GOALS
         extra = {} if complete else {"incomplete": "stopped before every section ran"}
         record = runtime.run_record(vars(args), time.perf_counter() - start, results=result, **extra)
         runtime.write_json(record, args.out)
-        return record, result
+        return record
 
     def partial(key, value):  # after each measured row, so a run cut short keeps it
         sections[key] = value
         save(complete=False)
 
+    n_train = sizes["train"]
     for number, section in enumerate(args.sections, 1):
         log(f"{number}/{len(args.sections)} {section}")
         if section == "paper_way":
             sections["paper_way_vs_fast_path"] = paper_way_vs_fast_path(
-                images, labels, args.slow_images, log, image_size=args.image_size)
+                images, labels, protocol, args.slow_images, args.image_size)
         elif section == "pipeline":
             sections["data_pipeline"] = data_pipeline(
-                split, min(len(split), 1000), images[:PROTOCOL["train"]], labels[:PROTOCOL["train"]], log,
-                image_size=args.image_size)
+                split, min(len(split), 2 * PROTOCOL.n_per_class), images[:n_train], labels[:n_train], protocol,
+                args.image_size)
         elif section == "throughput":
-            sections["throughput"] = throughput(images, labels, args.throughput_batches, log,
+            sections["throughput"] = throughput(images, labels, args.throughput_batches,
                                               args.throughput_batch_sizes, args.image_size,
                                               on_row=lambda rows: partial("throughput", rows))
         elif section == "protocol":
-            sections["paper_protocol"] = paper_protocol(images, labels, log, args.image_size,
+            sections["paper_protocol"] = paper_protocol(images, labels, protocol, args.image_size,
                                                         on_row=lambda part: partial("paper_protocol", part))
         save(complete=False)
-    record, result = save(complete=True)
-
-    show_tables(render(record), args.out, args.markdown)
+    show_tables(render(save(complete=True)), args.out, args.markdown)
     return 0
 
 

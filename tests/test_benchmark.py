@@ -1,12 +1,15 @@
-"""The benchmark's measured tables in the book are what its JSON record says, and --render
-refuses what is not such a record."""
+"""The benchmark's measured tables in the book are what its JSON record says, the prose cites
+no measured figure by hand, and --render refuses what is not such a record."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from cxr_utils import config
 
 ROOT = Path(__file__).resolve().parents[1]
 MEASURED = ROOT / "book" / "measured"
@@ -22,13 +25,44 @@ def test_committed_tables_are_rendered_from_their_json(name, benchmark_module):
     results = record["results"]
     for row in results["paper_way_vs_fast_path"]:
         assert row["speedup"] == pytest.approx(row["paper_way_s"] / row["fast_path_s"], rel=0.01)
-    assert {row["model"] for row in results["throughput"]} == {"resnet50", "lstm", "resnet50_lstm"}
+    assert {row["model"] for row in results["throughput"]} == set(config.REGISTRY)
 
 
-def test_render_rejects_a_file_that_is_not_a_benchmark_record(tmp_path):
+def test_rendered_summary_states_the_measured_figures(benchmark_module):
+    """The figures the book's prose needs are rendered from the JSON, above the tables."""
+    record = json.loads((MEASURED / "speed_cpu.json").read_text())
+    text = benchmark_module("speed").render(record)
+    assert text.index("**In short**") < text.index("| model")
+    names = config.paper_names()
+    for row in record["results"]["paper_way_vs_fast_path"]:
+        assert f"{names[row['model']]} {row['speedup']}x faster" in text
+        features, head = row["fast_path_features_s"], row["fast_path_head_s"]
+        assert f"{head / features:.0%} of its backbone pass" in text
+    pipeline = record["results"]["data_pipeline"]
+    assert f"{pipeline['loader_overhead_pct_load_once']}% of the LSTM's training time" in text
+    assert f"{pipeline['cache_speedup']}x longer" in text
+    record = json.loads((MEASURED / "head_profile_cpu.json").read_text())
+    text = benchmark_module("profile_head").render(record)
+    ratios = {row["variant"]: row["vs_paper_head"] for row in record["results"]["variants"]}
+    assert text.index("**In short**") < text.index("| variant")
+    assert f"`steps_per_execution` {ratios['steps_per_execution']}" in text
+
+
+def test_prose_types_no_measured_speedup_or_time_by_hand():
+    """README and the book cite measured speed-ups and times through book/measured/ (rendered
+    from the JSON) and the run record: a figure typed into the prose goes stale."""
+    typed = re.compile(r"\b\d+\.\d+x\b|\b\d+(\.\d+)? ?(s|seconds|minutes?|hours?)\b")
+    for page in [ROOT / "README.md", *sorted((ROOT / "book").glob("*.md"))]:
+        for number, line in enumerate(page.read_text().splitlines(), 1):
+            assert not typed.search(line), f"{page.name}:{number} types a measured figure by hand: {line}"
+    assert "```{include} measured/speed_cpu.md" in (ROOT / "book" / "reproducibility.md").read_text()
+
+
+@pytest.mark.parametrize("script", ["speed", "profile_head"])
+def test_render_rejects_a_file_that_is_not_a_benchmark_record(tmp_path, script):
     bogus = tmp_path / "speed.json"
     bogus.write_text('{"results": {}}')
-    completed = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--render", str(bogus)],
+    completed = subprocess.run([sys.executable, str(ROOT / "benchmarks" / f"{script}.py"), "--render", str(bogus)],
                                capture_output=True, text=True)
     assert completed.returncode == 2
     assert f"{bogus} is not a benchmark JSON" in completed.stderr
@@ -55,11 +89,12 @@ def test_committed_head_profile_is_rendered_from_its_json(benchmark_module):
     if not json_path.is_file():
         pytest.skip(f"no head profile committed at {json_path}")
     record = json.loads(json_path.read_text())
-    assert benchmark_module("profile_head").render(record) == markdown_path.read_text()
+    profile_head = benchmark_module("profile_head")
+    assert profile_head.render(record) == markdown_path.read_text()
     rows = {row["variant"]: row for row in record["results"]["variants"]}
     assert rows["paper"]["vs_paper_head"] == 1.0
     for row in rows.values():
-        assert row["head_s_per_15_epochs"] == min(row["rounds_s"])
+        assert row[profile_head.time_key()] == min(row["rounds_s"])
 
 
 def test_hoisted_head_computes_the_paper_heads_function_and_the_check_can_fail(benchmark_module, monkeypatch):
@@ -78,8 +113,8 @@ def test_head_profile_runs_and_prints_ratios_to_the_paper_head(tmp_path, benchma
     record = json.loads(out.read_text())
     rows = {row["variant"]: row for row in record["results"]["variants"]}
     assert set(rows) == {"no_lstm", "paper"} and rows["paper"]["vs_paper_head"] == 1.0
-    assert rows["no_lstm"]["vs_paper_head"] == pytest.approx(
-        rows["no_lstm"]["head_s_per_15_epochs"] / rows["paper"]["head_s_per_15_epochs"], abs=0.01)
+    key = f"head_s_per_{config.PROTOCOL.epochs}_epochs"
+    assert rows["no_lstm"]["vs_paper_head"] == pytest.approx(rows["no_lstm"][key] / rows["paper"][key], abs=0.01)
     assert record["hardware"]["cpu_count"] >= 1 and "keras" in record["versions"]
     assert "| paper " in capsys.readouterr().out
 
