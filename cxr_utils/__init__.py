@@ -2,6 +2,8 @@
 
 Submodules (imported on use, so ``import cxr_utils`` is cheap and never touches the network):
 
+- ``cxr_utils.config``: the facts everything shares: the paper's protocol, the model registry,
+  class and metric names, what ``weights`` means.
 - ``cxr_utils.data``: find, download, index, sample, split and load the chest X-rays.
 - ``cxr_utils.models``: the paper's ResNet50, LSTM and ResNet50-LSTM builders (Keras 3).
 - ``cxr_utils.training``: the paper's training protocol, best-epoch selection, saved results.
@@ -9,13 +11,21 @@ Submodules (imported on use, so ``import cxr_utils`` is cheap and never touches 
 - ``cxr_utils.paper``: the paper's reported tables as data.
 - ``cxr_utils.plots``: training curves, confusion heatmaps, paper-vs-ours bars.
 - ``cxr_utils.runtime``: seeding, hardware and version records.
+- ``cxr_utils.evaluation``: from saved predictions to the paper's tables, ours beside theirs.
+- ``cxr_utils.report``: verdicts on the paper's claims and the short texts the book shows.
+- ``cxr_utils.chapters``: what each chapter needs from the ones before it, rebuilt when missing.
+- ``cxr_utils.run``: executes the notebook series with papermill and publishes it to the book.
+- ``cxr_utils.atomic``: writing files so that a crash never leaves half a file.
 """
 
 import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("data", "models", "training", "metrics", "paper", "plots", "runtime")
+_SUBMODULES = (
+    "config", "data", "models", "training", "metrics", "paper", "plots", "runtime", "evaluation",
+    "report", "chapters", "run", "atomic",
+)
 
 
 def __getattr__(name):

@@ -1,10 +1,13 @@
-"""Confusion matrices, test metrics with confidence intervals, and McNemar's test between two models.
+"""Confusion matrices, test metrics with confidence intervals, McNemar's test between two models,
+and what the probabilities say beyond the threshold: AUC, Brier score and the per-image loss gap.
 
 COVID (label 1) is the positive class, as in the paper's Tables 3-6. Explained in
 notebooks/06_evaluation.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -13,9 +16,7 @@ from scipy import stats
 from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.proportion import proportion_confint
 
-CLASS_NAMES = {1: "COVID", 0: "Normal"}
-PAPER_ORDER = ["COVID", "Normal"]
-METRIC_NAMES = ("accuracy", "precision", "recall", "f1")
+from cxr_utils.config import METRICS, PAPER_ORDER
 
 
 def _labels(values, name: str) -> np.ndarray:
@@ -42,19 +43,35 @@ def _pair(y_true, y_pred, pred_name: str = "y_pred") -> tuple[np.ndarray, np.nda
     return y_true, y_pred
 
 
+def _probabilities(values, name: str = "probabilities") -> np.ndarray:
+    array = np.asarray(values, dtype=float).reshape(-1)
+    if array.size == 0:
+        raise ValueError(f"{name} is empty; pass one probability per image")
+    if not np.all((array >= 0) & (array <= 1)):  # also rejects NaN
+        raise ValueError(
+            f"{name} must lie in [0, 1] (a sigmoid output); got values from "
+            f"{np.nanmin(array):g} to {np.nanmax(array):g} or NaN; apply a sigmoid to logits first"
+        )
+    return array
+
+
+def _scored(labels, probabilities, name: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """Labels and probabilities of the same images, checked (``name`` prefixes the argument names)."""
+    labels, probabilities = _labels(labels, f"{name}labels"), _probabilities(probabilities, f"{name}probabilities")
+    if len(labels) != len(probabilities):
+        raise ValueError(
+            f"{name}labels has {len(labels)} entries but {name}probabilities has {len(probabilities)}; "
+            "pass one probability per image"
+        )
+    return labels, probabilities
+
+
 def labels_from_probabilities(probabilities, threshold: float = 0.5) -> np.ndarray:
     """Turn P(COVID) into labels: 1 where the probability reaches ``threshold``, else 0.
 
     Explained in notebooks/06_evaluation.
     """
-    array = np.asarray(probabilities, dtype=float).reshape(-1)
-    if array.size == 0:
-        raise ValueError("probabilities is empty; pass one probability per image")
-    if not np.all((array >= 0) & (array <= 1)):  # also rejects NaN
-        raise ValueError(
-            "probabilities must lie in [0, 1] (a sigmoid output); got values from "
-            f"{np.nanmin(array):g} to {np.nanmax(array):g} or NaN; apply a sigmoid to logits first"
-        )
+    array = _probabilities(probabilities)
     if not 0 < threshold < 1:
         raise ValueError(f"threshold must lie strictly between 0 and 1, got {threshold}")
     return (array >= threshold).astype(int)
@@ -97,7 +114,7 @@ def classification_metrics(y_true, y_pred) -> dict:
 def metrics_from_counts(tp: int, fn: int, fp: int, tn: int) -> dict:
     """The four metrics from confusion counts: how the paper's Table 6 follows from Tables 3-5.
 
-    Explained in notebooks/07_comparison.
+    tests/test_paper.py checks the paper's Table 6 against its Tables 3-5 with it.
     """
     counts = {"tp": tp, "fn": fn, "fp": fp, "tn": tn}
     for name, count in counts.items():
@@ -110,7 +127,7 @@ def metrics_from_counts(tp: int, fn: int, fp: int, tn: int) -> dict:
     y_true = np.repeat([1, 1, 0, 0], repeats)
     y_pred = np.repeat([1, 0, 1, 0], repeats)
     values = classification_metrics(y_true, y_pred)
-    return {name: values[name] for name in METRIC_NAMES}
+    return {name: values[name] for name in METRICS}
 
 
 def _f1_from_pairs(y_true, y_pred, axis=-1):
@@ -122,23 +139,53 @@ def _f1_from_pairs(y_true, y_pred, axis=-1):
     return np.divide(2 * tp, denominator, out=np.zeros(np.shape(tp)), where=denominator > 0)
 
 
+def _check_interval_options(confidence, n_bootstrap) -> None:
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie strictly between 0 and 1 (e.g. 0.95), got {confidence}")
+    if int(n_bootstrap) != n_bootstrap or n_bootstrap < 100:
+        raise ValueError(f"n_bootstrap must be a whole number of at least 100 resamples, got {n_bootstrap}")
+
+
+def _bootstrap_interval(samples, statistic, name: str, confidence, n_bootstrap, seed, paired=True,
+                        batch=None) -> tuple[float, float, str]:
+    """A seeded percentile bootstrap interval of ``statistic`` (vectorised, with ``axis``) over images.
+
+    ``paired``: one resample of images keeps each image's values together (label and prediction);
+    otherwise each sample is resampled on its own. Resamples where the statistic is undefined (NaN,
+    e.g. an AUC on a resample with one class) are left out and counted in the method. Returns low,
+    high and the method, or NaN bounds with the reason when there is no interval.
+    """
+    with warnings.catch_warnings():  # degenerate and undefined resamples are handled below
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        result = stats.bootstrap(
+            samples, statistic, paired=paired, vectorized=True, n_resamples=n_bootstrap, batch=batch,
+            confidence_level=confidence, method="percentile", rng=np.random.default_rng(seed),
+        )
+    distribution = np.asarray(result.bootstrap_distribution)
+    kept = distribution[np.isfinite(distribution)]
+    left_out = f"; {distribution.size - kept.size} resamples with {name} undefined left out"
+    left_out = left_out if kept.size < distribution.size else ""
+    if kept.size == 0:
+        return np.nan, np.nan, f"no interval: {name} undefined on every bootstrap resample"
+    if np.ptp(kept) == 0:
+        # e.g. every prediction right: each resample gives the same value, a zero-width "interval".
+        return np.nan, np.nan, f"no interval: all {kept.size} bootstrap resamples gave {name} = {kept[0]:g}{left_out}"
+    method = f"{'paired ' if paired else ''}percentile bootstrap ({n_bootstrap} resamples, seed {seed}){left_out}"
+    if left_out:
+        tail = 50 * (1 - confidence)
+        low, high = np.percentile(kept, [tail, 100 - tail])
+    else:
+        low, high = result.confidence_interval
+    return float(low), float(high), method
+
+
 def _f1_interval(y_true, y_pred, confidence, n_bootstrap, seed) -> tuple[float, float, str]:
     if len(y_true) < 2:
         return np.nan, np.nan, "no interval: the bootstrap needs at least 2 images"
     if not (y_true.any() or y_pred.any()):
         return np.nan, np.nan, "no interval: no COVID images and no COVID predictions, F1 undefined"
     # Resample test images with each (label, prediction) pair kept together.
-    result = stats.bootstrap(
-        (y_true, y_pred), _f1_from_pairs, paired=True, vectorized=True, n_resamples=n_bootstrap,
-        confidence_level=confidence, method="percentile", rng=np.random.default_rng(seed),
-    )
-    distribution = result.bootstrap_distribution
-    if np.ptp(distribution) == 0:
-        # e.g. every prediction right: each resample gives the same F1, a zero-width "interval".
-        reason = f"no interval: all {n_bootstrap} bootstrap resamples gave F1 = {distribution[0]:g}"
-        return np.nan, np.nan, reason
-    low, high = result.confidence_interval
-    return float(low), float(high), f"paired percentile bootstrap ({n_bootstrap} resamples, seed {seed})"
+    return _bootstrap_interval((y_true, y_pred), _f1_from_pairs, "F1", confidence, n_bootstrap, seed)
 
 
 def metrics_with_intervals(
@@ -153,10 +200,7 @@ def metrics_with_intervals(
     bootstrap) low and high are NaN and ``method`` says why. Explained in notebooks/06_evaluation.
     """
     y_true, y_pred = _pair(y_true, y_pred)
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must lie strictly between 0 and 1 (e.g. 0.95), got {confidence}")
-    if int(n_bootstrap) != n_bootstrap or n_bootstrap < 100:
-        raise ValueError(f"n_bootstrap must be a whole number of at least 100 resamples, got {n_bootstrap}")
+    _check_interval_options(confidence, n_bootstrap)
     values = classification_metrics(y_true, y_pred)
     tp, fn, fp, tn, n = (values[k] for k in ("tp", "fn", "fp", "tn", "n"))
     proportions = {"accuracy": (tp + tn, n), "precision": (tp, tp + fp), "recall": (tp, tp + fn)}
@@ -203,4 +247,103 @@ def mcnemar_test(y_true, pred_a, pred_b) -> dict:
         "statistic": float(result.statistic),
         "p_value": float(result.pvalue),
         "n": int(len(y_true)),
+    }
+
+
+KERAS_EPSILON = 1e-7  # keras.config.epsilon(): how far Keras clips probabilities from 0 and 1 in its losses
+_BOOTSTRAP_VALUES_PER_BATCH = 2_000_000  # bounds the memory of a bootstrap on a large test set
+
+
+def _batch(n_images: int) -> int:
+    return max(1, _BOOTSTRAP_VALUES_PER_BATCH // max(1, n_images))
+
+
+def binary_cross_entropy(labels, probabilities, epsilon: float = KERAS_EPSILON) -> np.ndarray:
+    """Each image's binary cross-entropy, as Keras computes its loss: probabilities clipped to
+    [epsilon, 1 - epsilon], then -(y log p + (1 - y) log(1 - p)). Their mean is Keras' loss."""
+    labels, probabilities = _scored(labels, probabilities)
+    clipped = np.clip(probabilities, epsilon, 1 - epsilon)
+    return -(labels * np.log(clipped) + (1 - labels) * np.log(1 - clipped))
+
+
+def _auc_from_pairs(labels, probabilities, axis=-1):
+    # The ROC AUC as the Mann-Whitney statistic (ties count half, as in roc_auc_score), vectorised
+    # over bootstrap resamples; NaN where a resample holds one class only. Tested against sklearn.
+    labels, probabilities = np.moveaxis(labels, axis, -1), np.moveaxis(probabilities, axis, -1)
+    ranks = stats.rankdata(probabilities, axis=-1)
+    positives = labels.sum(axis=-1)
+    negatives = labels.shape[-1] - positives
+    rank_sum = np.sum(ranks * labels, axis=-1)
+    pairs = positives * negatives
+    with np.errstate(divide="ignore", invalid="ignore"):
+        auc = (rank_sum - positives * (positives + 1) / 2) / pairs
+    return np.where(pairs > 0, auc, np.nan)
+
+
+def _brier_from_pairs(labels, probabilities, axis=-1):
+    return np.mean((probabilities - labels) ** 2, axis=axis)
+
+
+def probability_metrics(labels, probabilities, confidence: float = 0.95, n_bootstrap: int = 2000,
+                        seed: int = 0) -> pd.DataFrame:
+    """What the predicted probabilities say beyond the 0.5 threshold, with ``confidence`` intervals.
+
+    One row per metric (index ``metric``): "auc" (ROC AUC, ``roc_auc_score``: how well the
+    probabilities rank COVID above Normal; 0.5 is chance) and "brier" (``brier_score_loss``: the
+    mean squared distance of each probability from its label; 0 is perfect, 0.25 is a constant
+    0.5). Columns value, low, high, method, like ``metrics_with_intervals``; the intervals are
+    paired, seeded percentile bootstraps over images. With one class only the AUC is NaN, and
+    ``method`` says why.
+    """
+    labels, probabilities = _scored(labels, probabilities)
+    _check_interval_options(confidence, n_bootstrap)
+    scores = {
+        "auc": (sklearn.metrics.roc_auc_score, _auc_from_pairs, "AUC"),
+        "brier": (sklearn.metrics.brier_score_loss, _brier_from_pairs, "Brier score"),
+    }
+    rows = []
+    for metric, (score, vectorised, name) in scores.items():
+        if metric == "auc" and len(np.unique(labels)) < 2:
+            present = "COVID" if labels[0] == 1 else "Normal"
+            value, low, high = np.nan, np.nan, np.nan
+            method = f"no value: only {present} images, and the AUC needs both classes"
+        else:
+            value = float(score(labels, probabilities))
+            if len(labels) < 2:
+                low, high, method = np.nan, np.nan, "no interval: the bootstrap needs at least 2 images"
+            else:
+                low, high, method = _bootstrap_interval(
+                    (labels, probabilities), vectorised, name, confidence, int(n_bootstrap), seed,
+                    batch=_batch(len(labels)))
+        rows.append({"metric": metric, "value": value, "low": low, "high": high, "method": method})
+    return pd.DataFrame(rows).set_index("metric")
+
+
+def _mean_gap(val_losses, train_losses, axis=-1):
+    return np.mean(val_losses, axis=axis) - np.mean(train_losses, axis=axis)
+
+
+def loss_gap_interval(train_labels, train_probabilities, val_labels, val_probabilities,
+                      confidence: float = 0.95, n_bootstrap: int = 2000, seed: int = 0) -> dict:
+    """Validation minus training loss of one model, per image and in inference mode, with an interval.
+
+    Each part's loss is the mean per-image binary cross-entropy (``binary_cross_entropy``, clipped
+    like Keras). The interval is a seeded percentile bootstrap that resamples the training and the
+    validation images independently (they are different images). Returns train_loss, val_loss,
+    gap (val_loss - train_loss), low, high, confidence, n_train, n_val and method; low and high are
+    NaN, with the reason in method, when there is no interval (fewer than 2 images in a part).
+    """
+    _check_interval_options(confidence, n_bootstrap)
+    train = binary_cross_entropy(*_scored(train_labels, train_probabilities, "train_"))
+    val = binary_cross_entropy(*_scored(val_labels, val_probabilities, "val_"))
+    if min(len(train), len(val)) < 2:
+        low, high, method = np.nan, np.nan, "no interval: the bootstrap needs at least 2 images in each part"
+    else:
+        low, high, method = _bootstrap_interval(
+            (val, train), _mean_gap, "the loss gap", confidence, int(n_bootstrap), seed, paired=False,
+            batch=_batch(len(train) + len(val)))
+    return {
+        "train_loss": float(train.mean()), "val_loss": float(val.mean()),
+        "gap": float(val.mean() - train.mean()), "low": low, "high": high, "confidence": confidence,
+        "n_train": int(len(train)), "n_val": int(len(val)), "method": method,
     }

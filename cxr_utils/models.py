@@ -6,7 +6,7 @@ named sub-models, ``backbone`` (images -> 7x7x2048 feature map) and ``head`` (fe
 probability), so training can compute a frozen backbone's features once and fit the head
 alone (``cxr_utils.training``): the same model, minutes instead of hours.
 
-The paper leaves several choices open (PAPER.md, "Ambiguities"); each is a named argument
+The paper leaves several choices open (book/paper.md, "What the paper leaves open"); each is a named argument
 here, and its default is justified where it is defined. Explained in notebooks/03_resnet50,
 04_lstm and 05_resnet50_lstm.
 """
@@ -18,8 +18,10 @@ from pathlib import Path
 import keras
 from keras import layers
 
-MODEL_NAMES = ("resnet50", "lstm", "resnet50_lstm")
-INPUT_SHAPE = (224, 224, 3)
+from cxr_utils import config
+from cxr_utils.config import PROTOCOL
+
+INPUT_SHAPE = (PROTOCOL.image_size, PROTOCOL.image_size, 3)
 
 # Keras' ImageNet weights for ResNet50 expect "caffe" inputs: 0-255, BGR, ImageNet mean removed.
 IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
@@ -70,8 +72,9 @@ def resnet50_backbone(
     """ResNet50 without its top (``keras.applications``): images in [0, 1] -> 7x7x2048 map.
 
     Args:
-        weights: "imagenet" (downloaded by Keras on first use), None (random initialisation,
-            trained from scratch), or the path of a local ``*_notop.h5`` / ``.weights.h5`` file.
+        weights: what ``config.weights_kind`` reads: "imagenet" (downloaded by Keras on first
+            use), the path of a local copy (``*_notop.h5`` / ``.weights.h5``), or None
+            (random initialisation, trained from scratch).
         input_scaling: "paper" feeds the [0, 1] images as they are, because section 2.2
             describes division by 255 and nothing else. "imagenet" maps them to what the
             ImageNet weights were trained on (0-255, mean removed: Keras' ``preprocess_input``
@@ -86,7 +89,9 @@ def resnet50_backbone(
     """
     if input_scaling not in ("paper", "imagenet"):
         raise ValueError(f"input_scaling must be 'paper' or 'imagenet', not {input_scaling!r}")
-    if weights is not None and weights != "imagenet":
+    weights = config.parse_weights(weights)
+    kind = config.weights_kind(weights)
+    if kind == "file":
         weights_path = Path(weights).expanduser()
         if not weights_path.is_file():
             raise WeightsUnavailableError(
@@ -107,7 +112,7 @@ def resnet50_backbone(
         ) from error
 
     if bn_momentum == "auto":
-        bn_momentum = 0.99 if weights is not None else 0.9
+        bn_momentum = 0.9 if kind == "scratch" else 0.99
     if bn_momentum is not None:
         for layer in resnet.layers:
             if isinstance(layer, layers.BatchNormalization):
@@ -134,7 +139,9 @@ def _assemble(backbone: keras.Model, head: keras.Model, trainable_backbone, name
 def _default_trainable(weights, trainable_backbone):
     # Frozen when pretrained (feature extraction, the paper's wording in 2.3); a random
     # backbone must learn, so it trains.
-    return weights is None if trainable_backbone is None else bool(trainable_backbone)
+    if trainable_backbone is None:
+        return config.weights_kind(weights) == "scratch"
+    return bool(trainable_backbone)
 
 
 def build_resnet50(
@@ -228,17 +235,13 @@ def build_lstm(
     return keras.Model(images, _lstm_stack(rows, lstm_units, dropout), name="lstm")
 
 
-_BUILDERS = {"resnet50": build_resnet50, "lstm": build_lstm, "resnet50_lstm": build_resnet50_lstm}
-
-
 def build_model(name: str, **options) -> keras.Model:
-    """Build one of ``MODEL_NAMES`` with the paper's settings, overridden by ``options``."""
-    if name not in _BUILDERS:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
-    if name == "lstm":
-        # The LSTM alone has no backbone; backbone options do not apply to it.
-        options = {k: v for k, v in options.items() if k in ("lstm_units", "dropout", "input_shape")}
-    return _BUILDERS[name](**options)
+    """Build a model of ``config.REGISTRY`` (id or the paper's name) with the paper's settings,
+    overridden by ``options``; backbone options are dropped for a model without a backbone."""
+    spec = config.model_spec(name)
+    if not spec.has_backbone:
+        options = {k: v for k, v in options.items() if k not in config.BACKBONE_OPTIONS}
+    return spec.build(**options)
 
 
 def frozen_backbone(model: keras.Model) -> keras.Model | None:

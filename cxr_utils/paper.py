@@ -1,6 +1,6 @@
 """The numbers the paper reports (Tables 2-7) and the claims it makes, as data.
 
-Transcribed from ../shared/paper/PAPER.md (checked against the extracted paper text). Every
+Transcribed from the paper (book/paper.md summarises it; checked against the paper's text). Every
 function returns a fresh copy, so callers may modify what they get. Explained in
 notebooks/07_comparison.
 """
@@ -10,10 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from cxr_utils.metrics import PAPER_ORDER
-
-# Our model ids -> the paper's model names, in the paper's order.
-MODELS = {"resnet50": "ResNet50", "lstm": "LSTM", "resnet50_lstm": "ResNet50-LSTM"}
+from cxr_utils import config
+from cxr_utils.config import PAPER_ORDER
 
 _TABLE2 = {  # best epoch: train_loss, train_accuracy, val_loss, val_accuracy
     "ResNet50": (0.5702, 0.7800, 0.5473, 0.8600),
@@ -58,7 +56,7 @@ def table2() -> pd.DataFrame:
 def confusion_counts() -> pd.DataFrame:
     """Tables 3-5 as counts on the 100 test images: index model; columns tp, fn, fp, tn.
 
-    Explained in notebooks/06_evaluation.
+    Explained in notebooks/07_comparison.
     """
     return _by_model(_CONFUSION, ["tp", "fn", "fp", "tn"])
 
@@ -67,13 +65,9 @@ def confusion_table(model: str) -> pd.DataFrame:
     """One of Tables 3-5 as a 2x2 table, oriented like ``metrics.confusion_matrix``.
 
     ``model`` is the paper's name ("ResNet50") or our id ("resnet50"). Rows actual, columns
-    predicted, each in the order COVID, Normal. Explained in notebooks/06_evaluation.
+    predicted, each in the order COVID, Normal; ``plots.plot_confusion`` draws it.
     """
-    name = MODELS.get(model, model)
-    if name not in _CONFUSION:
-        known = ", ".join(f"{name!r} ({model_id!r})" for model_id, name in MODELS.items())
-        raise ValueError(f"unknown model {model!r}; use one of {known}")
-    tp, fn, fp, tn = _CONFUSION[name]
+    tp, fn, fp, tn = _CONFUSION[config.model_spec(model).paper_name]
     return pd.DataFrame(
         [[tp, fn], [fp, tn]],
         index=pd.Index(PAPER_ORDER, name="actual"),
@@ -101,13 +95,14 @@ def table7() -> pd.DataFrame:
 
 
 def claims() -> pd.DataFrame:
-    """The three claims of PAPER.md with the reported numbers each rests on.
+    """The three claims of the paper (book/paper.md) with the reported numbers each rests on.
 
     Columns: id (1-3), claim (text), source (the table), paper_values (dict "model metric" ->
     value, read from the tables above). Explained in notebooks/07_comparison and book/report.
     """
     scores, fits = table6(), table2()
-    hybrid, resnet, lstm = MODELS["resnet50_lstm"], MODELS["resnet50"], MODELS["lstm"]
+    names = config.paper_names()
+    hybrid, resnet, lstm = names["resnet50_lstm"], names["resnet50"], names["lstm"]
     rows = [
         (1, "ResNet50-LSTM reaches 95% accuracy, 96% precision, 94% recall and 95% F1 on the "
             "100-image test set", "Table 6",

@@ -1,5 +1,5 @@
 """Figures of the book: real X-rays, preprocessing steps, training curves (the paper's Figures 3-5),
-confusion heatmaps and paper-vs-ours bars.
+confusion heatmaps, paper-vs-ours bars, ROC curves and reliability diagrams.
 
 Every plotting function returns the matplotlib Figure and, given ``path``, also saves it there as
 PNG (parent folders created). Nothing calls ``plt.show()``: a notebook displays the returned figure,
@@ -16,25 +16,24 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import MaxNLocator
 
-from cxr_utils.metrics import PAPER_ORDER
+from cxr_utils.config import HISTORY_COLUMNS, METRICS, PAPER_ORDER
 
-HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")
 LONG_COLUMNS = ("model", "metric", "value")
-METRIC_ORDER = ["accuracy", "precision", "recall", "f1"]
+METRIC_ORDER = list(METRICS)
 SOURCES = ["Paper", "This run"]
 DPI = 120
+FONT_SIZE = 10  # every text of the ROC and reliability figures: at least 9 pt, readable in the book
+PREDICTION_COLUMNS = ("label", "probability")
 
 
 def _require(table, columns, what: str) -> None:
-    if not isinstance(table, pd.DataFrame):
-        raise ValueError(f"{what} must be a pandas DataFrame, got {type(table).__name__}")
-    missing = [c for c in columns if c not in table.columns]
-    if missing:
-        raise ValueError(
-            f"{what} has no column {', '.join(map(repr, missing))}; it has {list(table.columns)}"
-        )
-    if table.empty:
-        raise ValueError(f"{what} is empty; there is nothing to plot")
+    """ValueError unless ``table`` is a DataFrame with rows and every one of ``columns``."""
+    from cxr_utils.data.manifest import require_columns  # on use, as plot_image_grid imports data
+
+    require_columns(
+        table, columns, what, error=ValueError, not_a_table="{what} must be a pandas DataFrame",
+        fix="it has {columns}", quote=True, empty="{what} is empty; there is nothing to plot",
+    )
 
 
 def _finish(figure, path):
@@ -125,23 +124,31 @@ def plot_training_curves(history: pd.DataFrame, title: str, path=None):
     """Loss and accuracy per epoch, training vs validation, in two panels (the paper's Figures 3-5).
 
     ``history`` has columns epoch (1-based), loss, accuracy, val_loss, val_accuracy and optionally
-    is_best (the epoch kept), which is marked by a dashed line. Explained in notebooks/03_resnet50.
+    is_best (the epoch kept), marked by a dashed line, and train_inference_loss /
+    train_inference_accuracy (training images scored in inference mode, as the test sees the
+    model: ``callbacks.InferenceModeCheck``), drawn dotted. Losses are on a log scale, so one
+    epoch's spike does not flatten the others. Legends sit below the panels, off the data.
+    Explained in notebooks/03_resnet50.
     """
     _require(history, HISTORY_COLUMNS, "history")
-    figure, axes = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4.4), layout="constrained")
     best = None
     if "is_best" in history.columns and history["is_best"].astype(bool).any():
         best = history.loc[history["is_best"].astype(bool), "epoch"].iloc[0]
     for ax, metric, label in zip(axes, ("loss", "accuracy"), ("Loss", "Accuracy")):
-        ax.plot(history["epoch"], history[metric], marker="o", label="training")
+        ax.plot(history["epoch"], history[metric], marker="o", label="training (training mode)")
+        if f"train_inference_{metric}" in history.columns:
+            ax.plot(history["epoch"], history[f"train_inference_{metric}"], marker="^", linestyle=":",
+                    label="training images, inference mode")
         ax.plot(history["epoch"], history[f"val_{metric}"], marker="s", label="validation")
         if best is not None:
             ax.axvline(best, color="grey", linestyle="--", linewidth=1, label=f"best epoch ({best})")
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel(label)
+        ax.set_ylabel(label + (" (log scale)" if metric == "loss" else ""))
         ax.set_title(f"{title}: {label.lower()}")
-        ax.legend()
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2, fontsize=9, frameon=False)
+    axes[0].set_yscale("log")
     axes[1].set_ylim(0, 1.02)
     return _finish(figure, path)
 
@@ -227,4 +234,86 @@ def plot_paper_vs_ours(ours: pd.DataFrame, paper: pd.DataFrame, path=None, title
         ax.set_xlabel("")
         ax.legend(loc="lower right", fontsize=8)
     figure.suptitle(title)
+    return _finish(figure, path)
+
+
+def _check_predictions(predictions) -> dict:
+    """``predictions`` as ``evaluation.load_predictions`` returns it: model name -> table with
+    label and probability; ValueError naming what is wrong."""
+    if not isinstance(predictions, dict) or not predictions:
+        raise ValueError("predictions must be a non-empty dict of model name -> table "
+                         "(evaluation.load_predictions returns one)")
+    for name, table in predictions.items():
+        _require(table, PREDICTION_COLUMNS, f"predictions[{name!r}]")
+    return predictions
+
+
+def _style(ax, xlabel: str, ylabel: str, title: str | None = None) -> None:
+    ax.set_xlabel(xlabel, fontsize=FONT_SIZE)
+    ax.set_ylabel(ylabel, fontsize=FONT_SIZE)
+    ax.tick_params(labelsize=FONT_SIZE)
+    if title:
+        ax.set_title(title, fontsize=FONT_SIZE + 1)
+
+
+def _legend_outside(ax) -> None:
+    """The legend to the right of the axes, where it covers no curve."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0, fontsize=FONT_SIZE, frameon=False)
+
+
+def plot_roc(predictions: dict[str, pd.DataFrame], path=None):
+    """One ROC curve per model (true positive rate against false positive rate, COVID positive),
+    its AUC in the legend, and the diagonal of a model that guesses.
+
+    ``predictions``: model name -> table with columns label (0/1) and probability (P(COVID)), as
+    ``evaluation.load_predictions`` returns it; each model needs both classes.
+    """
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    figure, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
+    for name, table in _check_predictions(predictions).items():
+        labels = table["label"].to_numpy()
+        if len(np.unique(labels)) < 2:
+            raise ValueError(f"predictions[{name!r}] holds one class only ({sorted(np.unique(labels))}); "
+                             "a ROC curve needs COVID and Normal images")
+        false_positive, true_positive, _ = roc_curve(labels, table["probability"], pos_label=1)
+        auc = roc_auc_score(labels, table["probability"])
+        ax.plot(false_positive, true_positive, linewidth=1.8, label=f"{name} (AUC = {auc:.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="chance (AUC = 0.5)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_aspect("equal")
+    _style(ax, "false positive rate (1 - specificity)", "true positive rate (recall)", "ROC curves, COVID positive")
+    _legend_outside(ax)
+    return _finish(figure, path)
+
+
+def plot_reliability(predictions: dict[str, pd.DataFrame], n_bins: int = 10, path=None):
+    """Reliability diagram: in each of ``n_bins`` equal-width bins of predicted P(COVID), the share
+    of COVID images against the mean prediction (``sklearn.calibration.calibration_curve``); a
+    calibrated model lies on the diagonal. Below it, a second panel counts the images per bin.
+
+    ``predictions`` as for ``plot_roc``.
+    """
+    from sklearn.calibration import calibration_curve
+
+    if int(n_bins) != n_bins or n_bins < 2:
+        raise ValueError(f"n_bins must be a whole number of at least 2, got {n_bins}")
+    _check_predictions(predictions)
+    figure, (curve_ax, count_ax) = plt.subplots(
+        2, 1, figsize=(6.4, 6.2), sharex=True, height_ratios=(3, 1.3), layout="constrained")
+    curve_ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
+    edges = np.linspace(0, 1, int(n_bins) + 1)
+    for name, table in predictions.items():
+        observed, predicted = calibration_curve(table["label"], table["probability"], n_bins=int(n_bins),
+                                                strategy="uniform")
+        line, = curve_ax.plot(predicted, observed, marker="o", linewidth=1.5, label=name)
+        count_ax.hist(table["probability"], bins=edges, histtype="step", linewidth=1.5, color=line.get_color(),
+                      label=name)
+    curve_ax.set_xlim(0, 1)
+    curve_ax.set_ylim(-0.02, 1.02)
+    _style(curve_ax, "", "share of COVID images", "Reliability diagram")
+    _style(count_ax, "predicted P(COVID)", "images")
+    count_ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    _legend_outside(curve_ax)
     return _finish(figure, path)

@@ -1,6 +1,6 @@
 """Execute the notebook series with papermill, under a named profile, and record the run.
 
-    python -m cxr_utils.run --profile sample --data-dir ../shared/data/covid19-radiography-224
+    python -m cxr_utils.run --profile sample --data-dir /path/to/COVID-19_Radiography_Dataset
     python -m cxr_utils.run --profile paper            # downloads the data and ImageNet weights
     python -m cxr_utils.run --profile paper -p weights=None -p epochs=5
 
@@ -27,31 +27,30 @@ from pathlib import Path
 
 import pandas as pd
 
+from cxr_utils.config import PROTOCOL, REGISTRY, parse_weights
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 BOOK_EXECUTED_DIR = REPO_ROOT / "book" / "executed"
 
-NOTEBOOKS = (
-    "01_data_collection",
-    "02_preprocessing",
-    "03_resnet50",
-    "04_lstm",
-    "05_resnet50_lstm",
-    "06_evaluation",
-    "07_comparison",
-)
+def series() -> tuple[str, ...]:
+    """The notebooks in reading order: data, preprocessing, one chapter per model of
+    ``config.REGISTRY``, evaluation, comparison."""
+    return ("01_data_collection", "02_preprocessing", *(spec.chapter for spec in REGISTRY.values()),
+            "06_evaluation", "07_comparison")
+
 
 # Every knob a profile may set; each notebook receives the ones its parameters cell declares.
 PROFILES = {
-    # The paper's protocol (sections 2.1-3.1): 500 + 500 images, 80/10/10, 15 epochs, batch 32,
+    # The paper's protocol (config.PROTOCOL): 500 + 500 images, 80/10/10, 15 epochs, batch 32,
     # ResNet50 with ImageNet weights.
     "paper": {
-        "n_per_class": 500,
-        "epochs": 15,
-        "batch_size": 32,
-        "seed": 42,
-        "weights": "imagenet",
-        "image_size": 224,
+        "n_per_class": PROTOCOL.n_per_class,
+        "epochs": PROTOCOL.epochs,
+        "batch_size": PROTOCOL.batch_size,
+        "seed": PROTOCOL.seed,
+        "weights": PROTOCOL.weights,
+        "image_size": PROTOCOL.image_size,
         "extended_test_size": None,  # every image the run did not use
     },
     # What CI runs: the same code on a small real subset, from scratch, in minutes on 2 CPU cores.
@@ -60,12 +59,31 @@ PROFILES = {
         "n_per_class": 60,
         "epochs": 2,
         "batch_size": 16,
-        "seed": 42,
+        "seed": PROTOCOL.seed,
         "weights": None,
-        "image_size": 224,
+        "image_size": PROTOCOL.image_size,
         "extended_test_size": 60,
     },
 }
+
+
+def install_cell_source(config_path: Path = REPO_ROOT / "_config.yml") -> str:
+    """The first code cell of every notebook: on Google Colab, install this project from the
+    repository that ``_config.yml`` names (the one place its address is written); everywhere,
+    say which accelerator Keras sees. tests/test_notebooks.py keeps the notebooks in step."""
+    import yaml
+
+    url = yaml.safe_load(Path(config_path).read_text())["repository"]["url"]
+    return (
+        "# On Google Colab, install this project first; then say which accelerator Keras sees.\n"
+        "import sys\n"
+        "if \"google.colab\" in sys.modules:\n"
+        "    import subprocess\n"
+        "    subprocess.run([sys.executable, \"-m\", \"pip\", \"install\", \"-q\",\n"
+        f"                    \"git+{url}.git\"], check=True)\n"
+        "from cxr_utils import runtime\n"
+        "print(runtime.accelerator_summary())"
+    )
 
 
 class SeriesError(RuntimeError):
@@ -108,6 +126,7 @@ def profile_parameters(profile: str, data_dir=None, results_dir=None, overrides=
             f"unknown parameter(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(parameters))}"
         )
     parameters.update(overrides or {})
+    parameters["weights"] = parse_weights(parameters["weights"])
     return parameters
 
 
@@ -119,9 +138,11 @@ def _notebook_parameters(path: Path, parameters: dict) -> dict:
 
 
 def execute_series(
-    parameters: dict, notebooks=NOTEBOOKS, progress: bool = True, log=print
+    parameters: dict, notebooks=None, progress: bool = True, log=print
 ) -> dict:
-    """Execute ``notebooks`` in order with papermill; write and return the run record."""
+    """Execute ``notebooks`` (default: the whole ``series()``) in order with papermill; write
+    and return the run record."""
+    notebooks = notebooks or series()
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
@@ -131,11 +152,14 @@ def execute_series(
     executed_dir = results_dir / "notebooks"
     executed_dir.mkdir(parents=True, exist_ok=True)
     record = runtime.run_record(parameters, notebooks={}, profile=parameters.get("profile"))
-    saved_env = {name: os.environ.get(name) for name in ("PATH", "MPLBACKEND")}
+    saved_env = {name: os.environ.get(name) for name in ("PATH", "MPLBACKEND", "TF_CPP_MIN_LOG_LEVEL")}
     # The kernel must be this interpreter's, also when the virtual environment is not activated.
     os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), saved_env["PATH"] or ""])
     # Figures must land in the executed notebooks, whatever backend the caller's shell sets.
     os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+    # TensorFlow's C++ log lines (start-up notes, harmless graph warnings) would land in every executed
+    # notebook; Python errors still raise.
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     start = time.perf_counter()
     try:
         for index, name in enumerate(notebooks, 1):
@@ -187,10 +211,10 @@ def _hide_injected_parameters(notebook_path: Path) -> None:
 
 def _tables_markdown(results_dir: Path) -> str:
     """The paper's tables beside this run's, as Markdown for the replication report."""
-    from cxr_utils import evaluation
+    from cxr_utils import comparison
 
     try:
-        tables = evaluation.compare_with_paper(results_dir)
+        tables = comparison.compare_with_paper(results_dir)
     except FileNotFoundError as error:
         return f"No tables: {error}\n"
     parts = []
@@ -210,10 +234,10 @@ def _tables_markdown(results_dir: Path) -> str:
 
 def _findings_markdown(results_dir: Path) -> str:
     """What the run shows, written from its numbers, for the replication report."""
-    from cxr_utils import evaluation, report
+    from cxr_utils import comparison, evaluation, report
 
     try:
-        findings = evaluation.training_findings(results_dir)
+        findings = comparison.training_findings(results_dir)
     except FileNotFoundError as error:
         return f"No findings: {error}\n"
 
@@ -229,7 +253,7 @@ def _findings_markdown(results_dir: Path) -> str:
     )
 
 
-PUBLISH_IGNORE = ("*.keras", "notebooks", "figures", "*.md", ".*", "__pycache__")
+PUBLISH_IGNORE = ("*.keras", "notebooks", "figures", "*.md", ".*", "__pycache__", "*.settings.json")
 
 
 def dataset_relative_paths(results: Path) -> str | None:
@@ -266,7 +290,7 @@ def dataset_relative_paths(results: Path) -> str | None:
 
 def publish_to_book(results_dir: Path, book_dir: Path = BOOK_EXECUTED_DIR) -> Path:
     """Copy the executed notebooks, the run record and the verdicts where the book renders them."""
-    from cxr_utils import report
+    from cxr_utils import summaries
 
     results_dir = Path(results_dir)
     record = json.loads((results_dir / "run.json").read_text())
@@ -276,7 +300,7 @@ def publish_to_book(results_dir: Path, book_dir: Path = BOOK_EXECUTED_DIR) -> Pa
     for notebook_path in staging.glob("*.ipynb"):
         _hide_injected_parameters(notebook_path)
     shutil.copy2(results_dir / "run.json", staging / "run.json")
-    (staging / "run_record.md").write_text(report.run_record_markdown(record))
+    (staging / "run_record.md").write_text(summaries.run_record_markdown(record))
     (staging / "tables.md").write_text(_tables_markdown(results_dir))
     (staging / "findings.md").write_text(_findings_markdown(results_dir))
     if (results_dir / "figures").is_dir():
@@ -309,7 +333,7 @@ def drift(book_dir: Path = BOOK_EXECUTED_DIR, notebooks_dir: Path | None = None)
         return [f"{record_path} is missing: publish a run with `python -m cxr_utils.run --book`"]
     recorded = json.loads(record_path.read_text()).get("notebooks", {})
     problems = []
-    for name in NOTEBOOKS:
+    for name in series():
         entry = recorded.get(name)
         if entry is None or entry.get("status") != "ok":
             problems.append(f"{name}: not executed successfully in the published run")
@@ -321,6 +345,37 @@ def drift(book_dir: Path = BOOK_EXECUTED_DIR, notebooks_dir: Path | None = None)
         elif not (Path(book_dir) / f"{name}.ipynb").is_file():
             problems.append(f"{name}: executed notebook missing from {book_dir}")
     return problems
+
+
+def setup(app):
+    """Sphinx extension (``_config.yml``: ``sphinx: extra_extensions: [cxr_utils.run]``): the
+    launch buttons (Colab, Binder, ...) of a chapter page open its source notebook,
+    ``notebooks/<name>.ipynb`` (the paper's settings, ImageNet weights, ``data_dir=None``),
+    not the executed copy the page renders (``book/executed/<name>.ipynb``, whose injected
+    parameters hold the folders of the machine that ran it). sphinx-book-theme builds each
+    link from the page's path in the repository (its ``add_launch_buttons``, priority 501);
+    this runs after it and swaps that path. The repository's address stays in _config.yml."""
+    from urllib.parse import quote
+
+    executed = BOOK_EXECUTED_DIR.relative_to(REPO_ROOT).as_posix() + "/"
+    sources = NOTEBOOKS_DIR.relative_to(REPO_ROOT).as_posix() + "/"
+
+    def launch_source_notebooks(app, pagename, templatename, context, doctree):
+        name = pagename[len(executed):] if pagename.startswith(executed) else None
+        if name not in series():
+            return
+        book = app.config.html_theme_options.get("path_to_docs", "").strip("/")
+        book = f"{book}/" if book else ""
+        old, new = f"{book}{pagename}.ipynb", f"{book}{sources}{name}.ipynb"
+        for group in context.get("header_buttons", []):
+            if group.get("label") != "launch-buttons":
+                continue
+            for button in group.get("buttons", []):
+                if "url" in button:  # plain (Colab, Binder) and percent-encoded (Deepnote) forms
+                    button["url"] = button["url"].replace(old, new).replace(quote(old, safe=""), quote(new, safe=""))
+
+    app.connect("html-page-context", launch_source_notebooks, priority=900)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
 
 
 def build_book(root: Path = REPO_ROOT, log=print) -> Path:
@@ -346,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
         "-p", "--parameter", action="append", default=[], metavar="NAME=VALUE",
         help="override a profile parameter, e.g. -p epochs=5 -p weights=None",
     )
-    parser.add_argument("--only", nargs="+", choices=NOTEBOOKS, help="execute only these notebooks")
+    parser.add_argument("--only", nargs="+", choices=series(), help="execute only these notebooks")
     parser.add_argument("--book", action="store_true", help="publish the run into the book and build it")
     args = parser.parse_args(argv)
 
@@ -358,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"-p {item!r}: write NAME=VALUE, e.g. -p epochs=5")
             overrides[name.strip()] = parse_value(value.strip())
         parameters = profile_parameters(args.profile, args.data_dir, args.results_dir, overrides)
-        record = execute_series(parameters, notebooks=args.only or NOTEBOOKS)
+        record = execute_series(parameters, notebooks=args.only)
         print(f"executed notebooks and run.json in {parameters['results_dir']} "
               f"({record['wall_time_s']:.0f} s)")
         if args.book:

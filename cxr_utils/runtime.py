@@ -65,14 +65,33 @@ def gpu_names() -> list[str]:
 
 
 def use_mixed_precision(enabled: bool | str = "auto") -> bool:
-    """Set Keras' global dtype policy; "auto" turns mixed float16 on only when a GPU is present.
+    """Set Keras' global dtype policy; returns whether it is a mixed one.
 
-    Must run before a model is built. Output layers of ``cxr_utils.models`` stay float32.
+    "auto": mixed float16 only when a GPU is present, float32 otherwise; True: "mixed_float16";
+    False: "float32"; "bfloat16": "mixed_bfloat16" (a CPU runs it too: ResNet50 trained about 1.5x
+    faster than in float32 on this project's CPU). Which policy is set:
+    ``keras.mixed_precision.global_policy().name``. Must run before a model is built. Output
+    layers of ``cxr_utils.models`` stay float32.
     """
-    if enabled == "auto":
+    if isinstance(enabled, str) and enabled == "auto":
         enabled = bool(gpu_names())
-    keras.mixed_precision.set_global_policy("mixed_float16" if enabled else "float32")
-    return bool(enabled)
+    if isinstance(enabled, str) and enabled == "bfloat16":
+        policy = "mixed_bfloat16"
+    elif not isinstance(enabled, str) and enabled in (True, False):
+        policy = "mixed_float16" if enabled else "float32"
+    else:
+        raise ValueError(f"mixed_precision must be 'auto', True, False or 'bfloat16', not {enabled!r}")
+    keras.mixed_precision.set_global_policy(policy)
+    return policy != "float32"
+
+
+def accelerator_summary(mixed_precision: bool | str = "auto") -> str:
+    """One line for a notebook's first cell: the Keras backend, the accelerator it sees, and
+    whether training will use mixed precision (``use_mixed_precision``'s "auto" rule)."""
+    gpus = gpu_names()
+    mixed = bool(gpus) if mixed_precision == "auto" else bool(mixed_precision)
+    return (f"Keras {keras.__version__} on {backend()}; accelerator: {', '.join(gpus) or 'none (CPU only)'}; "
+            f"mixed precision: {'on' if mixed else 'off'}")
 
 
 def gpu_peak_memory_mb() -> float | None:
@@ -163,14 +182,14 @@ def run_record(settings: dict, wall_time_s: float | None = None, **extra) -> dic
     return record
 
 
+# The one atomic writer (cxr_utils.atomic, kept free of Keras so that cxr_utils.data can use it).
+from cxr_utils.atomic import atomic_write  # noqa: E402
+
+
 def write_text(text: str, path: str | Path) -> Path:
-    """Write a text file atomically: a crash never leaves a half-written file behind."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
+    """Write a text file atomically (``atomic_write``): a crash never leaves a half-written file
+    behind, and an earlier file stays until the new one is complete."""
+    return atomic_write(path, lambda temporary: temporary.write_text(text))
 
 
 def write_json(data: dict, path: str | Path) -> Path:

@@ -1,4 +1,4 @@
-"""The paper's training protocol: Adam 1e-3, binary cross-entropy, 15 epochs, batch 32.
+"""The paper's training protocol (``config.PROTOCOL``): Adam, binary cross-entropy, best epoch kept.
 
 ``train_model`` keeps the epoch with the best validation accuracy (ties: lower validation
 loss), the paper's model selection (section 3.1). A model whose ResNet50 backbone is frozen
@@ -14,6 +14,7 @@ predictions.csv, metrics.json, model.keras and run.json. Explained in notebooks/
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -25,21 +26,34 @@ import keras
 import numpy as np
 import pandas as pd
 
-from cxr_utils import models, runtime
+from cxr_utils import config as facts
+from cxr_utils import features, models, runtime
+from cxr_utils.atomic import replace_folder
+from cxr_utils.callbacks import InferenceModeCheck, KeepBestEpoch
+from cxr_utils.config import PROTOCOL
 
-HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "is_best"]
+HISTORY_COLUMNS = [*facts.HISTORY_COLUMNS, "is_best"]
+INFERENCE_COLUMNS = ("train_inference_loss", "train_inference_accuracy")  # InferenceModeCheck
 
 
 @dataclasses.dataclass
 class TrainingConfig:
-    """Paper section 3.1 defaults."""
+    """The paper's protocol (``config.PROTOCOL``) unless overridden."""
 
-    epochs: int = 15
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    seed: int = 42
+    epochs: int = PROTOCOL.epochs
+    batch_size: int = PROTOCOL.batch_size
+    learning_rate: float = PROTOCOL.learning_rate
+    seed: int = PROTOCOL.seed
     mixed_precision: bool | str = "auto"  # "auto": on when a GPU is present
     progress: bool = True
+    # The project's choice, not the paper's: section 3.1 reports the best epoch's figures but
+    # does not say the test used that epoch's weights. True restores them before testing; the
+    # last epoch's test predictions are kept beside (predictions.csv) either way.
+    restore_best: bool = True
+    # How many training images (a seeded subset) are scored in inference mode after every epoch
+    # (callbacks.InferenceModeCheck), beside Keras' training-mode figures (dropout on, BatchNorm
+    # on batch statistics): where the two part, the test does not see what training reports.
+    inference_check_images: int = 200
 
     def __post_init__(self):
         for field in ("epochs", "batch_size"):
@@ -48,6 +62,8 @@ class TrainingConfig:
                 raise ValueError(f"{field} must be a positive integer, not {value!r}")
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be positive, not {self.learning_rate!r}")
+        if not isinstance(self.inference_check_images, (int, np.integer)) or self.inference_check_images < 0:
+            raise ValueError(f"inference_check_images must be 0 or more, not {self.inference_check_images!r}")
 
 
 @dataclasses.dataclass
@@ -58,36 +74,23 @@ class TrainingResult:
     fast_path: bool
     wall_time_s: float
     features_s: float = 0.0  # of wall_time_s, the backbone's one pass (fast path only)
+    fitted: keras.Model | None = None  # what fit trained: the model, or its head on the fast path
+    last_epoch_weights: list | None = None  # ``fitted``'s weights after the last epoch
 
     @property
     def best_row(self) -> pd.Series:
         """The best epoch's losses and accuracies: this run's row of the paper's Table 2."""
         return self.history.loc[self.history["is_best"]].iloc[0]
 
-
-class KeepBestEpoch(keras.callbacks.Callback):
-    """Remember the weights of the best epoch and restore them when training ends.
-
-    Best = highest val_accuracy, ties broken by lower val_loss. With 100 validation images
-    accuracy moves in steps of 0.01, so ties are common and the loss decides.
-    """
-
-    def __init__(self):
-        super().__init__()
-        self.best_key = None
-        self.best_epoch = None
-        self.best_weights = None
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        key = (logs["val_accuracy"], -logs["val_loss"])
-        if self.best_key is None or key > self.best_key:
-            self.best_key, self.best_epoch = key, epoch + 1
-            self.best_weights = self.model.get_weights()
-
-    def on_train_end(self, logs=None):
-        if self.best_weights is not None:
-            self.model.set_weights(self.best_weights)
+    @contextlib.contextmanager
+    def last_epoch(self):
+        """Inside the block the model holds its last epoch's weights; afterwards, what it held."""
+        kept = self.fitted.get_weights()
+        self.fitted.set_weights(self.last_epoch_weights)
+        try:
+            yield self.model
+        finally:
+            self.fitted.set_weights(kept)
 
 
 def compile_for_training(model: keras.Model, learning_rate: float = 1e-3, **compile_options) -> keras.Model:
@@ -127,8 +130,13 @@ def _check_arrays(images, labels, name):
         raise ValueError(f"{name}: no images; check the split has a '{name}' part")
 
 
-def _callbacks(config: TrainingConfig, keep_best: KeepBestEpoch):
+def _callbacks(config: TrainingConfig, keep_best: KeepBestEpoch, train_x, train_y):
     callbacks = [keep_best]
+    if config.inference_check_images:
+        # A seeded subset, drawn with NumPy's own generator: Keras' random state is untouched.
+        n = len(train_x)
+        chosen = np.sort(np.random.default_rng(config.seed).permutation(n)[: config.inference_check_images])
+        callbacks.append(InferenceModeCheck(train_x[chosen], train_y[chosen], config.batch_size))
     if config.progress:
         from tqdm.keras import TqdmCallback
 
@@ -141,11 +149,17 @@ def train_model(
     train: tuple[np.ndarray, np.ndarray],
     val: tuple[np.ndarray, np.ndarray],
     config: TrainingConfig | None = None,
+    fast_path: bool = True,
+    features_given: bool = False,
 ) -> TrainingResult:
     """Fit ``model`` with the paper's protocol and leave it at its best validation epoch.
 
     ``train`` and ``val`` are (images, labels) pairs from ``cxr_utils.data.load_images``.
     Seeds Keras with ``config.seed`` before fitting, so the same seed gives the same run.
+    ``fast_path=False`` trains the paper's way even when the backbone is frozen: the whole
+    model inside ``fit``, the backbone run on every image in every epoch (the benchmark and
+    tests/test_training.py compare the two). ``features_given``: ``train`` and ``val`` already
+    hold the frozen backbone's feature maps (``cxr_utils.features``), so only the head is fitted.
     """
     config = config or TrainingConfig()
     (train_x, train_y), (val_x, val_y) = train, val
@@ -155,10 +169,14 @@ def train_model(
     val_y = np.asarray(val_y, dtype=np.float32)
 
     start = time.perf_counter()
-    backbone = models.frozen_backbone(model)
+    backbone = models.frozen_backbone(model) if fast_path else None
     fitted = model
     features_s = 0.0
-    if backbone is not None:
+    if features_given:
+        if backbone is None:
+            raise ValueError("features_given needs a model whose backbone is frozen, and fast_path=True")
+        fitted = model.get_layer("head")
+    elif backbone is not None:
         # Fast path: the frozen backbone maps each image to the same features in every epoch,
         # so compute them once and fit the head on them.
         train_x = predict_in_batches(backbone, train_x, config.batch_size)
@@ -168,7 +186,7 @@ def train_model(
 
     runtime.set_seed(config.seed)
     compile_for_training(fitted, config.learning_rate)
-    keep_best = KeepBestEpoch()
+    keep_best = KeepBestEpoch(restore=config.restore_best)
     keras_history = fitted.fit(
         train_x,
         train_y,
@@ -177,7 +195,7 @@ def train_model(
         batch_size=config.batch_size,
         shuffle=True,
         verbose=0,
-        callbacks=_callbacks(config, keep_best),
+        callbacks=_callbacks(config, keep_best, train_x, train_y),
     )
     if fitted is not model:
         # The head's weights live inside ``model`` too; compile the whole model so it can be
@@ -187,30 +205,22 @@ def train_model(
     history = pd.DataFrame(keras_history.history)
     history.insert(0, "epoch", np.arange(1, len(history) + 1))
     history["is_best"] = history["epoch"] == keep_best.best_epoch
+    columns = [*HISTORY_COLUMNS, *(c for c in INFERENCE_COLUMNS if c in history)]
     return TrainingResult(
         model=model,
-        history=history[HISTORY_COLUMNS],
+        history=history[columns],
         best_epoch=keep_best.best_epoch,
         fast_path=backbone is not None,
         wall_time_s=time.perf_counter() - start,
         features_s=features_s,
+        fitted=fitted,
+        last_epoch_weights=keep_best.last_weights,
     )
 
 
 def predict_probabilities(model: keras.Model, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
     """P(COVID) for each image, as a flat float array."""
     return predict_in_batches(model, images, batch_size).reshape(-1)
-
-
-def _replace_dir(staging: Path, final: Path) -> None:
-    # The previous results stay in place until the new ones are complete.
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        final.rename(old)
-        staging.rename(final)
-        shutil.rmtree(old)
-    else:
-        staging.rename(final)
 
 
 def run_experiment(
@@ -221,17 +231,20 @@ def run_experiment(
     model_options: dict | None = None,
     cache_dir: str | Path | None = None,
     save_model: bool = True,
-    image_size: int = 224,
+    image_size: int = PROTOCOL.image_size,
 ) -> dict:
     """Build, train and test one model on a split, and save everything next to the results.
 
     ``split`` is ``cxr_utils.data.split_dataset``'s output (columns path, label, sha256,
     split, ...). Writes ``results_dir/model_name/``: history.csv, predictions.csv (path, label,
     probability, predicted), metrics.json, model.keras and run.json (settings, versions,
-    hardware, wall time). Files appear only when the whole run succeeded; an earlier run's
-    folder is replaced only then.
+    hardware, wall time), and fit_predictions.csv (path, split, label, probability: the tested
+    model on its own training and validation images, in inference mode, for the loss gap of
+    the paper's claim 3). predictions.csv also holds ``probability_last_epoch`` and
+    ``predicted_last_epoch``: the last epoch's weights on the same test images. Files appear
+    only when the whole run succeeded; an earlier run's folder is replaced only then.
     """
-    from cxr_utils import data, metrics
+    from cxr_utils import data, evaluation, metrics
 
     config = config or TrainingConfig()
     model_options = dict(model_options or {})
@@ -241,25 +254,48 @@ def run_experiment(
             raise ValueError(f"split has no '{column}' column; build it with cxr_utils.data.split_dataset")
 
     start = time.perf_counter()
-    parts = {}
-    for part in ("train", "val", "test"):
-        rows = split[split["split"] == part]
-        images = data.load_images(rows, image_size=image_size, cache_dir=cache_dir, progress=config.progress)
-        parts[part] = (rows, images, rows["label"].to_numpy())
-
     mixed = runtime.use_mixed_precision(config.mixed_precision)
     runtime.set_seed(config.seed)  # initial weights depend on the seed too
     model = models.build_model(model_name, input_shape=(image_size, image_size, 3), **model_options)
-    result = train_model(model, parts["train"][1:], parts["val"][1:], config)
+    backbone = models.frozen_backbone(model)
+    parts = {part: split[split["split"] == part] for part in ("train", "val", "test")}
+    labels = {part: rows["label"].to_numpy() for part, rows in parts.items()}
+    if backbone is not None:
+        # A frozen backbone's feature maps, shared with the other chapters through the cache.
+        identity = features.backbone_identity(model_options.get("weights", PROTOCOL.weights),
+                                              model_options.get("input_scaling", "paper"))
+        inputs = {part: features.backbone_features(backbone, rows, identity, image_size, cache_dir,
+                                                   config.batch_size, config.progress)
+                  for part, rows in parts.items()}
+        predictor = model.get_layer("head")
+    else:
+        inputs = {part: data.load_images(rows, image_size=image_size, cache_dir=cache_dir, progress=config.progress)
+                  for part, rows in parts.items()}
+        predictor = model
+    features_s = time.perf_counter() - start if backbone is not None else 0.0
+    result = train_model(model, (inputs["train"], labels["train"]), (inputs["val"], labels["val"]), config,
+                         features_given=backbone is not None)
 
-    test_rows, test_x, test_y = parts["test"]
-    probabilities = predict_probabilities(result.model, test_x, config.batch_size)
-    predicted = metrics.labels_from_probabilities(probabilities)
-    predictions = pd.DataFrame(
-        {"path": test_rows["path"].to_numpy(), "label": test_y, "probability": probabilities,
-         "predicted": predicted}
+    def probabilities_of(part):
+        return predict_probabilities(predictor, inputs[part], config.batch_size)
+
+    probabilities = probabilities_of("test")
+    with result.last_epoch():
+        last_probabilities = probabilities_of("test")
+    predictions = pd.DataFrame({
+        "path": parts["test"]["path"].to_numpy(), "label": labels["test"], "probability": probabilities,
+        "predicted": metrics.labels_from_probabilities(probabilities),
+        "probability_last_epoch": last_probabilities,
+        "predicted_last_epoch": metrics.labels_from_probabilities(last_probabilities),
+    })
+    test_y = labels["test"]
+    test_metrics = metrics.classification_metrics(test_y, predictions["predicted"])
+    last_metrics = metrics.classification_metrics(test_y, predictions["predicted_last_epoch"])
+    fit_predictions = pd.concat(
+        pd.DataFrame({"path": parts[part]["path"].to_numpy(), "split": part, "label": labels[part],
+                      "probability": probabilities_of(part)})
+        for part in ("train", "val")
     )
-    test_metrics = metrics.classification_metrics(test_y, predicted)
     wall_time = time.perf_counter() - start
 
     final_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -269,13 +305,19 @@ def run_experiment(
     try:
         result.history.to_csv(staging / "history.csv", index=False)
         predictions.to_csv(staging / "predictions.csv", index=False)
+        fit_predictions.to_csv(staging / evaluation.FIT_PREDICTIONS, index=False)
         best = result.best_row
         runtime.write_json(
             {
                 "model": model_name,
                 "best_epoch": int(result.best_epoch),
                 "best_epoch_row": {k: float(best[k]) for k in HISTORY_COLUMNS[1:5]},
-                "test": {k: (float(v) if isinstance(v, float) else int(v)) for k, v in test_metrics.items()},
+                "test": _plain(test_metrics),
+                # The weights tested above are the best epoch's when restore_best (the default).
+                "test_last_epoch": _plain(last_metrics),
+                # AUC and Brier score with 95% intervals, from the probabilities.
+                "test_probability": metrics.probability_metrics(test_y, probabilities)[["value", "low", "high"]]
+                .to_dict(orient="index"),
             },
             staging / "metrics.json",
         )
@@ -287,15 +329,16 @@ def run_experiment(
             "training": dataclasses.asdict(config),
             "mixed_precision": mixed,
             "fast_path": result.fast_path,
-            "images": {part: int(len(parts[part][0])) for part in parts},
+            "images": {part: int(len(rows)) for part, rows in parts.items()},
             "image_size": int(image_size),
             "parameters": int(result.model.count_params()),
         }
         runtime.write_json(
-            runtime.run_record(settings, wall_time, training_wall_time_s=round(result.wall_time_s, 2)),
+            runtime.run_record(settings, wall_time, training_wall_time_s=round(result.wall_time_s, 2),
+                               features_wall_time_s=round(features_s, 2)),
             staging / "run.json",
         )
-        _replace_dir(staging, final_dir)
+        replace_folder(staging, final_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -303,25 +346,31 @@ def run_experiment(
             "metrics": test_metrics}
 
 
-def _parse_weights(text: str) -> str | None:
-    return None if text.lower() in ("none", "scratch") else text
+def _plain(values: dict) -> dict:
+    return {k: (float(v) if isinstance(v, float) else int(v)) for k, v in values.items()}
 
 
-def main(argv: list[str] | None = None) -> int:
+def command_line() -> argparse.ArgumentParser:
+    """``python -m cxr_utils.training``'s arguments; every default is the paper's protocol."""
     parser = argparse.ArgumentParser(
         prog="python -m cxr_utils.training",
         description="Train and test one of the paper's models on a seeded, balanced sample.",
     )
     parser.add_argument("--data-dir", help="dataset folder (default: download from Kaggle)")
-    parser.add_argument("--model", choices=models.MODEL_NAMES, default="resnet50_lstm")
-    parser.add_argument("--n-per-class", type=int, default=500)
-    parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--weights", default="imagenet", help="imagenet | none | path to weights file")
+    parser.add_argument("--model", choices=list(facts.REGISTRY), default="resnet50_lstm")
+    parser.add_argument("--n-per-class", type=int, default=PROTOCOL.n_per_class)
+    parser.add_argument("--epochs", type=int, default=PROTOCOL.epochs)
+    parser.add_argument("--batch-size", type=int, default=PROTOCOL.batch_size)
+    parser.add_argument("--seed", type=int, default=PROTOCOL.seed)
+    parser.add_argument("--weights", default=PROTOCOL.weights, type=facts.parse_weights,
+                        help="imagenet | none | path to a local copy of the ImageNet weights")
     parser.add_argument("--results-dir", default="results/training")
     parser.add_argument("--cache-dir", default=".cache/images")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = command_line().parse_args(argv)
 
     from cxr_utils import data
 
@@ -333,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         config = TrainingConfig(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
         outcome = run_experiment(
             args.model, split, args.results_dir, config,
-            model_options={"weights": _parse_weights(args.weights)}, cache_dir=args.cache_dir,
+            model_options={"weights": args.weights}, cache_dir=args.cache_dir,
         )
     except (data.DatasetError, models.WeightsUnavailableError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

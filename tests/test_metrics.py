@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import sklearn.metrics
 
-from cxr_utils import metrics
+from cxr_utils import config, metrics
 
 
 def labels_from_counts(tp, fn, fp, tn):
@@ -61,7 +61,7 @@ def test_classification_metrics_reports_undefined_precision_as_zero():
 def test_metrics_from_counts_equals_metrics_from_labels():
     from_labels = metrics.classification_metrics(*labels_from_counts(42, 8, 8, 42))
     from_counts = metrics.metrics_from_counts(tp=42, fn=8, fp=8, tn=42)
-    assert from_counts == {name: from_labels[name] for name in metrics.METRIC_NAMES}
+    assert from_counts == {name: from_labels[name] for name in config.METRICS}
 
 
 @pytest.mark.parametrize("counts, message", [
@@ -168,3 +168,108 @@ def test_mcnemar_is_symmetric_and_one_when_models_agree():
 def test_mcnemar_names_the_prediction_of_the_wrong_length():
     with pytest.raises(ValueError, match="pred_b has 2"):
         metrics.mcnemar_test([1, 0, 1], [1, 0, 1], [1, 0])
+
+
+# Beyond the threshold: per-image cross-entropy, the loss gap, AUC and Brier score.
+
+def test_binary_cross_entropy_is_keras_loss_per_image():
+    labels = np.array([1, 0, 1, 0])
+    probabilities = np.array([0.9, 0.2, 0.0, 1.0])  # the last two: certain and wrong, clipped like Keras
+    losses = metrics.binary_cross_entropy(labels, probabilities)
+    eps = metrics.KERAS_EPSILON
+    expected = [-np.log(0.9), -np.log(0.8), -np.log(eps), -np.log(eps)]
+    assert losses == pytest.approx(expected)
+    assert np.isfinite(losses).all()
+
+
+def _fit(rng, n, right):
+    """``n`` images, half COVID, with probabilities on the right side of 0.5 for a share ``right``."""
+    labels = np.repeat([1, 0], n // 2)
+    confident = rng.uniform(0.6, 0.95, n)
+    probabilities = np.where(rng.random(n) < right, confident, 1 - confident)
+    return labels, np.where(labels == 1, probabilities, 1 - probabilities)
+
+
+def test_loss_gap_interval_means_gap_and_a_seeded_bootstrap():
+    rng = np.random.default_rng(0)
+    train, val = _fit(rng, 800, 0.95), _fit(rng, 100, 0.75)
+    result = metrics.loss_gap_interval(*train, *val)
+    assert result["train_loss"] == pytest.approx(metrics.binary_cross_entropy(*train).mean())
+    assert result["val_loss"] == pytest.approx(metrics.binary_cross_entropy(*val).mean())
+    assert result["gap"] == pytest.approx(result["val_loss"] - result["train_loss"])
+    assert 0 < result["low"] < result["gap"] < result["high"]  # a clear overfit: the interval lies above 0
+    assert (result["n_train"], result["n_val"], result["confidence"]) == (800, 100, 0.95)
+    assert result["method"] == "percentile bootstrap (2000 resamples, seed 0)"  # the parts resampled apart
+    assert metrics.loss_gap_interval(*train, *val) == result
+    assert metrics.loss_gap_interval(*train, *val, seed=1)["low"] != result["low"]
+
+
+def test_loss_gap_interval_straddles_zero_when_the_parts_fit_alike():
+    rng = np.random.default_rng(1)
+    train, val = _fit(rng, 800, 0.85), _fit(rng, 100, 0.85)
+    result = metrics.loss_gap_interval(*train, *val)
+    assert result["low"] < 0 < result["high"]
+    swapped = metrics.loss_gap_interval(*val, *train)  # the gap is val minus train
+    assert swapped["gap"] == pytest.approx(-result["gap"]) and swapped["n_val"] == 800
+
+
+def test_loss_gap_interval_checks_its_inputs():
+    with pytest.raises(ValueError, match="val_labels has 3 entries but val_probabilities has 2"):
+        metrics.loss_gap_interval([1, 0], [0.9, 0.1], [1, 0, 1], [0.9, 0.1])
+    with pytest.raises(ValueError, match=r"train_probabilities must lie in \[0, 1\]"):
+        metrics.loss_gap_interval([1, 0], [1.9, 0.1], [1, 0], [0.9, 0.1])
+    single = metrics.loss_gap_interval([1, 0], [0.9, 0.1], [1], [0.6])
+    assert np.isnan(single["low"]) and "at least 2 images in each part" in single["method"]
+    assert single["gap"] == pytest.approx(-np.log(0.6) + np.log(0.9))
+
+
+def test_probability_metrics_match_sklearn_with_seeded_intervals():
+    rng = np.random.default_rng(2)
+    labels, probabilities = _fit(rng, 100, 0.85)
+    table = metrics.probability_metrics(labels, probabilities)
+    assert list(table.index) == ["auc", "brier"] and table.index.name == "metric"
+    assert list(table.columns) == ["value", "low", "high", "method"]
+    assert table.loc["auc", "value"] == pytest.approx(sklearn.metrics.roc_auc_score(labels, probabilities))
+    assert table.loc["brier", "value"] == pytest.approx(sklearn.metrics.brier_score_loss(labels, probabilities))
+    assert (table["low"] < table["value"]).all() and (table["value"] < table["high"]).all()
+    assert (table["method"] == "paired percentile bootstrap (2000 resamples, seed 0)").all()
+    pd.testing.assert_frame_equal(table, metrics.probability_metrics(labels, probabilities))
+    other = metrics.probability_metrics(labels, probabilities, seed=5)
+    assert other.loc["auc", "low"] != table.loc["auc", "low"]
+    wide = metrics.probability_metrics(labels, probabilities, confidence=0.99)
+    assert ((wide["high"] - wide["low"]) > (table["high"] - table["low"])).all()
+
+
+def test_vectorised_auc_agrees_with_sklearn_ties_included():
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, size=(5, 40))
+    probabilities = rng.integers(0, 6, size=(5, 40)) / 5  # many ties
+    expected = [sklearn.metrics.roc_auc_score(y, p) for y, p in zip(labels, probabilities)]
+    assert metrics._auc_from_pairs(labels, probabilities) == pytest.approx(expected)
+    assert np.isnan(metrics._auc_from_pairs(np.ones(4), np.linspace(0, 1, 4)))  # one class: undefined
+
+
+def test_probability_metrics_with_one_class_give_no_auc_and_say_why():
+    table = metrics.probability_metrics([1, 1, 1, 1], [0.9, 0.8, 0.4, 0.7], n_bootstrap=200)
+    assert np.isnan(table.loc["auc", ["value", "low", "high"]].astype(float)).all()
+    assert table.loc["auc", "method"] == "no value: only COVID images, and the AUC needs both classes"
+    assert table.loc["brier", "value"] == pytest.approx(np.mean((1 - np.array([0.9, 0.8, 0.4, 0.7])) ** 2))
+    assert table.loc["brier", "low"] < table.loc["brier", "high"]
+
+
+def test_bootstrap_leaves_out_resamples_where_the_auc_is_undefined():
+    table = metrics.probability_metrics([1, 0, 1, 0, 1], [0.9, 0.2, 0.6, 0.7, 0.8], n_bootstrap=500)
+    assert "resamples with AUC undefined left out" in table.loc["auc", "method"]
+    assert 0 <= table.loc["auc", "low"] < table.loc["auc", "high"] <= 1
+    perfect = metrics.probability_metrics([1, 0, 1, 0], [0.9, 0.2, 0.6, 0.1], n_bootstrap=200)
+    assert np.isnan(perfect.loc["auc", "low"]) and "gave AUC = 1" in perfect.loc["auc", "method"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (([1, 0], [0.2]), "labels has 2 entries but probabilities has 1"),
+    (([1, 2], [0.2, 0.4]), "labels must hold labels 0"),
+    (([1, 0], [0.2, np.nan]), "NaN"),
+])
+def test_probability_metrics_name_bad_input(args, message):
+    with pytest.raises(ValueError, match=message):
+        metrics.probability_metrics(*args)

@@ -6,7 +6,7 @@ import pytest
 
 from cxr_utils import run
 
-NOTEBOOKS = [run.NOTEBOOKS_DIR / f"{name}.ipynb" for name in run.NOTEBOOKS]
+NOTEBOOKS = [run.NOTEBOOKS_DIR / f"{name}.ipynb" for name in run.series()]
 
 
 def _cells(path):
@@ -15,7 +15,7 @@ def _cells(path):
 
 def test_the_series_is_complete_and_ordered():
     on_disk = sorted(p.stem for p in run.NOTEBOOKS_DIR.glob("*.ipynb"))
-    assert on_disk == list(run.NOTEBOOKS)
+    assert on_disk == list(run.series())
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

@@ -7,15 +7,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxr_utils import metrics, paper
+from cxr_utils import config, metrics, paper
 
 PAPER_TEXT = Path(__file__).resolve().parents[2] / "shared" / "paper" / "original-paper-text.txt"
 NAMES = ["ResNet50", "LSTM", "ResNet50-LSTM"]
 
 
 def test_models_map_our_ids_to_the_papers_names_in_order():
-    assert list(paper.MODELS) == ["resnet50", "lstm", "resnet50_lstm"]
-    assert list(paper.MODELS.values()) == NAMES
+    assert list(config.paper_names()) == ["resnet50", "lstm", "resnet50_lstm"]
+    assert list(config.paper_names().values()) == NAMES
 
 
 @pytest.mark.parametrize("table", [paper.table2, paper.confusion_counts, paper.table6])
@@ -47,7 +47,7 @@ def test_confusion_table_has_the_orientation_of_metrics_confusion_matrix():
 
 
 def test_confusion_table_rejects_unknown_models():
-    with pytest.raises(ValueError, match="unknown model 'VGG16'.*'ResNet50' \\('resnet50'\\)"):
+    with pytest.raises(ValueError, match="unknown model 'VGG16'.*'resnet50' \\('ResNet50'\\)"):
         paper.confusion_table("VGG16")
 
 

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from cxr_utils import metrics, paper, plots
+from cxr_utils import config, metrics, paper, plots
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -36,7 +36,7 @@ def history(epochs=5, best=4):
 def ours_long():
     """This run's metrics in long form, with intervals, as notebooks/06_evaluation builds them."""
     parts = []
-    for counts, name in zip(paper.confusion_counts().to_numpy(), paper.MODELS.values()):
+    for counts, name in zip(paper.confusion_counts().to_numpy(), config.paper_names().values()):
         y_true = np.repeat([1, 1, 0, 0], counts)
         y_pred = np.repeat([1, 0, 1, 0], counts)
         part = metrics.metrics_with_intervals(y_true, y_pred, n_bootstrap=200).reset_index()
@@ -51,13 +51,27 @@ def test_training_curves_two_panels_best_epoch_marked(tmp_path):
     loss_ax, accuracy_ax = figure.axes
     assert "loss" in loss_ax.get_title() and "accuracy" in accuracy_ax.get_title()
     labels = [line.get_label() for line in loss_ax.get_lines()]
-    assert labels == ["training", "validation", "best epoch (4)"]
+    assert labels == ["training (training mode)", "validation", "best epoch (4)"]
     assert loss_ax.get_lines()[1].get_ydata().tolist() == history()["val_loss"].tolist()
+    assert loss_ax.get_yscale() == "log"  # one spiking epoch cannot flatten the rest
+
+
+def test_training_curves_show_the_inference_mode_figures_with_legends_off_the_data():
+    table = history(best=4).assign(train_inference_loss=lambda h: h["loss"] * 3,
+                                   train_inference_accuracy=lambda h: h["accuracy"] / 2)
+    figure = plots.plot_training_curves(table, "ResNet50")
+    figure.canvas.draw()
+    for ax, metric in zip(figure.axes, ("loss", "accuracy")):
+        lines = {line.get_label(): line for line in ax.get_lines()}
+        assert lines["training images, inference mode"].get_ydata().tolist() == table[f"train_inference_{metric}"].tolist()
+        legend = ax.get_legend()
+        assert legend.get_window_extent().y1 <= ax.get_window_extent().y0  # below the panel
+        assert min(text.get_fontsize() for text in legend.get_texts()) >= 9
 
 
 def test_training_curves_without_is_best_draw_no_marker(tmp_path):
     figure = plots.plot_training_curves(history().drop(columns="is_best"), "LSTM")
-    assert [line.get_label() for line in figure.axes[0].get_lines()] == ["training", "validation"]
+    assert [line.get_label() for line in figure.axes[0].get_lines()] == ["training (training mode)", "validation"]
     assert not list(tmp_path.iterdir())  # no path, nothing written
 
 
@@ -95,7 +109,7 @@ def test_paper_vs_ours_one_panel_per_model_with_error_bars(tmp_path):
     ours = ours_long()
     figure = plots.plot_paper_vs_ours(ours, plots.paper_long(paper.table6()), path=path)
     assert_png(path)
-    assert [ax.get_title() for ax in figure.axes] == list(paper.MODELS.values())
+    assert [ax.get_title() for ax in figure.axes] == list(config.paper_names().values())
     ax = figure.axes[2]  # ResNet50-LSTM
     paper_bars, our_bars = ax.containers[0], ax.containers[1]
     assert [bar.get_height() for bar in paper_bars] == [0.95, 0.96, 0.94, 0.95]
@@ -176,3 +190,89 @@ def test_model_table_expands_backbone_and_skips_inputs():
     assert table["layer"].tolist() == ["backbone/conv", "dense"]
     assert table["parameters"].tolist() == [10, 5]
     assert table.attrs["total parameters"] == 15
+
+
+def scored_predictions(seed=0):
+    """Three models' test predictions with probabilities, as evaluation.load_predictions returns them."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat([1, 0], 50)
+    predictions = {}
+    for name, spread in zip(config.paper_names().values(), (0.25, 0.45, 0.35)):
+        probabilities = np.clip(np.where(labels == 1, 0.7, 0.3) + rng.normal(0, spread, 100), 0, 1)
+        predictions[name] = pd.DataFrame({"path": [f"x{i}.png" for i in range(100)], "label": labels,
+                                          "probability": probabilities})
+    return predictions
+
+
+def assert_readable_and_legend_off_the_data(figure, ax):
+    figure.canvas.draw()
+    sizes = [text.get_fontsize() for text in figure.findobj(plt.Text) if text.get_text()]
+    assert sizes and min(sizes) >= 9
+    legend = ax.get_legend().get_window_extent()
+    assert legend.x0 >= ax.get_window_extent().x1  # beside the axes, covering no curve
+
+
+def test_roc_one_curve_per_model_with_its_auc_and_the_chance_line(tmp_path):
+    import sklearn.metrics
+
+    predictions = scored_predictions()
+    path = tmp_path / "figures" / "roc.png"
+    figure = plots.plot_roc(predictions, path=path)
+    assert_png(path)
+    ax, = figure.axes
+    lines = ax.get_lines()
+    assert len(lines) == len(predictions) + 1
+    for line, (name, table) in zip(lines, predictions.items()):
+        auc = sklearn.metrics.roc_auc_score(table["label"], table["probability"])
+        assert line.get_label() == f"{name} (AUC = {auc:.3f})"
+        fpr, tpr, _ = sklearn.metrics.roc_curve(table["label"], table["probability"])
+        assert line.get_xdata().tolist() == fpr.tolist() and line.get_ydata().tolist() == tpr.tolist()
+    chance = lines[-1]
+    assert chance.get_xdata().tolist() == [0, 1] and chance.get_ydata().tolist() == [0, 1]
+    assert "chance" in chance.get_label()
+    assert [text.get_text() for text in ax.get_legend().get_texts()] == [line.get_label() for line in lines]
+    assert_readable_and_legend_off_the_data(figure, ax)
+
+
+def test_roc_refuses_one_class_and_bad_predictions():
+    predictions = scored_predictions()
+    predictions["LSTM"] = predictions["LSTM"][predictions["LSTM"]["label"] == 1]
+    with pytest.raises(ValueError, match="'LSTM'.* one class only"):
+        plots.plot_roc(predictions)
+    with pytest.raises(ValueError, match="probability"):
+        plots.plot_roc({"LSTM": scored_predictions()["LSTM"].drop(columns="probability")})
+    with pytest.raises(ValueError, match="non-empty dict"):
+        plots.plot_roc({})
+
+
+def test_reliability_diagram_draws_the_calibration_curves_and_counts(tmp_path):
+    from sklearn.calibration import calibration_curve
+
+    predictions = scored_predictions()
+    path = tmp_path / "reliability.png"
+    figure = plots.plot_reliability(predictions, n_bins=5, path=path)
+    assert_png(path)
+    curve_ax, count_ax = figure.axes
+    diagonal, *curves = curve_ax.get_lines()
+    assert diagonal.get_label() == "perfect calibration" and diagonal.get_xydata().tolist() == [[0, 0], [1, 1]]
+    assert [line.get_label() for line in curves] == list(predictions)
+    for line, table in zip(curves, predictions.values()):
+        observed, predicted = calibration_curve(table["label"], table["probability"], n_bins=5)
+        assert line.get_xdata() == pytest.approx(predicted) and line.get_ydata() == pytest.approx(observed)
+    # One step histogram per model below, in the model's colour, counting every image once.
+    assert len(count_ax.patches) == len(predictions)
+    for patch, line, table in zip(count_ax.patches, curves, predictions.values()):
+        assert patch.get_edgecolor()[:3] == pytest.approx(plt.matplotlib.colors.to_rgb(line.get_color()))
+        counts, _ = np.histogram(table["probability"], bins=np.linspace(0, 1, 6))
+        assert counts.sum() == 100 and set(patch.get_xy()[:, 1]) - {0} == set(counts) - {0}
+    assert count_ax.get_xlabel() == "predicted P(COVID)" and count_ax.get_ylabel() == "images"
+    assert_readable_and_legend_off_the_data(figure, curve_ax)
+
+
+def test_reliability_histogram_counts_match_the_bins():
+    predictions = {"LSTM": pd.DataFrame({"label": [1, 0, 1, 0, 1], "probability": [0.05, 0.15, 0.55, 0.95, 0.97]})}
+    figure = plots.plot_reliability(predictions, n_bins=2)
+    step, = figure.axes[1].patches
+    assert step.get_xy()[:, 1].max() == 3  # 0.55, 0.95 and 0.97 in the upper bin, 2 in the lower
+    with pytest.raises(ValueError, match="n_bins must be a whole number of at least 2"):
+        plots.plot_reliability(predictions, n_bins=1)

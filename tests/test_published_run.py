@@ -22,7 +22,7 @@ def _fake_published_run(tmp_path):
     book = tmp_path / "executed"
     book.mkdir()
     record = {"notebooks": {}}
-    for name in run.NOTEBOOKS:
+    for name in run.series():
         shutil.copy2(notebooks / f"{name}.ipynb", book / f"{name}.ipynb")
         record["notebooks"][name] = {"status": "ok", "code_sha256": run.code_hash(notebooks / f"{name}.ipynb")}
     (book / "run.json").write_text(json.dumps(record))
@@ -71,7 +71,7 @@ def test_the_book_renders_the_published_run_without_retraining(book_copy):
     assert report.count("<img") >= 4
     if record["settings"].get("weights") is None:
         assert "trained from scratch" in report
-        for name in run.NOTEBOOKS[2:]:
+        for name in run.series()[2:]:
             page = (html / "book" / "executed" / f"{name}.html").read_text()
             assert "Trained from scratch" in page, name
     reproducibility = (html / "book" / "reproducibility.html").read_text()

@@ -1,23 +1,31 @@
 """Verdicts on the paper's claims follow from the numbers, in every direction."""
 
+import numpy as np
 import pandas as pd
+import pytest
 
-from cxr_utils import report
+from cxr_utils import metrics, paper, report, summaries
 
 
-def _ours(hybrid_accuracy, n=100, width=0.05):
+def _ours(hybrid_accuracy, n=100, width=0.05, others=(0.90, 0.80)):
     rows = []
-    for model, accuracy in (("ResNet50-LSTM", hybrid_accuracy), ("ResNet50", 0.90), ("LSTM", 0.80)):
+    for model, accuracy in zip(("ResNet50-LSTM", "ResNet50", "LSTM"), (hybrid_accuracy, *others)):
         for metric in report.METRICS:
-            rows.append({"model": model, "metric": metric, "value": accuracy,
+            rows.append({"model": model, "metric": metric, "value": accuracy, "method": "Wilson score",
                          "low": accuracy - width, "high": min(1.0, accuracy + width), "n": n})
     return pd.DataFrame(rows)
 
 
-def _mcnemar(hybrid_only, other_only, p):
+def _mcnemar(hybrid_only, other_only, p, lstm=None, n=100):
+    """McNemar rows as evaluation.mcnemar_table writes them; ``lstm`` = (hybrid_only, other_only, p)
+    for the LSTM pair (default: the same as for ResNet50)."""
+    lstm = lstm or (hybrid_only, other_only, p)
     return pd.DataFrame([
-        {"model_a": "ResNet50", "model_b": "ResNet50-LSTM", "a_only_correct": other_only, "b_only_correct": hybrid_only, "p_value": p},
-        {"model_a": "LSTM", "model_b": "ResNet50-LSTM", "a_only_correct": other_only, "b_only_correct": hybrid_only, "p_value": p},
+        {"model_a": "ResNet50", "model_b": "LSTM", "a_only_correct": 10, "b_only_correct": 3, "p_value": 0.09, "n": n},
+        {"model_a": "ResNet50", "model_b": "ResNet50-LSTM", "a_only_correct": other_only, "b_only_correct": hybrid_only,
+         "p_value": p, "n": n},
+        {"model_a": "ResNet50-LSTM", "model_b": "LSTM", "a_only_correct": lstm[0], "b_only_correct": lstm[1],
+         "p_value": lstm[2], "n": n},
     ])
 
 
@@ -26,33 +34,177 @@ def _best(train_loss, val_loss):
                         index=["ResNet50-LSTM"])
 
 
-def test_consistent_supported_reproduced():
-    verdicts = report.claim_verdicts(_ours(0.95), _mcnemar(12, 1, 0.003), _best(0.29, 0.31), weights="imagenet")
-    assert verdicts["verdict"].tolist() == ["consistent", "supported", "reproduced"]
+def _gap(low, high, gap=None):
+    gap = (low + high) / 2 if gap is None else gap
+    return {"train_loss": 0.3, "val_loss": 0.3 + gap, "gap": gap, "low": low, "high": high, "confidence": 0.95,
+            "n_train": 800, "n_val": 100, "method": "percentile bootstrap (2000 resamples, seed 0)"}
+
+
+def _verdicts(ours=None, mcnemar=None, loss_gap=None, weights="imagenet", best=None):
+    verdicts = report.claim_verdicts(
+        _ours(0.95) if ours is None else ours, _mcnemar(12, 1, 0.003) if mcnemar is None else mcnemar,
+        _best(0.29, 0.31) if best is None else best, weights=weights, loss_gap=loss_gap)
+    return verdicts.set_index("claim")
+
+
+def test_one_row_per_claim_and_pair_with_the_papers_texts():
+    verdicts = report.claim_verdicts(_ours(0.95), _mcnemar(12, 1, 0.003), _best(0.29, 0.31), weights="imagenet",
+                                     loss_gap=_gap(0.01, 0.05))
+    assert list(verdicts.columns) == ["claim", "text", "paper", "ours", "verdict", "reason"]
+    assert verdicts["claim"].tolist() == ["1", "2a", "2b", "3"]
+    assert verdicts["verdict"].tolist() == ["supported"] * 4
+    assert set(verdicts["verdict"]) <= set(report.OUTCOMES)
+    texts = paper.claims().set_index("id")["claim"]
+    assert verdicts["text"].iloc[0] == texts[1] and verdicts["text"].iloc[3] == texts[3]
+    assert verdicts["text"].iloc[1].startswith(texts[2]) and verdicts["text"].iloc[1].endswith("vs ResNet50)")
+    assert verdicts["text"].iloc[2].endswith("vs LSTM)")
     assert "Setting differs" not in " ".join(verdicts["reason"])
 
 
-def test_not_supported_when_paper_lies_above_the_interval_and_difference_is_noise():
-    verdicts = report.claim_verdicts(_ours(0.70), _mcnemar(5, 3, 0.73), _best(0.40, 0.35), weights=None)
-    assert verdicts["verdict"].tolist() == ["not supported", "not supported", "not reproduced"]
-    assert "p = 0.73" in verdicts.loc[1, "reason"]
-    assert "from scratch" in verdicts.loc[0, "reason"]
+# Claim 1: each of the paper's 0.95 / 0.96 / 0.94 / 0.95 against this run's 95% intervals.
+
+def test_claim1_supported_when_every_paper_value_lies_inside():
+    claim = _verdicts(ours=_ours(0.95)).loc["1"]
+    assert claim["verdict"] == "supported" and "inside" in claim["reason"]
+    assert claim["ours"].startswith("0.95 [0.90, 1.00]")
 
 
-def test_small_test_set_is_not_testable():
-    verdicts = report.claim_verdicts(_ours(0.95, n=24), _mcnemar(12, 1, 0.003), _best(0.29, 0.31))
-    assert verdicts.loc[0, "verdict"] == "not testable here"
+@pytest.mark.parametrize("accuracy, side", [(0.70, "above"), (0.995, "below")])
+def test_claim1_contradicted_when_a_paper_value_lies_outside(accuracy, side):
+    # The interval [0.65, 0.75] lies below all four; [0.99, 1.00] lies above all four.
+    claim = _verdicts(ours=_ours(accuracy, width=0.005 if side == "below" else 0.05)).loc["1"]
+    assert claim["verdict"] == "contradicted"
+    assert f"the paper's accuracy, precision, recall, f1 lie {side} this run's 95% intervals" in claim["reason"]
+
+
+def test_claim1_contradicted_names_only_the_metrics_outside():
+    ours = _ours(0.95, width=0.01)  # [0.94, 0.96]: 0.95, 0.96 and 0.94 inside, up to the edges
+    ours.loc[(ours["model"] == "ResNet50-LSTM") & (ours["metric"] == "precision"), "high"] = 0.955
+    claim = _verdicts(ours=ours).loc["1"]
+    assert claim["verdict"] == "contradicted"
+    assert claim["reason"] == "the paper's precision lies above this run's 95% interval."
+
+
+def test_claim1_bounds_compare_with_a_tolerance_for_float32_noise():
+    ours = _ours(0.95, width=0.01)
+    hybrid = ours["model"] == "ResNet50-LSTM"
+    # 0.96 and 0.94 stored as float32 sit on the bounds but a hair inside or outside them.
+    ours.loc[hybrid & (ours["metric"] == "precision"), "high"] = float(np.float32(0.96))  # 0.95999998
+    ours.loc[hybrid & (ours["metric"] == "recall"), "low"] = float(np.float32(0.94)) + 1e-8
+    assert float(np.float32(0.96)) < 0.96
+    assert _verdicts(ours=ours).loc["1", "verdict"] == "supported"
+    ours.loc[hybrid & (ours["metric"] == "precision"), "high"] = 0.9599  # a real miss, not noise
+    assert _verdicts(ours=ours).loc["1", "verdict"] == "contradicted"
+
+
+def test_claim1_inconclusive_on_a_small_test_set_or_without_an_interval():
+    small = _verdicts(ours=_ours(0.70, n=24)).loc["1"]  # even far from the paper: too few images to say
+    assert small["verdict"] == "inconclusive" and "only 24 test images" in small["reason"]
+    ours = _ours(0.95)
+    f1 = (ours["model"] == "ResNet50-LSTM") & (ours["metric"] == "f1")
+    ours.loc[f1, ["low", "high"]] = np.nan
+    ours.loc[f1, "method"] = "no interval: all 2000 bootstrap resamples gave F1 = 1"
+    claim = _verdicts(ours=ours).loc["1"]
+    assert claim["verdict"] == "inconclusive"
+    assert "no interval for f1" in claim["reason"] and "gave F1 = 1" in claim["reason"]
+
+
+# Claim 2, per pair: McNemar's exact test on the images only one model got right.
+
+@pytest.mark.parametrize("resnet, lstm, expected", [
+    ((12, 1, 0.003), (12, 1, 0.003), ("supported", "supported")),
+    ((1, 12, 0.003), (20, 4, 0.0015), ("contradicted", "supported")),
+    ((5, 3, 0.73), (1, 12, 0.003), ("inconclusive", "contradicted")),
+    ((6, 6, 1.0), (9, 2, 0.065), ("inconclusive", "inconclusive")),
+])
+def test_claim2_is_judged_per_pair(resnet, lstm, expected):
+    verdicts = _verdicts(mcnemar=_mcnemar(*resnet, lstm=lstm))
+    assert (verdicts.loc["2a", "verdict"], verdicts.loc["2b", "verdict"]) == expected
+    for claim, (hybrid_only, other_only, p), other in (("2a", resnet, "ResNet50"), ("2b", lstm, "LSTM")):
+        reason = verdicts.loc[claim, "reason"]
+        assert f"the hybrid alone is right on {hybrid_only} images, {other} alone on {other_only}" in reason
+        assert f"p = {p:.3g}" in reason
+
+
+def test_claim2_on_the_papers_test_size_says_what_its_gap_could_show():
+    verdicts = _verdicts(mcnemar=_mcnemar(5, 3, 0.73))
+    # The paper's 95 vs 93: at best 2 images right only by the hybrid, none by ResNet50.
+    best_case = metrics.mcnemar_test(np.ones(100), np.ones(100), np.r_[np.zeros(2), np.ones(98)])["p_value"]
+    assert best_case == pytest.approx(0.5)
+    assert "the paper's 2-point gap could not reach significance: even 2 vs 0 discordant images gives p = 0.5" in (
+        verdicts.loc["2a", "reason"])
+    assert "the paper's 11-point gap can reach significance" in verdicts.loc["2b", "reason"]
+    larger = _verdicts(ours=_ours(0.95, n=983), mcnemar=_mcnemar(5, 3, 0.73, n=983))
+    assert "2-point gap" not in larger.loc["2a", "reason"]
+
+
+# Claim 3: the loss gap's interval, from per-image losses in inference mode.
+
+@pytest.mark.parametrize("low, high, expected, words", [
+    (0.004, 0.04, "supported", "lies above 0"),
+    (-0.05, -0.01, "contradicted", "lies below 0"),
+    (-0.03, 0.07, "inconclusive", "includes 0"),
+    (1e-9, 0.05, "inconclusive", "includes 0"),  # a bound at 0 up to float noise is not above it
+    (-0.05, -1e-9, "inconclusive", "includes 0"),
+])
+def test_claim3_follows_the_interval_of_the_loss_gap(low, high, expected, words):
+    claim = _verdicts(loss_gap=_gap(low, high)).loc["3"]
+    assert claim["verdict"] == expected and words in claim["reason"]
+    assert f"[{low:+.3f}, {high:+.3f}]" in claim["ours"] and "800 training, 100 validation" in claim["ours"]
+    assert "context only" in claim["reason"]  # Keras' epoch averages, not evidence
+
+
+def test_claim3_without_per_image_losses_is_inconclusive_with_keras_as_context():
+    claim = _verdicts(loss_gap=None, best=_best(0.29, 0.40)).loc["3"]
+    assert claim["verdict"] == "inconclusive"
+    assert "per-image losses are missing" in claim["reason"] and "fit_predictions.csv" in claim["reason"]
+    assert "+0.110" in claim["reason"] and "dropout on" in claim["reason"] and "not evidence" in claim["reason"]
+    assert claim["ours"] == "val - train loss = +0.110 (Keras epoch averages, context only)"
+    nan = _verdicts(loss_gap=_gap(np.nan, np.nan, gap=0.02)).loc["3"]
+    assert nan["verdict"] == "inconclusive" and "no interval" in nan["reason"]
+
+
+# A run from scratch does not test the paper's claims; its numbers are still shown.
+
+@pytest.mark.parametrize("ours, mcnemar, loss_gap, indicated", [
+    (_ours(0.95), _mcnemar(12, 1, 0.003), _gap(0.01, 0.05), ["supported"] * 4),
+    (_ours(0.70), _mcnemar(1, 12, 0.003), _gap(-0.05, -0.01), ["contradicted"] * 4),
+    (_ours(0.70, n=24), _mcnemar(5, 3, 0.73), None, ["inconclusive"] * 4),
+])
+def test_from_scratch_is_not_tested_in_the_papers_setting(ours, mcnemar, loss_gap, indicated):
+    verdicts = _verdicts(ours=ours, mcnemar=mcnemar, loss_gap=loss_gap, weights=None)
+    in_setting = _verdicts(ours=ours, mcnemar=mcnemar, loss_gap=loss_gap, weights="imagenet")
+    assert (verdicts["verdict"] == "not tested in the paper's setting").all()
+    assert (verdicts["ours"] == in_setting["ours"]).all()  # the run's own numbers still appear
+    for claim, outcome in zip(verdicts.index, indicated):
+        reason = verdicts.loc[claim, "reason"]
+        assert reason.startswith("Setting differs from the paper: backbone trained from scratch")
+        assert f"would indicate *{outcome}*: {in_setting.loc[claim, 'reason']}" in reason
+        assert report.indicated_verdict(verdicts.loc[claim, "verdict"], reason) == outcome
+    assert report.indicated_verdict("supported", "anything") == "supported"
+
+
+def test_a_local_imagenet_weights_file_is_the_papers_setting():
+    verdicts = _verdicts(weights="/w/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5")
+    assert "not tested in the paper's setting" not in set(verdicts["verdict"])
+
+
+def test_thresholds_compare_with_a_tolerance():
+    stored = float(np.float32(0.55))  # 0.550000011920929, as history.csv holds it
+    assert report.at_most(stored, 0.55) and report.at_least(0.55, stored)
+    assert not report.at_most(0.5501, 0.55) and report.at_least(0.5501, 0.55)
+    assert report.at_most(np.array([0.5, stored, 0.6]), report.NEAR_CHANCE).tolist() == [True, True, False]
 
 
 def test_settings_line_names_every_setting_and_flags_from_scratch():
-    line = report.settings_markdown({"profile": "sample", "epochs": 2, "weights": None, "cache_dir": "/x"})
+    line = summaries.settings_markdown({"profile": "sample", "epochs": 2, "weights": None, "cache_dir": "/x"})
     assert "`epochs=2`" in line and "`weights=None`" in line and "cache_dir" not in line
     assert "Trained from scratch" in line
-    assert "Trained from scratch" not in report.settings_markdown({"weights": "imagenet"})
+    assert "Trained from scratch" not in summaries.settings_markdown({"weights": "imagenet"})
 
 
 def test_run_record_markdown():
-    text = report.run_record_markdown({
+    text = summaries.run_record_markdown({
         "settings": {"epochs": 15}, "notebooks": {"03_resnet50": {"wall_time_s": 12.5, "status": "ok", "code_sha256": "ab" * 32}},
         "hardware": {"accelerator": "CPU only"}, "versions": {"keras": "3.15.1"}, "git_commit": "abc", "wall_time_s": 20,
     })
@@ -61,10 +213,10 @@ def test_run_record_markdown():
 
 def _results_with_histories(tmp_path, val_accuracies, train_accuracy, test_accuracy):
     """A results folder as notebooks 03-06 write it, with chosen validation curves."""
-    from cxr_utils import paper
+    from cxr_utils import config
 
     best = max(range(len(val_accuracies)), key=val_accuracies.__getitem__)
-    for model_id in paper.MODELS:
+    for model_id in config.REGISTRY:
         folder = tmp_path / model_id
         folder.mkdir()
         epochs = range(1, len(val_accuracies) + 1)
@@ -78,10 +230,10 @@ def _results_with_histories(tmp_path, val_accuracies, train_accuracy, test_accur
 
 
 def test_findings_follow_the_histories(tmp_path):
-    from cxr_utils import evaluation
+    from cxr_utils import comparison
 
     results = _results_with_histories(tmp_path, [0.5, 0.52, 0.9, 0.6], train_accuracy=0.7, test_accuracy=0.8)
-    findings = evaluation.training_findings(results)
+    findings = comparison.training_findings(results)
     hybrid = findings.loc["ResNet50-LSTM"]
     assert hybrid["best_epoch"] == 3 and hybrid["epochs_near_chance"] == 2
     assert abs(hybrid["selection_optimism"] - 0.1) < 1e-9
@@ -92,17 +244,17 @@ def test_findings_follow_the_histories(tmp_path):
 
 
 def test_findings_stay_quiet_about_steady_well_fitted_runs(tmp_path):
-    from cxr_utils import evaluation
+    from cxr_utils import comparison
 
     results = _results_with_histories(tmp_path, [0.85, 0.9, 0.88], train_accuracy=0.95, test_accuracy=0.88)
-    text = report.findings_markdown(evaluation.training_findings(results))
+    text = report.findings_markdown(comparison.training_findings(results))
     assert "unsteady" not in text and "underfits" not in text
 
 
 def test_findings_name_the_better_model_of_each_pair_and_ties_as_ties(tmp_path):
-    from cxr_utils import evaluation
+    from cxr_utils import comparison
 
-    findings = evaluation.training_findings(
+    findings = comparison.training_findings(
         _results_with_histories(tmp_path, [0.8, 0.9], train_accuracy=0.95, test_accuracy=0.88))
     mcnemar = pd.DataFrame([
         {"model_a": "ResNet50", "model_b": "LSTM", "a_only_correct": 30, "b_only_correct": 5, "p_value": 1e-5},
@@ -111,3 +263,42 @@ def test_findings_name_the_better_model_of_each_pair_and_ties_as_ties(tmp_path):
     text = report.findings_markdown(findings, mcnemar_extended=mcnemar)
     assert "ResNet50 vs LSTM: ResNet50 right more often (30 vs 5 discordant images, McNemar p = 1e-05, significant)" in text
     assert "LSTM vs ResNet50-LSTM: each right alone equally often (7 vs 7" in text
+
+
+def test_near_chance_counts_a_float32_stored_055(tmp_path):
+    from cxr_utils import comparison
+
+    stored = float(np.float32(0.55))
+    findings = comparison.training_findings(
+        _results_with_histories(tmp_path, [0.5, stored, 0.56, 0.9], train_accuracy=0.95, test_accuracy=0.88))
+    assert findings.loc["ResNet50-LSTM", "epochs_near_chance"] == 2  # 0.5 and the stored 0.55
+
+
+def _scratch_verdicts(ours, mcnemar):
+    return report.claim_verdicts(ours, mcnemar, _best(0.29, 0.31), weights=None)
+
+
+def test_findings_name_each_claim_whose_verdict_changes_with_more_images(tmp_path):
+    from cxr_utils import comparison
+
+    findings = comparison.training_findings(
+        _results_with_histories(tmp_path, [0.8, 0.9], train_accuracy=0.95, test_accuracy=0.88))
+    small = report.claim_verdicts(_ours(0.95), _mcnemar(5, 3, 0.73), _best(0.29, 0.31), weights="imagenet")
+    large = report.claim_verdicts(_ours(0.95, n=983), _mcnemar(5, 3, 0.73, lstm=(40, 10, 1e-5), n=983),
+                                  _best(0.29, 0.31), weights="imagenet")
+    text = report.findings_markdown(findings, verdicts=small, verdicts_extended=large)
+    assert "**Claim 2b** changes from *inconclusive* on the split's test set to *supported* on the extended one." in text
+    assert "Claim 2a" not in text and "Claim 1 " not in text
+    # As saved and read back (run.py reads verdicts.csv): the ids are text either way.
+    small.to_csv(tmp_path / "small.csv", index=False)
+    large.to_csv(tmp_path / "large.csv", index=False)
+    assert text == report.findings_markdown(findings, verdicts=pd.read_csv(tmp_path / "small.csv"),
+                                            verdicts_extended=pd.read_csv(tmp_path / "large.csv"))
+    # From scratch every verdict reads "not tested", yet what the numbers indicate still changes.
+    scratch = report.findings_markdown(
+        findings, verdicts=_scratch_verdicts(_ours(0.70, n=24), _mcnemar(5, 3, 0.73)),
+        verdicts_extended=_scratch_verdicts(_ours(0.70, n=983), _mcnemar(5, 3, 0.73, n=983)))
+    assert ("**Claim 1** changes from *inconclusive* on the split's test set to *contradicted* on the extended one "
+            "(what this run's numbers indicate; not tested in the paper's setting).") in scratch
+    same = report.findings_markdown(findings, verdicts=small, verdicts_extended=small)
+    assert "**No verdict changes**" in same

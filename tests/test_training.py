@@ -1,5 +1,6 @@
 """The training protocol on real chest X-rays: fast path, determinism, saved results, learning."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -7,7 +8,7 @@ import pandas as pd
 import pytest
 from statsmodels.stats.proportion import proportion_confint
 
-from cxr_utils import data, metrics, models, runtime, training
+from cxr_utils import callbacks, data, metrics, models, runtime, training
 
 SMALL = 64  # test-sized images: ResNet50 runs ~12x faster than at 224 and still learns
 
@@ -41,13 +42,10 @@ def test_fast_path_is_the_same_model_as_end_to_end_training(small_arrays):
     assert result.fast_path and 0 < result.features_s < result.wall_time_s
 
     # The paper's way: the whole model in fit, backbone frozen, same seed, same batches.
-    runtime.set_seed(config.seed)
-    training.compile_for_training(slow, config.learning_rate)
-    keep_best = training.KeepBestEpoch()
-    slow.fit(train[0], train[1].astype("float32"), validation_data=(val[0], val[1].astype("float32")),
-             epochs=config.epochs, batch_size=config.batch_size, shuffle=True, verbose=0, callbacks=[keep_best])
+    paper_way = training.train_model(slow, train, val, config, fast_path=False)
+    assert not paper_way.fast_path and paper_way.features_s == 0
 
-    assert keep_best.best_epoch == result.best_epoch
+    assert paper_way.best_epoch == result.best_epoch
     for a, b in zip(fast.get_layer("head").get_weights(), slow.get_layer("head").get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     test_x = small_arrays["test"][0]
@@ -81,7 +79,7 @@ def test_predictions_do_not_depend_on_padding_the_last_batch(small_arrays):
 
 
 def test_keep_best_epoch_prefers_accuracy_then_lower_loss():
-    keep = training.KeepBestEpoch()
+    keep = callbacks.KeepBestEpoch()
 
     class Stub:
         def get_weights(self):
@@ -110,10 +108,16 @@ def test_run_experiment_writes_complete_results(small_split, tmp_path):
     config = training.TrainingConfig(epochs=2, batch_size=16, progress=False)
     outcome = training.run_experiment("lstm", small_split, tmp_path, config, image_size=SMALL, cache_dir=tmp_path / "cache")
     folder = tmp_path / "lstm"
-    assert {p.name for p in folder.iterdir()} == {"history.csv", "predictions.csv", "metrics.json", "model.keras", "run.json"}
+    assert {p.name for p in folder.iterdir()} == {"history.csv", "predictions.csv", "fit_predictions.csv",
+                                                  "metrics.json", "model.keras", "run.json"}
     history = pd.read_csv(folder / "history.csv")
-    assert list(history.columns) == training.HISTORY_COLUMNS and len(history) == 2
+    assert list(history.columns) == [*training.HISTORY_COLUMNS, *training.INFERENCE_COLUMNS] and len(history) == 2
     assert history["is_best"].sum() == 1
+    assert history["train_inference_accuracy"].between(0, 1).all() and (history["train_inference_loss"] > 0).all()
+    fit = pd.read_csv(folder / "fit_predictions.csv")
+    train_val = small_split[small_split["split"].isin(["train", "val"])]
+    assert sorted(fit["path"]) == sorted(train_val["path"]) and set(fit["split"]) == {"train", "val"}
+    assert fit["probability"].between(0, 1).all()
     predictions = pd.read_csv(folder / "predictions.csv")
     test_rows = small_split[small_split["split"] == "test"]
     assert list(predictions["path"]) == list(test_rows["path"])
@@ -121,6 +125,10 @@ def test_run_experiment_writes_complete_results(small_split, tmp_path):
     saved = json.loads((folder / "metrics.json").read_text())
     recomputed = metrics.classification_metrics(predictions["label"], predictions["predicted"])
     assert saved["test"]["accuracy"] == pytest.approx(recomputed["accuracy"])
+    last = metrics.classification_metrics(predictions["label"], predictions["predicted_last_epoch"])
+    assert saved["test_last_epoch"]["accuracy"] == pytest.approx(last["accuracy"])
+    auc = saved["test_probability"]["auc"]
+    assert auc["low"] <= auc["value"] <= auc["high"] and 0 <= saved["test_probability"]["brier"]["value"] <= 1
     record = json.loads((folder / "run.json").read_text())
     assert record["settings"]["training"]["epochs"] == 2
     assert record["settings"]["image_size"] == SMALL
@@ -143,6 +151,43 @@ def test_failed_run_leaves_earlier_results_and_no_partial_folder(small_split, tm
     monkeypatch.undo()
     assert (tmp_path / "lstm" / "history.csv").read_text() == before
     assert [p.name for p in tmp_path.iterdir()] == ["lstm"]
+
+
+def test_inference_mode_check_scores_the_model_the_test_sees(small_arrays):
+    """The logged inference-mode figures are the model's own predictions on those images."""
+    train = small_arrays["train"]
+    config = training.TrainingConfig(epochs=2, batch_size=16, seed=3, progress=False,
+                                     inference_check_images=len(train[0]), restore_best=False)
+    runtime.set_seed(3)
+    result = training.train_model(models.build_lstm(input_shape=(SMALL, SMALL, 3)), train, small_arrays["val"], config)
+    probabilities = training.predict_probabilities(result.model, train[0])  # the last epoch's weights
+    last = result.history.iloc[-1]
+    assert last["train_inference_loss"] == pytest.approx(metrics.binary_cross_entropy(train[1], probabilities).mean(), rel=1e-5)
+    assert last["train_inference_accuracy"] == pytest.approx(np.mean((probabilities >= 0.5) == (train[1] == 1)))
+    off = training.TrainingConfig(epochs=1, batch_size=16, seed=3, progress=False, inference_check_images=0)
+    history = training.train_model(models.build_lstm(input_shape=(SMALL, SMALL, 3)), train, small_arrays["val"], off).history
+    assert list(history.columns) == training.HISTORY_COLUMNS
+    with pytest.raises(ValueError, match="inference_check_images"):
+        training.TrainingConfig(inference_check_images=-1)
+
+
+def test_the_last_epochs_weights_are_kept_beside_the_restored_ones(small_arrays):
+    train, val, test_x = small_arrays["train"], small_arrays["val"], small_arrays["test"][0]
+    config = training.TrainingConfig(epochs=3, batch_size=16, seed=4, progress=False, inference_check_images=0)
+    runtime.set_seed(4)
+    restored = training.train_model(models.build_lstm(input_shape=(SMALL, SMALL, 3)), train, val, config)
+    runtime.set_seed(4)
+    kept_last = training.train_model(models.build_lstm(input_shape=(SMALL, SMALL, 3)), train, val,
+                                     dataclasses.replace(config, restore_best=False))
+    with restored.last_epoch() as model:
+        from_restored_run = training.predict_probabilities(model, test_x)
+    np.testing.assert_allclose(from_restored_run, training.predict_probabilities(kept_last.model, test_x), atol=1e-6)
+    best = training.predict_probabilities(restored.model, test_x)  # back to the best epoch after the block
+    if restored.best_epoch != config.epochs:
+        assert not np.allclose(best, from_restored_run)
+    runtime.set_seed(4)
+    best_again = training.train_model(models.build_lstm(input_shape=(SMALL, SMALL, 3)), train, val, config)
+    np.testing.assert_allclose(best, training.predict_probabilities(best_again.model, test_x), atol=1e-6)
 
 
 def test_run_experiment_explains_a_bad_split(small_split, tmp_path):

@@ -1,0 +1,324 @@
+"""What each chapter needs from the chapters before it, so that any chapter can start cold.
+
+Chapters talk through files in ``results_dir``. On Google Colab every notebook runs on its own
+fresh machine, so a chapter cannot count on its predecessors having run there: the cheap inputs
+(the manifest, the sample, the split) are read when an earlier chapter wrote them and rebuilt
+when they are missing (deterministic: the same seed gives the same files); what is expensive
+(trained models) is named in one sentence, with the chapters that make it.
+
+Inputs from another run are refused, never mixed: ``sample.csv`` and ``split.csv`` carry a
+record of the settings that made them (``sample.settings.json``, ``split.settings.json``: the
+sample size, the seed and a hash of the file), and a chapter asking for other settings stops
+with one sentence naming the file, both settings and the fix. Chapters 1 and 2 write their CSV
+files themselves; the first later chapter that reads such a file without a record checks its
+contents against what the requested settings give (same images, same split) and records it.
+A table whose images are not on this machine (a results folder on Google Drive, used by another
+machine) is pointed at this machine's copy of the dataset, downloaded when needed. Explained in
+book/reproducibility.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from cxr_utils import config
+
+
+class MissingInputs(RuntimeError):
+    """A chapter's inputs are missing and cannot be rebuilt here; the message says what to run.
+
+    Shown in a notebook as its one-sentence message, without a traceback.
+    """
+
+    def _render_traceback_(self):  # IPython shows these lines instead of the traceback
+        return [f"{type(self).__name__}: {self}"]
+
+
+class MismatchedInputs(MissingInputs):
+    """An input file of ``results_dir`` was made by another run (other seed or sample size); the
+    message names the file, its settings, the requested ones and the fix."""
+
+
+DRIVE_MOUNT = Path("/content/drive")
+RECORD_SUFFIX = ".settings.json"  # sample.csv -> sample.settings.json
+
+
+def folders(results_dir, cache_dir, drive_folder: str | None = None) -> tuple[Path, Path]:
+    """The run's results and image-cache folders, created when missing.
+
+    ``drive_folder`` (Google Colab only): a folder of your Google Drive that then holds both,
+    as ``<drive_folder>/results`` and ``<drive_folder>/cache``, so chapters run on different
+    Colab machines share their results. Drive is mounted here (Colab asks for permission).
+    """
+    if drive_folder:
+        try:
+            from google.colab import drive
+        except ImportError:
+            raise MissingInputs(
+                f"drive_folder={drive_folder!r} needs Google Colab, where Google Drive can be mounted; "
+                "elsewhere leave drive_folder=None and set results_dir to a local folder."
+            ) from None
+        drive.mount(str(DRIVE_MOUNT))
+        base = DRIVE_MOUNT / "MyDrive" / drive_folder
+        results_dir, cache_dir = base / "results", base / "cache"
+    results, cache = Path(results_dir).expanduser(), Path(cache_dir).expanduser()
+    results.mkdir(parents=True, exist_ok=True)
+    return results, cache
+
+
+# -- the settings record beside sample.csv and split.csv ----------------------------------------
+
+
+def record_path(path) -> Path:
+    """Where the settings that made ``path`` are recorded: ``sample.csv`` -> ``sample.settings.json``."""
+    path = Path(path)
+    return path.with_name(path.stem + RECORD_SUFFIX)
+
+
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def record(path, **settings) -> Path:
+    """Record the settings (``n_per_class``, ``seed``) that made the CSV file ``path``, with a hash
+    of its contents; returns the record's path. A record whose hash no longer matches its file
+    (the file was written again) counts as no record."""
+    from cxr_utils.atomic import atomic_write
+
+    path = Path(path)
+    entry = {"file": path.name, **settings, "sha256": _file_sha256(path)}
+    text = json.dumps(entry, indent=1) + "\n"
+    return atomic_write(record_path(path), lambda temporary: temporary.write_text(text))
+
+
+def recorded_settings(path) -> dict | None:
+    """The settings recorded for the CSV file ``path``, or None when it has no valid record."""
+    path, saved = Path(path), record_path(path)
+    try:
+        entry = json.loads(saved.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(entry, dict) or entry.get("sha256") != _file_sha256(path):
+        return None
+    return {k: v for k, v in entry.items() if k not in ("file", "sha256")}
+
+
+def _settings_text(settings: dict) -> str:
+    return ", ".join(f"{name}={value!r}" for name, value in settings.items())
+
+
+def _mismatch(path: Path, made_with: str, wanted: dict, also: str) -> MismatchedInputs:
+    return MismatchedInputs(
+        f"{path.name} in {path.parent} was made {made_with}, but this chapter asks for "
+        f"{_settings_text(wanted)}: set results_dir (or drive_folder) to a new folder for this run, "
+        f"or delete {path} ({also}) so that it is rebuilt with these settings."
+    )
+
+
+def _check(path: Path, table: pd.DataFrame, wanted: dict, expected, key, also: str, log) -> None:
+    """Refuse ``table`` (read from ``path``) unless it was made with the ``wanted`` settings.
+
+    With a valid record, compare the settings; without one (chapters 1 and 2 write their files
+    themselves), compare the per-class counts, then the contents with ``expected()`` (what the
+    wanted settings give), by the columns ``key``; then record the settings.
+    """
+    recorded = recorded_settings(path)
+    if recorded is not None:
+        mine = {name: recorded.get(name) for name in wanted}
+        if mine != wanted:
+            raise _mismatch(path, f"with {_settings_text(mine)} (recorded in {record_path(path).name})",
+                            wanted, also)
+        return
+    counts = table["class"].value_counts()
+    if set(counts.index) != set(config.CLASSES) or (counts != wanted["n_per_class"]).any():
+        held = ", ".join(f"{counts.get(name, 0)} {name}" for name in config.PAPER_ORDER)
+        raise _mismatch(path, f"for another sample size (it holds {held} images)", wanted, also)
+    built = expected()
+    if built[key].astype(str).values.tolist() != table[key].astype(str).values.tolist():
+        raise _mismatch(path, "with another seed or from another manifest.csv (it is not what "
+                              f"{_settings_text(wanted)} give)", wanted, also)
+    try:
+        record(path, **wanted)
+    except OSError:  # a read-only results folder: checked, just not recorded
+        return
+    log(f"{path.name} checked against {_settings_text(wanted)} and recorded in {record_path(path).name}.")
+
+
+# -- the images of a table, on this machine -----------------------------------------------------
+
+
+def _images_here(table: pd.DataFrame, path: Path, data_dir, log) -> pd.DataFrame:
+    """``table`` with image paths that exist on this machine.
+
+    A results folder shared between machines (Google Drive) holds tables written elsewhere: when
+    their images are missing here, the dataset is found (``data_dir``) or downloaded, and each
+    path is taken relative to the folder holding the table's class folders and re-anchored there.
+    """
+    from cxr_utils import data
+
+    paths = [str(p) for p in table["path"]]
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if not missing:
+        return table
+    log(f"The images {path.name} lists are not on this machine (e.g. {missing[0]}): "
+        "finding the dataset here.")
+    root = data.resolve_dataset(data_dir).root
+    old_root = os.path.commonpath(paths) if len(paths) > 1 else os.path.dirname(paths[0])
+    moved = [str(Path(root) / os.path.relpath(p, old_root)) for p in paths]
+    absent = [p for p in moved if not os.path.isfile(p)]
+    if absent:
+        raise MissingInputs(
+            f"{path.name} in {path.parent} lists images under {old_root}, and this machine's copy of the "
+            f"dataset ({root}) lacks {len(absent)} of them (e.g. {os.path.relpath(absent[0], root)}): pass "
+            "data_dir=... pointing at the same release of the dataset, or start a new results_dir."
+        )
+    table = table.copy()
+    table["path"] = moved
+    return table
+
+
+# -- the inputs of chapters 2-5 -----------------------------------------------------------------
+
+
+def _read_or_build(path: Path, build, rebuilding: str, log=print) -> tuple[pd.DataFrame, bool]:
+    from cxr_utils import data
+
+    if path.is_file():
+        return data.read_manifest(path), False
+    log(f"{path.name} not found in {path.parent}: rebuilding it ({rebuilding}).")
+    table = build()
+    data.save_manifest(table, path)
+    return table, True
+
+
+def manifest(results_dir, data_dir=None, log=print) -> pd.DataFrame:
+    """The dataset listing chapter 1 writes (``manifest.csv``), with duplicate groups."""
+    from cxr_utils import data
+
+    def build():
+        layout = data.resolve_dataset(data_dir)
+        return data.add_duplicate_groups(data.build_manifest(layout, progress=False))
+
+    table, _ = _read_or_build(Path(results_dir) / "manifest.csv", build, "chapter 1's dataset listing", log)
+    return table
+
+
+def sample(results_dir, data_dir=None, n_per_class: int = config.PROTOCOL.n_per_class,
+           seed: int = config.PROTOCOL.seed, log=print, *, images: bool = True) -> pd.DataFrame:
+    """The balanced sample chapter 1 draws (``sample.csv``), rebuilt when missing; refused when
+    made with another ``n_per_class`` or ``seed`` (``MismatchedInputs``). ``images``: make sure
+    its images are on this machine (see ``_images_here``)."""
+    from cxr_utils import data
+
+    path = Path(results_dir) / "sample.csv"
+    wanted = {"n_per_class": int(n_per_class), "seed": int(seed)}
+
+    def expected():
+        return data.sample_balanced(manifest(results_dir, data_dir, log), n_per_class=n_per_class, seed=seed)
+
+    table, built = _read_or_build(path, expected, f"chapter 1's sample, {n_per_class} per class, seed {seed}", log)
+    if built:
+        record(path, **wanted)
+    else:
+        _check(path, table, wanted, expected, ["label", "sha256"],
+               "and split.csv and the model folders made from it", log)
+    return _images_here(table, path, data_dir, log) if images else table
+
+
+def split(results_dir, data_dir=None, n_per_class: int = config.PROTOCOL.n_per_class,
+          seed: int = config.PROTOCOL.seed, log=print) -> pd.DataFrame:
+    """The train/val/test split chapter 2 makes (``split.csv``), rebuilt when missing; refused
+    when made with another ``n_per_class`` or ``seed`` (``MismatchedInputs``). Its images are
+    made sure to be on this machine."""
+    from cxr_utils import data
+
+    path = Path(results_dir) / "split.csv"
+    wanted = {"n_per_class": int(n_per_class), "seed": int(seed)}
+
+    def expected():
+        drawn = sample(results_dir, data_dir, n_per_class, seed, log, images=False)
+        return data.split_dataset(drawn, seed=seed)
+
+    table, built = _read_or_build(path, expected, f"chapter 2's split, seed {seed}", log)
+    if built:
+        record(path, **wanted)
+    else:
+        _check(path, table, wanted, expected, ["label", "sha256", "split"],
+               "and the model folders trained on it", log)
+    return _images_here(table, path, data_dir, log)
+
+
+# -- what chapters 6 and 7 need ------------------------------------------------------------------
+
+
+def _image_key(table: pd.DataFrame) -> list[tuple[int, str]]:
+    # Which images (label and file name), wherever the dataset lay on the machine that wrote them.
+    return sorted(zip(table["label"].astype(int), (Path(str(p)).name for p in table["path"])))
+
+
+def _require_predictions(results_dir: Path, also: str = "") -> None:
+    missing = [spec for spec in config.REGISTRY.values()
+               if not (results_dir / spec.id / "predictions.csv").is_file()]
+    if missing:
+        chapters = ", ".join(f"notebooks/{spec.chapter}.ipynb" for spec in missing)
+        raise MissingInputs(
+            f"No trained {', '.join(spec.paper_name for spec in missing)} in {results_dir}: run {chapters}{also} "
+            "first with this results_dir, or set results_dir to a folder that holds a run's results."
+        )
+
+
+def require_trained_models(results_dir, data_dir=None) -> None:
+    """Stop with one sentence when a model of the registry has no results in ``results_dir``,
+    or was tested on other images than ``split.csv``'s test set (``MismatchedInputs``); when
+    ``manifest.csv``'s images are not on this machine, find or download the dataset
+    (``data_dir``) and stop with one sentence if they are still missing."""
+    results_dir = Path(results_dir)
+    _require_predictions(results_dir)
+    split_csv = results_dir / "split.csv"
+    if split_csv.is_file():
+        table = pd.read_csv(split_csv, usecols=["path", "label", "split"])
+        test = _image_key(table[table["split"] == "test"])
+        for spec in config.REGISTRY.values():
+            tested = pd.read_csv(results_dir / spec.id / "predictions.csv", usecols=["path", "label"])
+            if _image_key(tested) != test:
+                raise MismatchedInputs(
+                    f"{spec.id}/predictions.csv in {results_dir} holds {spec.paper_name}'s predictions for "
+                    f"other images than the test set of split.csv (another run's sample or split): run "
+                    f"notebooks/{spec.chapter}.ipynb again with this results_dir's settings, or use a new "
+                    "results_dir for the whole series."
+                )
+    manifest_csv = results_dir / "manifest.csv"
+    if not manifest_csv.is_file():
+        return
+    absent = [p for p in pd.read_csv(manifest_csv, usecols=["path"])["path"].astype(str) if not os.path.isfile(p)]
+    if absent:
+        from cxr_utils import data
+
+        data.resolve_dataset(data_dir)  # downloads the dataset when data_dir is None
+        absent = [p for p in absent if not os.path.isfile(p)]
+    if absent:
+        raise MissingInputs(
+            f"manifest.csv in {results_dir} lists images this machine does not have (e.g. {absent[0]}), "
+            "which the extended test set needs: run this chapter on the machine that ran chapter 1, or "
+            "with the dataset at the same place."
+        )
+
+
+def require_evaluation(results_dir) -> None:
+    """Stop with one sentence unless the models are trained and chapter 6 has evaluated them."""
+    results_dir = Path(results_dir)
+    _require_predictions(results_dir, also=" and notebooks/06_evaluation.ipynb")
+    from cxr_utils import evaluation
+
+    missing = [folder for folder in (evaluation.EVALUATION_DIR, evaluation.EXTENDED_DIR)
+               if not (results_dir / folder / "metrics.csv").is_file()]
+    if missing:
+        raise MissingInputs(
+            f"No evaluation in {results_dir / missing[0]}: run notebooks/06_evaluation.ipynb first "
+            "with this results_dir."
+        )

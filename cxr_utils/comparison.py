@@ -1,0 +1,177 @@
+"""The paper's tables beside this run's, and the verdict on each of the paper's claims.
+
+Reads what notebooks 03-06 saved under ``results_dir``; writes the verdicts beside them.
+Explained in notebooks/07_comparison.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from cxr_utils import config, metrics, paper, report, runtime
+from cxr_utils.config import REGISTRY
+from cxr_utils.evaluation import (
+    EVALUATION_DIR, EXTENDED_DIR, FIT_PREDICTION_COLUMNS, FIT_PREDICTIONS, best_epochs, model_dir, run_settings,
+)
+
+
+def _side_by_side(paper_table: pd.DataFrame, ours: pd.DataFrame) -> pd.DataFrame:
+    # The paper's models in its order, then any model the paper did not have (its cells empty).
+    models = paper_table.index.union(ours.index, sort=False)
+    return pd.concat({"paper": paper_table.reindex(models), "this run": ours.reindex(models)}, axis=1)
+
+
+def table2_for_model(results_dir, model_id: str) -> pd.DataFrame:
+    """One model's row of Table 2, the paper's beside this run's: one row per figure.
+
+    Explained in notebooks/03_resnet50 to 05_resnet50_lstm.
+    """
+    name = REGISTRY[model_id].paper_name
+    paper_row = paper.table2().loc[[name]]
+    both = _side_by_side(paper_row, best_epochs(results_dir, [model_id]))
+    return both.loc[name].unstack(0).reindex(paper_row.columns).rename_axis(None)
+
+
+def _table7_setting(results_dir, n_test: int) -> dict:
+    """Table 7's data and method cells for this run: its image count and backbone weights."""
+    split_path = Path(results_dir) / "split.csv"
+    data = f"{n_test} test X-ray, binary"
+    if split_path.is_file():
+        data = f"{len(pd.read_csv(split_path)):,} X-ray, binary ({n_test} test)"
+    weights = run_settings(results_dir)["weights"]
+    method = f"ResNet50 + LSTM ({config.weights_label(weights)})"
+    return {"data": data, "method": method}
+
+
+def compare_with_paper(results_dir, evaluation_dir: str = EVALUATION_DIR) -> dict:
+    """Every table of the paper beside this run's, read from saved results.
+
+    ``evaluation_dir`` (below ``results_dir``) picks the test set: the split's test images
+    ("evaluation") or the extended test set ("extended/evaluation").
+    """
+    folder = Path(results_dir) / evaluation_dir
+    if not (folder / "metrics.csv").is_file():
+        raise FileNotFoundError(f"{folder / 'metrics.csv'} is missing; run notebooks/06_evaluation.ipynb first")
+    ours_long = pd.read_csv(folder / "metrics.csv")
+    mcnemar = pd.read_csv(folder / "mcnemar.csv")
+    counts = {}
+    for name in config.paper_names().values():
+        table = pd.read_csv(folder / f"confusion_{name}.csv", index_col=0)
+        counts[name] = {"tp": table.iloc[0, 0], "fn": table.iloc[0, 1], "fp": table.iloc[1, 0], "tn": table.iloc[1, 1]}
+    best = best_epochs(results_dir)
+    ours_wide = ours_long.pivot(index="model", columns="metric", values="value")
+    ours_text = ours_long.assign(
+        text=[f"{v:.2f} [{lo:.2f}, {hi:.2f}]" for v, lo, hi in zip(ours_long["value"], ours_long["low"], ours_long["high"])]
+    ).pivot(index="model", columns="metric", values="text")
+    table6 = paper.table6()
+    hybrid = ours_wide.loc[report.HYBRID]
+    table7 = pd.concat([
+        paper.table7(),
+        pd.DataFrame([{
+            "author": "This run", **_table7_setting(results_dir, n_test=int(ours_long["n"].max())),
+            # Rounded like the paper's rows, which are whole percentages.
+            **{m: round(float(hybrid[m]), 2) for m in ("accuracy", "precision", "recall", "f1")},
+        }]),
+    ], ignore_index=True)
+    return {
+        "table2": _side_by_side(paper.table2(), best),
+        "confusion": _side_by_side(paper.confusion_counts(), pd.DataFrame.from_dict(counts, orient="index")),
+        "table6": _side_by_side(table6, ours_text[table6.columns]),
+        "table7": table7,
+        "ours_long": ours_long,
+        "mcnemar": mcnemar,
+        "best_epochs": best,
+        "settings": run_settings(results_dir),
+    }
+
+
+def judge_claims(results_dir, evaluation_dir: str = EVALUATION_DIR, name: str | None = None) -> pd.DataFrame:
+    """The verdict on each claim of the paper from a run's saved results, saved beside them.
+
+    ``evaluation_dir`` picks the test set (``EVALUATION_DIR`` or ``EXTENDED_DIR``); the run's
+    weights come from its record, claim 3's loss gap from the hybrid's fit_predictions.csv
+    (``loss_gap``). Writes what ``save_verdicts`` writes. Explained in
+    notebooks/07_comparison.
+    """
+    comparison = compare_with_paper(results_dir, evaluation_dir)
+    verdicts = report.claim_verdicts(comparison["ours_long"], comparison["mcnemar"], comparison["best_epochs"],
+                                     weights=comparison["settings"]["weights"], loss_gap=loss_gap(results_dir))
+    save_verdicts(results_dir, verdicts, name)
+    return verdicts
+
+
+def loss_gap(results_dir, model_id: str = "resnet50_lstm", seed: int = 0) -> dict | None:
+    """A model's validation minus training loss, per image in inference mode, with its 95% interval.
+
+    Reads ``<model_id>/fit_predictions.csv`` (columns path, split "train"/"val", label,
+    probability: the restored best-epoch model on its own training and validation images) and
+    returns ``metrics.loss_gap_interval``'s dict, or None when the run has no such file (a run from
+    before training wrote it).
+    """
+    path = Path(results_dir) / model_id / FIT_PREDICTIONS
+    if not path.is_file():
+        return None
+    table = pd.read_csv(path)
+    missing = [column for column in FIT_PREDICTION_COLUMNS if column not in table.columns]
+    if missing:
+        raise ValueError(f"{path} has no column {', '.join(missing)}; it needs {', '.join(FIT_PREDICTION_COLUMNS)}")
+    parts = {split: table[table["split"] == split] for split in ("train", "val")}
+    empty = [split for split, part in parts.items() if part.empty]
+    if empty:
+        raise ValueError(f"{path} has no {' or '.join(empty)} rows; its split column must hold train and val")
+    return metrics.loss_gap_interval(parts["train"]["label"], parts["train"]["probability"],
+                                     parts["val"]["label"], parts["val"]["probability"], seed=seed)
+
+
+def save_verdicts(results_dir, verdicts: pd.DataFrame, name: str | None = None) -> Path:
+    """verdicts.csv/.json, and report.md (report_<name>.md) that the book's report page includes."""
+    suffix = f"_{name}" if name else ""
+    folder = Path(results_dir) / EVALUATION_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    verdicts.to_csv(folder / f"verdicts{suffix}.csv", index=False)
+    runtime.write_json({"verdicts": verdicts.to_dict(orient="records")}, folder / f"verdicts{suffix}.json")
+    return runtime.write_text(report.verdicts_markdown(verdicts) + "\n\n" + report.DISCLAIMER + "\n",
+                              Path(results_dir) / f"report{suffix}.md")
+
+
+def training_findings(results_dir) -> pd.DataFrame:
+    """What each model's training run shows beyond its best epoch, one row per model.
+
+    How steady validation accuracy was over the epochs (range; epochs at or below
+    ``report.NEAR_CHANCE``, up to float32 noise), the chosen epoch (``is_best`` in history.csv), and how far the chosen epoch's validation accuracy
+    overstates test accuracy: picking the best of many noisy validation scores favours a
+    lucky epoch. Test and extended-test accuracy with 95% intervals where they exist.
+    """
+    rows = {}
+    tests = {}
+    for folder in (EVALUATION_DIR, EXTENDED_DIR):
+        path = Path(results_dir) / folder / "metrics.csv"
+        if path.is_file():
+            table = pd.read_csv(path)
+            tests[folder] = table[table["metric"] == "accuracy"].set_index("model")
+    for model_id, name in config.paper_names().items():
+        folder = model_dir(results_dir, model_id)
+        history = pd.read_csv(folder / "history.csv")
+        chosen = history.loc[history["is_best"]].iloc[0]
+        row = {
+            "epochs": len(history),
+            "best_epoch": int(chosen["epoch"]),
+            "final_train_accuracy": float(history["accuracy"].iloc[-1]),
+            "val_accuracy_min": float(history["val_accuracy"].min()),
+            "val_accuracy_max": float(history["val_accuracy"].max()),
+            "epochs_near_chance": int(report.at_most(history["val_accuracy"], report.NEAR_CHANCE).sum()),
+            "val_accuracy_chosen": float(chosen["val_accuracy"]),
+        }
+        for folder, label in ((EVALUATION_DIR, "test"), (EXTENDED_DIR, "extended")):
+            if folder in tests and name in tests[folder].index:
+                accuracy = tests[folder].loc[name]
+                row[f"{label}_accuracy"] = float(accuracy["value"])
+                row[f"{label}_low"] = float(accuracy["low"])
+                row[f"{label}_high"] = float(accuracy["high"])
+                row[f"{label}_n"] = int(accuracy["n"])
+        if "test_accuracy" in row:
+            row["selection_optimism"] = row["val_accuracy_chosen"] - row["test_accuracy"]
+        rows[name] = row
+    return pd.DataFrame.from_dict(rows, orient="index")

@@ -1,0 +1,126 @@
+"""The extended test set: every image of the database a run did not use, minus copies of its
+training and validation images, scored by the trained models in bounded memory.
+
+Reads the run's manifest, split and saved models; writes ``results_dir/extended/evaluation/``.
+Explained in notebooks/06_evaluation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cxr_utils import config, metrics
+from cxr_utils.config import REGISTRY
+from cxr_utils.evaluation import (
+    EVALUATION_DIR, EXTENDED_DIR, confusion_matrices, mcnemar_table, metrics_table, model_dir, model_options,
+    probability_table, save,
+)
+
+
+def extended_test_set(manifest: pd.DataFrame, split: pd.DataFrame, max_images: int | None = None, seed: int = 0) -> pd.DataFrame:
+    """The images a run never touched, as a larger second test set.
+
+    Every image of ``manifest`` outside the run's sample, minus any image whose duplicate group
+    reaches the run's training or validation images (a copy of a training image would be
+    remembered, not diagnosed). ``max_images`` keeps a seeded, class-balanced subset (for quick
+    runs). Explained in notebooks/06_evaluation.
+    """
+    for table, name in ((manifest, "manifest"), (split, "split")):
+        if "duplicate_group" not in table.columns or "sha256" not in table.columns:
+            raise ValueError(f"{name} needs the sha256 and duplicate_group columns (cxr_utils.data.add_duplicate_groups)")
+    seen_groups = set(split.loc[split["split"].isin(["train", "val"]), "duplicate_group"])
+    seen_hashes = set(split["sha256"])
+    unused = manifest[~manifest["path"].isin(split["path"])]
+    clean = unused[~unused["duplicate_group"].isin(seen_groups) & ~unused["sha256"].isin(seen_hashes)]
+    if max_images is not None and len(clean) > max_images:
+        per_class = max_images // 2
+        clean = pd.concat(
+            rows.sample(n=min(per_class, len(rows)), random_state=seed) for _, rows in clean.groupby("label")
+        )
+    clean = clean.sort_values(["label", "path"]).reset_index(drop=True)
+    clean.attrs["excluded_as_duplicates"] = int(len(unused) - len(unused[
+        ~unused["duplicate_group"].isin(seen_groups) & ~unused["sha256"].isin(seen_hashes)
+    ]))
+    return clean
+
+
+def predict_saved_models(results_dir, rows: pd.DataFrame, image_size: int = config.PROTOCOL.image_size,
+                         cache_dir=None, batch_size: int = config.PROTOCOL.batch_size,
+                         progress: bool = False) -> dict[str, pd.DataFrame]:
+    """Each saved model (``<model>/model.keras``) on ``rows``: predictions keyed by paper name.
+
+    Models load once each, with Keras' safe mode (no code from the run folder runs). Images
+    stream through them a chunk at a time, so memory stays bounded whatever the number of rows;
+    a frozen backbone's feature maps come from the shared cache (``cxr_utils.features``), so
+    both ResNet50 models use one backbone pass.
+    """
+    import keras
+
+    from cxr_utils import data, features, models, training  # noqa: F401  (models registers custom layers)
+
+    predictions = {}
+    for model_id, spec in REGISTRY.items():
+        path = model_dir(results_dir, model_id) / "model.keras"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing; re-run notebooks/{spec.chapter}.ipynb with the model saved")
+        model = keras.saving.load_model(path, safe_mode=True)
+        backbone = models.frozen_backbone(model)
+        if backbone is not None:
+            options = model_options(results_dir, model_id)
+            identity = features.backbone_identity(options.get("weights", config.PROTOCOL.weights),
+                                                  options.get("input_scaling", "paper"))
+            predictor = model.get_layer("head")
+            chunks = features.iter_features(backbone, rows, identity, image_size, cache_dir, batch_size, progress)
+        else:
+            predictor = model
+            chunks = data.image_chunks(rows, image_size=image_size, cache_dir=cache_dir, progress=progress)
+        probabilities = np.empty(len(rows), dtype=np.float32)
+        for positions, inputs in chunks:
+            probabilities[positions] = training.predict_probabilities(predictor, inputs, batch_size)
+        predictions[spec.paper_name] = pd.DataFrame({
+            "path": rows["path"].to_numpy(), "label": rows["label"].to_numpy(),
+            "probability": probabilities, "predicted": metrics.labels_from_probabilities(probabilities),
+        })
+    return predictions
+
+
+def intervals_side_by_side(small: pd.DataFrame, large: pd.DataFrame) -> pd.DataFrame:
+    """Metrics on the run's test set beside the extended test set, with interval widths."""
+    def label(table):
+        return [f"{v:.3f} [{lo:.3f}, {hi:.3f}]" for v, lo, hi in zip(table["value"], table["low"], table["high"])]
+
+    merged = small.assign(text=label(small), width=small["high"] - small["low"]).merge(
+        large.assign(text=label(large), width=large["high"] - large["low"]),
+        on=["model", "metric"], suffixes=(" (test)", " (extended)"),
+    )
+    return merged[["model", "metric", "n (test)", "text (test)", "width (test)", "n (extended)",
+                   "text (extended)", "width (extended)"]].round(3)
+
+
+def evaluate_extended(results_dir, max_images: int | None = None, seed: int = 0,
+                      image_size: int = config.PROTOCOL.image_size, cache_dir=None) -> dict:
+    """The trained models on the extended test set, with metrics, McNemar and intervals.
+
+    Reads the run's manifest and split, scores every saved model on ``extended_test_set``,
+    and writes confusion matrices, metrics, AUC and Brier score, and McNemar under
+    ``results_dir/extended/``. Returns rows (the images), predictions, metrics, mcnemar,
+    probability and the side-by-side table with the split's test set. Explained in
+    notebooks/06_evaluation.
+    """
+    from cxr_utils import data
+
+    results_dir = Path(results_dir)
+    rows = extended_test_set(data.read_manifest(results_dir / "manifest.csv"),
+                             data.read_manifest(results_dir / "split.csv"), max_images=max_images, seed=seed)
+    # Progress with the time left where it takes minutes (the full database: about 12,800 images).
+    predictions = predict_saved_models(results_dir, rows, image_size=image_size, cache_dir=cache_dir,
+                                       progress=len(rows) > 2000)
+    metrics_long, mcnemar = metrics_table(predictions, seed=seed), mcnemar_table(predictions)
+    probability = probability_table(predictions, seed=seed)
+    save(results_dir / Path(EXTENDED_DIR).parent, confusion_matrices(predictions), metrics_long, mcnemar, probability)
+    test_metrics = pd.read_csv(results_dir / EVALUATION_DIR / "metrics.csv")
+    return {"rows": rows, "predictions": predictions, "metrics": metrics_long, "mcnemar": mcnemar,
+            "probability": probability, "side_by_side": intervals_side_by_side(test_metrics, metrics_long)}

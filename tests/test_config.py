@@ -1,0 +1,139 @@
+"""One fact, one place: the protocol, the model registry and the reading of ``weights`` are read
+from cxr_utils.config by everything that needs them, and a fourth model is one registry entry."""
+
+import dataclasses
+
+import keras
+import pandas as pd
+import papermill
+import pytest
+
+from cxr_utils import chapters, comparison, config, data, evaluation, models, paper, report, run, summaries, training
+from cxr_utils.config import PROTOCOL
+
+ROOT = run.REPO_ROOT
+
+
+def test_protocol_is_the_papers():
+    assert (PROTOCOL.n_per_class, PROTOCOL.epochs, PROTOCOL.batch_size, PROTOCOL.image_size) == (500, 15, 32, 224)
+    assert PROTOCOL.learning_rate == 1e-3 and PROTOCOL.weights == "imagenet"
+    assert PROTOCOL.split_sizes() == {"train": 800, "val": 100, "test": 100}  # the paper's 100 test images
+    assert report.PAPER_TEST_IMAGES == PROTOCOL.split_sizes()["test"]
+
+
+def test_every_default_reads_the_protocol():
+    assert dataclasses.asdict(training.TrainingConfig())["epochs"] == PROTOCOL.epochs
+    defaults = training.TrainingConfig()
+    assert (defaults.batch_size, defaults.learning_rate, defaults.seed) == (
+        PROTOCOL.batch_size, PROTOCOL.learning_rate, PROTOCOL.seed)
+    paper_profile = run.PROFILES["paper"]
+    for name in ("n_per_class", "epochs", "batch_size", "seed", "weights", "image_size"):
+        assert paper_profile[name] == getattr(PROTOCOL, name), name
+    assert models.INPUT_SHAPE == (PROTOCOL.image_size, PROTOCOL.image_size, 3)
+
+
+def test_command_line_defaults_are_the_protocol():
+    defaults = vars(training.command_line().parse_args([]))
+    for name in ("n_per_class", "epochs", "batch_size", "seed", "weights"):
+        assert defaults[name] == getattr(PROTOCOL, name), name
+    assert vars(training.command_line().parse_args(["--weights", "None"]))["weights"] is None
+    with pytest.raises(SystemExit):  # only models of the registry
+        training.command_line().parse_args(["--model", "vgg16"])
+
+
+@pytest.mark.parametrize("name", run.series())
+def test_notebook_parameter_defaults_are_the_protocol(name):
+    """Each notebook's parameters cell, opened alone (Colab), runs the paper's protocol."""
+    declared = papermill.inspect_notebook(str(run.NOTEBOOKS_DIR / f"{name}.ipynb"))
+    assert set(declared) <= set(config.NOTEBOOK_PARAMETERS), set(declared) - set(config.NOTEBOOK_PARAMETERS)
+    for parameter, spec in declared.items():
+        if hasattr(PROTOCOL, parameter):
+            assert eval(spec["default"]) == getattr(PROTOCOL, parameter), (name, parameter)
+
+
+@pytest.mark.parametrize("name", run.series())
+def test_install_cell_is_generated_from_the_config(name):
+    notebook = (run.NOTEBOOKS_DIR / f"{name}.ipynb").read_text()
+    import json
+
+    first_code = next(c for c in json.loads(notebook)["cells"] if c["cell_type"] == "code")
+    assert "".join(first_code["source"]) == run.install_cell_source()
+
+
+def test_registry_names_every_model_once_in_the_papers_order():
+    assert list(config.REGISTRY) == ["resnet50", "lstm", "resnet50_lstm"]
+    assert [spec.paper_name for spec in config.REGISTRY.values()] == list(paper.table6().index)
+    assert [spec.has_backbone for spec in config.REGISTRY.values()] == [True, False, True]
+    assert config.model_spec("ResNet50-LSTM") is config.REGISTRY["resnet50_lstm"]
+    with pytest.raises(ValueError, match="unknown model 'vgg16'.*'resnet50'"):
+        config.model_spec("vgg16")
+    for spec in config.REGISTRY.values():
+        assert (run.NOTEBOOKS_DIR / f"{spec.chapter}.ipynb").is_file()
+
+
+@pytest.mark.parametrize("value, kind", [
+    ("imagenet", "imagenet"), (None, "scratch"), ("None", "scratch"), ("scratch", "scratch"),
+    ("weights/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5", "file"),
+])
+def test_one_reading_of_weights(value, kind):
+    assert config.weights_kind(value) == kind
+    assert config.is_paper_setting(value) == (kind != "scratch")
+    label = config.weights_label(value)
+    assert ("scratch" in label) == (kind == "scratch") and ("ImageNet" in label) == (kind != "scratch")
+
+
+def test_weights_read_the_same_by_every_reader():
+    local_file = "/data/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    assert run.profile_parameters("paper", overrides={"weights": "scratch"})["weights"] is None
+    assert run.profile_parameters("paper", overrides={"weights": local_file})["weights"] == local_file
+    assert "Trained from scratch" in summaries.settings_markdown({"weights": None})
+    assert "Trained from scratch" not in summaries.settings_markdown({"weights": local_file})
+    with pytest.raises(ValueError, match="weights must be"):
+        config.parse_weights(3)
+
+
+def _toy_builder(input_shape=(224, 224, 3), dropout=0.0):
+    images = keras.Input(input_shape, name="images")
+    x = keras.layers.GlobalAveragePooling2D(name="mean_grey")(images)
+    return keras.Model(images, keras.layers.Dense(1, activation="sigmoid", name="p_covid")(x), name="toy")
+
+
+@pytest.fixture
+def with_toy_model(monkeypatch):
+    registry = dict(config.REGISTRY)
+    registry["toy"] = config.ModelSpec("toy", "Toy", _toy_builder, has_backbone=False, chapter="05b_toy")
+    monkeypatch.setattr(config, "REGISTRY", registry)
+    for module in (evaluation, run):
+        monkeypatch.setattr(module, "REGISTRY", registry)
+    return registry
+
+
+@pytest.mark.slow
+def test_a_fourth_model_is_one_registry_entry(with_toy_model, real_manifest, tmp_path):
+    """Built, trained, evaluated, compared and required like the paper's three, from one entry."""
+    assert run.series()[:6] == ("01_data_collection", "02_preprocessing", "03_resnet50", "04_lstm",
+                                "05_resnet50_lstm", "05b_toy")
+    assert models.build_model("toy", weights=None).name == "toy"  # backbone options dropped
+
+    split = data.split_dataset(data.sample_balanced(real_manifest, n_per_class=10, seed=1), seed=1)
+    settings = training.TrainingConfig(epochs=1, batch_size=8, seed=1, progress=False)
+    for model_id in config.REGISTRY:
+        training.run_experiment(model_id, split, tmp_path, settings, model_options={"weights": None},
+                                image_size=32)
+    chapters.require_trained_models(tmp_path)
+
+    predictions = evaluation.load_predictions(tmp_path)
+    assert list(predictions) == ["ResNet50", "LSTM", "ResNet50-LSTM", "Toy"]
+    metrics_long = evaluation.metrics_table(predictions)
+    mcnemar = evaluation.mcnemar_table(predictions)
+    evaluation.save(tmp_path, evaluation.confusion_matrices(predictions), metrics_long, mcnemar)
+    assert set(metrics_long["model"]) >= {"Toy"} and len(mcnemar) == 6
+    compared = comparison.compare_with_paper(tmp_path)
+    assert "Toy" in compared["table2"].index and compared["table2"].loc["Toy", ("paper", "val_loss")] != 0
+    assert pd.isna(compared["table2"].loc["Toy", ("paper", "val_loss")])
+    assert "Toy" in compared["confusion"].index
+    assert "Toy" in comparison.training_findings(tmp_path).index
+
+    (tmp_path / "toy" / "predictions.csv").unlink()
+    with pytest.raises(chapters.MissingInputs, match="Toy .*notebooks/05b_toy.ipynb"):
+        chapters.require_trained_models(tmp_path)
