@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cxr_utils import chapters, config, data, run
+from cxr_utils import chapters, config, data, publish, run
 
 TINY = {"n_per_class": 10, "epochs": 1, "batch_size": 8, "image_size": 32, "weights": None,
         "extended_test_size": 10}
@@ -38,7 +38,7 @@ def test_launch_buttons_open_the_source_notebooks(book_copy):
     repository = settings["repository"]["url"].removeprefix("https://github.com/")
     colab = settings["launch_buttons"]["colab_url"].rstrip("/")
     blob = f"{colab}/github/{repository}/blob/{settings['repository']['branch']}"
-    html = run.build_book(book_copy())
+    html = publish.build_book(book_copy())
     for name in run.series():
         page = (html / "book" / "executed" / f"{name}.html").read_text()
         links = re.findall(r'href="(https://colab\.research\.google\.com/[^"]*)"', page)

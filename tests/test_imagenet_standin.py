@@ -13,7 +13,6 @@ import json
 import os
 import socket
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

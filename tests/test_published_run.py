@@ -7,13 +7,13 @@ import shutil
 
 import pytest
 
-from cxr_utils import run
+from cxr_utils import publish, run
 
 
 def test_published_run_matches_the_notebook_sources():
-    if not (run.BOOK_EXECUTED_DIR / "run.json").is_file():
+    if not (publish.BOOK_EXECUTED_DIR / "run.json").is_file():
         pytest.skip("no run published in book/executed/ yet (python -m cxr_utils.run --profile paper --book)")
-    assert run.drift() == []
+    assert publish.drift() == []
 
 
 def _fake_published_run(tmp_path):
@@ -31,13 +31,13 @@ def _fake_published_run(tmp_path):
 
 def test_drift_check_fails_when_a_notebooks_code_changes(tmp_path):
     notebooks, book = _fake_published_run(tmp_path)
-    assert run.drift(book, notebooks) == []
+    assert publish.drift(book, notebooks) == []
     path = notebooks / "05_resnet50_lstm.ipynb"
     notebook = json.loads(path.read_text())
     code = next(c for c in notebook["cells"] if c["cell_type"] == "code" and "run_experiment" in "".join(c["source"]))
     code["source"] = "".join(code["source"]).replace("cache_dir=cache_dir", "cache_dir=None")
     path.write_text(json.dumps(notebook))
-    problems = run.drift(book, notebooks)
+    problems = publish.drift(book, notebooks)
     assert len(problems) == 1 and problems[0].startswith("05_resnet50_lstm: its code changed")
 
 
@@ -47,21 +47,21 @@ def test_drift_check_ignores_prose_and_reports_missing_runs(tmp_path):
     notebook = json.loads(path.read_text())
     notebook["cells"][0]["source"] = "# A new title"
     path.write_text(json.dumps(notebook))
-    assert run.drift(book, notebooks) == []
+    assert publish.drift(book, notebooks) == []
     record = json.loads((book / "run.json").read_text())
     record["notebooks"]["07_comparison"]["status"] = "failed"
     (book / "run.json").write_text(json.dumps(record))
-    assert run.drift(book, notebooks) == ["07_comparison: not executed successfully in the published run"]
+    assert publish.drift(book, notebooks) == ["07_comparison: not executed successfully in the published run"]
     (book / "run.json").unlink()
-    assert "missing" in run.drift(book, notebooks)[0]
+    assert "missing" in publish.drift(book, notebooks)[0]
 
 
 def test_the_book_renders_the_published_run_without_retraining(book_copy):
-    if not (run.BOOK_EXECUTED_DIR / "run.json").is_file():
+    if not (publish.BOOK_EXECUTED_DIR / "run.json").is_file():
         pytest.skip("no run published in book/executed/ yet")
     root = book_copy()
-    html = run.build_book(root)
-    record = json.loads((run.BOOK_EXECUTED_DIR / "run.json").read_text())
+    html = publish.build_book(root)
+    record = json.loads((publish.BOOK_EXECUTED_DIR / "run.json").read_text())
     report = (html / "book" / "report.html").read_text()
     # The findings, claims and tables of the published run, and its figures, are on the page.
     for text in ("Ranking", "Selection optimism", "ResNet50-LSTM reaches 95% accuracy", "Table 7"):
@@ -82,7 +82,7 @@ def test_the_book_renders_the_published_run_without_retraining(book_copy):
 
 
 def test_published_tables_name_images_within_the_dataset(real_data):
-    tables = sorted((run.BOOK_EXECUTED_DIR / "results").rglob("*.csv"))
+    tables = sorted((publish.BOOK_EXECUTED_DIR / "results").rglob("*.csv"))
     if not tables:
         pytest.skip("no run published in book/executed/ yet")
     checked = 0
@@ -93,7 +93,7 @@ def test_published_tables_name_images_within_the_dataset(real_data):
             assert not os.path.isabs(row["path"]), f"{table}: absolute path {row['path']}"
             checked += 1
     assert checked
-    with (run.BOOK_EXECUTED_DIR / "results" / "manifest.csv").open(newline="") as handle:
+    with (publish.BOOK_EXECUTED_DIR / "results" / "manifest.csv").open(newline="") as handle:
         manifest = list(csv.DictReader(handle))
     assert all((real_data / row["path"]).is_file() for row in manifest)
 
@@ -108,7 +108,7 @@ def test_dataset_relative_paths_rewrites_only_the_path_column(tmp_path):
     (results / "model" / "predictions.csv").write_text(f"path,probability\n{covid},0.073815696\n/elsewhere/x.png,0.5\n")
     (results / "metrics.csv").write_text("model,value\nLSTM,0.61\n")
 
-    assert run.dataset_relative_paths(results) == str(data)
+    assert publish.dataset_relative_paths(results) == str(data)
     assert (results / "manifest.csv").read_text() == (
         'path,class,phash\nCOVID/images/COVID-1.png,COVID,1e5\n"Normal/images/Normal, 2.png",Normal,00ab\n')
     # Numbers keep their text; a path outside the dataset is left as it was.
@@ -116,5 +116,5 @@ def test_dataset_relative_paths_rewrites_only_the_path_column(tmp_path):
         "path,probability\nCOVID/images/COVID-1.png,0.073815696\n/elsewhere/x.png,0.5\n")
     assert (results / "metrics.csv").read_text() == "model,value\nLSTM,0.61\n"
     # Published once already: nothing to anchor on, nothing changes.
-    assert run.dataset_relative_paths(results) is None
+    assert publish.dataset_relative_paths(results) is None
     assert (results / "manifest.csv").read_text().startswith("path,class,phash\nCOVID/images/")

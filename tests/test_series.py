@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cxr_utils import comparison, config, extended_set, metrics, run
+from cxr_utils import comparison, config, extended_set, metrics, publish, run
 
 pytestmark = pytest.mark.slow
 
@@ -97,7 +97,7 @@ def test_extended_test_set_is_disjoint_from_the_run_and_its_duplicates(sample_ru
 def test_the_book_builds_with_every_page_and_figure(sample_run, book_copy, real_data):
     results, _ = sample_run
     root = book_copy(with_executed=False)
-    published = run.publish_to_book(results, root / "book" / "executed")
+    published = publish.publish_to_book(results, root / "book" / "executed")
     for name in ("resnet50", "lstm", "resnet50_lstm"):
         for table in ("history.csv", "predictions.csv", "metrics.json"):
             assert (published / "results" / name / table).is_file(), (name, table)
@@ -110,7 +110,7 @@ def test_the_book_builds_with_every_page_and_figure(sample_run, book_copy, real_
         assert [str(Path(real_data).resolve() / p) for p in portable["path"]] == [str(Path(p)) for p in original["path"]]
         assert portable.drop(columns="path").equals(original.drop(columns="path"))
     assert "**Ranking** on the extended test set" in (published / "findings.md").read_text()
-    html = run.build_book(root)
+    html = publish.build_book(root)
     pages = ["book/intro", "book/paper", "book/method", "book/report", "book/reproducibility"]
     pages += [f"book/executed/{name}" for name in run.series()]
     for page in pages:
