@@ -16,6 +16,11 @@ Submodules (imported on use, so ``import cxr_utils`` is cheap and never touches 
 - ``cxr_utils.chapters``: what each chapter needs from the ones before it, rebuilt when missing.
 - ``cxr_utils.run``: executes the notebook series with papermill and publishes it to the book.
 - ``cxr_utils.atomic``: writing files so that a crash never leaves half a file.
+- ``cxr_utils.callbacks``, ``features``, ``extended_set``, ``comparison``, ``summaries``,
+  ``publish``: the protocol's callbacks, the shared backbone pass, the extended test set, the
+  paper beside the run, the book's texts, publishing a run into the book.
+- ``cxr_utils.study``: ``python -m cxr_utils.study seeds``: the protocol over several seeds,
+  resumable, with a summary.
 """
 
 import importlib
@@ -24,7 +29,8 @@ __version__ = "0.1.0"
 
 _SUBMODULES = (
     "config", "data", "models", "training", "metrics", "paper", "plots", "runtime", "evaluation",
-    "report", "chapters", "run", "atomic",
+    "report", "chapters", "run", "atomic", "callbacks", "features", "extended_set", "comparison",
+    "summaries", "publish", "study",
 )
 
 

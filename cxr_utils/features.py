@@ -3,8 +3,8 @@
 With pretrained weights the backbone is frozen, so ResNet50 (chapter 3), the hybrid (chapter 5)
 and the extended test set (chapter 6) all need the same thing from each image: its 7x7x2048
 feature map (ResNet50's head averages it; the hybrid's reads it as 49 steps). It is computed
-once per image and stored under a key of the weights, the input scaling, the image size and the
-preprocessing version, one file per image named by the image's SHA-256, so any set of images
+once per image and stored under a key of the weights, the input scaling, the image size, the
+preprocessing version and the dtype policy, one file per image named by its SHA-256, so any set of images
 reuses what an earlier chapter computed. Chunks of images stream through the backbone, so
 memory stays bounded whatever the number of images. From scratch nothing is cached: those
 weights train. Explained in notebooks/05_resnet50_lstm, which reuses chapter 3's pass.
@@ -42,9 +42,13 @@ def backbone_identity(weights, input_scaling: str = "paper") -> str | None:
 
 
 def _cache_folder(cache_dir, identity: str, image_size: int) -> Path:
+    import keras
+
     from cxr_utils.data.decode import PREPROCESSING_VERSION
 
-    payload = json.dumps({"backbone": identity, "size": int(image_size), "preprocessing": PREPROCESSING_VERSION})
+    # The dtype policy too: features computed under mixed precision are not float32's.
+    payload = json.dumps({"backbone": identity, "size": int(image_size), "preprocessing": PREPROCESSING_VERSION,
+                          "dtype_policy": keras.mixed_precision.global_policy().name})
     return Path(cache_dir) / FEATURES_FOLDER / hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

@@ -22,6 +22,10 @@ LONG_COLUMNS = ("model", "metric", "value")
 METRIC_ORDER = list(METRICS)
 SOURCES = ["Paper", "This run"]
 DPI = 120
+# The book shows a figure at the width of its content column, about 7 inches at 1280 px: a wider
+# figure is scaled down, and its text with it. Every text must stay at least MIN_POINTS there.
+PAGE_WIDTH_IN = 7.0
+MIN_POINTS = 9
 FONT_SIZE = 10  # every text of the ROC and reliability figures: at least 9 pt, readable in the book
 PREDICTION_COLUMNS = ("label", "probability")
 
@@ -36,7 +40,32 @@ def _require(table, columns, what: str) -> None:
     )
 
 
+def _legible(figure) -> None:
+    """Raise every text of ``figure`` to at least MIN_POINTS as shown at the book's page width."""
+    import matplotlib.text
+
+    floor = MIN_POINTS / min(1.0, PAGE_WIDTH_IN / figure.get_figwidth())
+    for ax in figure.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            labels = axis.get_ticklabels()
+            if labels and min(label.get_fontsize() for label in labels) < floor:
+                ax.tick_params(axis="x" if axis is ax.xaxis else "y", labelsize=floor)
+    for text in figure.findobj(matplotlib.text.Text):
+        if text.get_text() and text.get_fontsize() < floor:
+            text.set_fontsize(floor)
+
+
+def smallest_shown_points(figure) -> float:
+    """The smallest text of ``figure`` in points as the book shows it (scaled to the page width)."""
+    import matplotlib.text
+
+    figure.canvas.draw()
+    sizes = [t.get_fontsize() for t in figure.findobj(matplotlib.text.Text) if t.get_text() and t.get_visible()]
+    return min(sizes) * min(1.0, PAGE_WIDTH_IN / figure.get_figwidth())
+
+
 def _finish(figure, path):
+    _legible(figure)
     if path is not None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -53,7 +82,7 @@ def plot_image_grid(manifest: pd.DataFrame, per_class: int = 6, seed: int = 0, p
     from cxr_utils import data  # imported here: reading images needs Pillow, plots otherwise don't
 
     _require(manifest, ("path", "class"), "manifest")
-    figure, axes = plt.subplots(len(PAPER_ORDER), per_class, figsize=(1.9 * per_class, 4.2), squeeze=False)
+    figure, axes = plt.subplots(len(PAPER_ORDER), per_class, figsize=(1.25 * per_class, 3.4), squeeze=False)
     for row, name in enumerate(PAPER_ORDER):
         rows = manifest[manifest["class"] == name]
         chosen = rows.sample(n=min(per_class, len(rows)), random_state=seed)
@@ -62,7 +91,7 @@ def plot_image_grid(manifest: pd.DataFrame, per_class: int = 6, seed: int = 0, p
             if col < len(chosen):
                 image_path = chosen["path"].iloc[col]
                 ax.imshow(data.decode_grayscale(image_path), cmap="gray")
-                ax.set_title(f"{name}\n{Path(image_path).name}", fontsize=8)
+                ax.set_title(f"{name}\n{Path(image_path).name}", fontsize=MIN_POINTS)
     return _finish(figure, path)
 
 
@@ -72,7 +101,7 @@ def plot_preprocessing_steps(steps: dict, path=None):
     """
     if not steps:
         raise ValueError("steps is empty; pass the dict that data.preprocessing_steps returns")
-    figure, axes = plt.subplots(1, len(steps), figsize=(3 * len(steps), 3.4), squeeze=False)
+    figure, axes = plt.subplots(1, len(steps), figsize=(1.45 * len(steps), 2.8), squeeze=False)
     for ax, (name, array) in zip(axes[0], steps.items()):
         array = np.asarray(array)
         if array.ndim == 3 and array.shape[-1] in (3, 4):
@@ -80,7 +109,7 @@ def plot_preprocessing_steps(steps: dict, path=None):
         else:
             ax.imshow(array[..., 0] if array.ndim == 3 else array, cmap="gray")
         ax.set_title(f"{name}\n{array.shape} {array.dtype}\n[{array.min():.3g}, {array.max():.3g}]",
-                     fontsize=8)
+                     fontsize=MIN_POINTS)
         ax.axis("off")
     return _finish(figure, path)
 
@@ -131,7 +160,7 @@ def plot_training_curves(history: pd.DataFrame, title: str, path=None):
     Explained in notebooks/03_resnet50.
     """
     _require(history, HISTORY_COLUMNS, "history")
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4.4), layout="constrained")
+    figure, axes = plt.subplots(1, 2, figsize=(PAGE_WIDTH_IN, 3.9), layout="constrained")
     best = None
     if "is_best" in history.columns and history["is_best"].astype(bool).any():
         best = history.loc[history["is_best"].astype(bool), "epoch"].iloc[0]
@@ -147,7 +176,7 @@ def plot_training_curves(history: pd.DataFrame, title: str, path=None):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(label + (" (log scale)" if metric == "loss" else ""))
         ax.set_title(f"{title}: {label.lower()}")
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2, fontsize=9, frameon=False)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1, fontsize=MIN_POINTS, frameon=False)
     axes[0].set_yscale("log")
     axes[1].set_ylim(0, 1.02)
     return _finish(figure, path)
@@ -212,9 +241,10 @@ def plot_paper_vs_ours(ours: pd.DataFrame, paper: pd.DataFrame, path=None, title
     combined = pd.concat([paper.assign(source=SOURCES[0]), ours.assign(source=SOURCES[1])],
                          ignore_index=True)
     models = list(dict.fromkeys([*paper["model"], *ours["model"]]))
-    figure, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.8), sharey=True,
+    # One model per row, at the page's width: three side by side would shrink every label.
+    figure, axes = plt.subplots(len(models), 1, figsize=(PAGE_WIDTH_IN, 2.2 * len(models)), sharex=True,
                                 squeeze=False, layout="constrained")
-    for ax, model in zip(axes[0], models):
+    for ax, model in zip(axes[:, 0], models):
         part = combined[combined["model"] == model]
         sns.barplot(data=part, x="metric", y="value", hue="source", order=METRIC_ORDER,
                     hue_order=SOURCES, errorbar=None, ax=ax)
@@ -232,7 +262,7 @@ def plot_paper_vs_ours(ours: pd.DataFrame, paper: pd.DataFrame, path=None, title
         ax.set_title(model)
         ax.set_ylim(0, 1.05)
         ax.set_xlabel("")
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0, fontsize=MIN_POINTS, frameon=False)
     figure.suptitle(title)
     return _finish(figure, path)
 

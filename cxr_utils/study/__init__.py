@@ -1,0 +1,44 @@
+"""Several seeds of the whole comparison: how much of each number and verdict is one seed's luck.
+
+    python -m cxr_utils.study seeds --seeds 5 [--profile paper] [--data-dir DIR]
+        [--out results/study/seeds] [-p NAME=VALUE ...] [--mixed-precision auto|on|off|bfloat16]
+    python -m cxr_utils.study seeds --seed-list 42,7,1000 --data-dir DIR
+    python -m cxr_utils.study summarise results/study/seeds
+
+``seeds`` runs the first N seeds of 42, 43, 44, ... (the protocol's seed first; ``--seed-list``
+names them instead). A seed sets the balanced sample, the train/val/test split and the initial
+weights. The parameters are the profile's (``run.PROFILES``, "paper" by default: the paper's
+protocol, ImageNet weights) with ``-p`` overrides, as ``python -m cxr_utils.run`` takes them.
+Each seed gets a folder laid out like a notebook run's results folder::
+
+    OUT/study.json            settings, versions, hardware, wall time of every model and session
+    OUT/manifest.csv          the dataset listing, indexed once and copied into each seed folder
+    OUT/seed-42/              sample.csv, split.csv, <model>/ (no weights kept: save_model=False),
+                              evaluation/ (metrics, McNemar, verdicts.csv) and report.md
+    OUT/summary_metrics.csv   per model and metric: mean, std, min, max over the seeds
+    OUT/summary_verdicts.csv  per claim: how many seeds give each outcome
+    OUT/summary.md            both as Markdown tables
+
+The command resumes: a model whose folder is complete (metrics.json) is not trained again, a
+seed whose verdicts are newer than its models is skipped, and a run cut short (Ctrl-C, a lost
+machine) goes on where it stopped when the same command runs again. It refuses a folder made
+with other parameters or another dtype policy (compared with study.json). After each model it
+prints the seed, the model, its wall time and the time left (the mean time of each model so far,
+times the models left). ``--mixed-precision``: "auto" (mixed float16 on a GPU, float32 on a CPU),
+"on", "off" or "bfloat16" (``runtime.use_mixed_precision``); a mixed policy keeps its backbone
+features in a cache folder of its own. The study calls only the package's Keras 3 code (nothing
+TensorFlow-specific), so it runs under KERAS_BACKEND=jax or torch as under TensorFlow.
+"""
+
+from cxr_utils.study.cli import command_line, main
+from cxr_utils.study.seeds import (
+    DEFAULT_OUT, STUDY_RECORD, SUMMARY_FILES, SUMMARY_METRICS, StudyError, duration_text, run_seeds,
+    seed_complete, seed_dir, seed_list, study_parameters, time_left,
+)
+from cxr_utils.study.summary import metric_summary, summarise, summary_markdown, verdict_summary
+
+__all__ = [
+    "DEFAULT_OUT", "STUDY_RECORD", "SUMMARY_FILES", "SUMMARY_METRICS", "StudyError", "command_line",
+    "duration_text", "main", "metric_summary", "run_seeds", "seed_complete", "seed_dir", "seed_list",
+    "study_parameters", "summarise", "summary_markdown", "time_left", "verdict_summary",
+]

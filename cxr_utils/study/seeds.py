@@ -1,0 +1,353 @@
+"""Running the seeds of a study: settings, one folder per seed, progress, resuming. See
+``cxr_utils.study``."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+
+from cxr_utils import config
+from cxr_utils.atomic import atomic_write
+from cxr_utils.config import PROTOCOL, REGISTRY
+DEFAULT_OUT = Path("results") / "study" / "seeds"  # below the current folder
+STUDY_RECORD = "study.json"
+SEED_PREFIX = "seed-"
+# The parameters a study's results depend on: resuming with any of them changed is refused.
+COMPARED = ("profile", "n_per_class", "epochs", "batch_size", "weights", "image_size", "dtype_policy", "models")
+# Profile parameters a study sets otherwise (seeds, folders, profile) or does not use.
+NOT_PARAMETERS = {
+    "seed": "the seeds are set with --seeds N or --seed-list",
+    "results_dir": "the study's folder is set with --out",
+    "data_dir": "the dataset folder is set with --data-dir",
+    "profile": "the profile is set with --profile",
+    "extended_test_size": "the study tests on each split's test images only",
+}
+UNUSED = ("seed", "results_dir", "extended_test_size")  # dropped from a study's parameters
+MIXED_PRECISION = {"auto": "auto", "on": True, "off": False, "bfloat16": "bfloat16"}
+# The summary's metrics, in this order: Table 6's four (evaluation/metrics.csv), then AUC and
+# Brier score (evaluation/probability_metrics.csv).
+SUMMARY_METRICS = (*config.METRICS, "auc", "brier")
+SUMMARY_FILES = ("summary_metrics.csv", "summary_verdicts.csv", "summary.md")
+
+
+class StudyError(RuntimeError):
+    """The study cannot go on as asked (another study's folder, bad settings); the message says why
+    and what to do."""
+
+
+# -- settings -------------------------------------------------------------------------------------
+
+
+def seed_list(n: int | None = None, listed: str | list | None = None) -> list[int]:
+    """The study's seeds: the first ``n`` of PROTOCOL.seed, PROTOCOL.seed + 1, ..., or ``listed``
+    ("42,7,1000" or a list of integers)."""
+    if listed is not None:
+        items = listed.split(",") if isinstance(listed, str) else list(listed)
+        try:
+            seeds = [int(str(item).strip()) for item in items if str(item).strip()]
+        except ValueError:
+            raise ValueError(f"--seed-list takes integers separated by commas, e.g. 42,7,1000, "
+                             f"not {listed!r}") from None
+        if not seeds:
+            raise ValueError("--seed-list names no seed")
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"--seed-list names a seed twice: {listed!r}")
+        if any(seed < 0 for seed in seeds):
+            raise ValueError(f"seeds must be 0 or more: {listed!r}")
+        return seeds
+    n = 5 if n is None else n
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"--seeds must be a positive integer, not {n!r}")
+    return [PROTOCOL.seed + k for k in range(n)]
+
+
+def study_parameters(profile: str = "paper", overrides: dict | None = None, data_dir=None) -> dict:
+    """The profile's parameters (``run.profile_parameters``) with ``overrides``, checked, without
+    the ones a study sets otherwise (``NOT_PARAMETERS``)."""
+    from cxr_utils import run
+
+    if profile not in run.PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(run.PROFILES)}")
+    overrides = dict(overrides or {})
+    known = sorted({*run.PROFILES[profile], "cache_dir"} - set(NOT_PARAMETERS))
+    for name in overrides:
+        if name in NOT_PARAMETERS:
+            raise ValueError(f"-p {name}: not a study parameter ({NOT_PARAMETERS[name]})")
+        if name not in known:
+            raise ValueError(f"-p {name}: unknown parameter; a study takes {', '.join(known)}")
+    parameters = run.profile_parameters(profile, data_dir, None, overrides)
+    for name in UNUSED:
+        parameters.pop(name, None)
+    for name in ("n_per_class", "epochs", "batch_size", "image_size"):
+        value = parameters[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, not {value!r}")
+    if config.weights_kind(parameters["weights"]) == "file":
+        path = Path(parameters["weights"]).expanduser().resolve()
+        if not path.is_file():
+            raise ValueError(f"weights file {path} does not exist; give the path of a local copy of "
+                             "the ImageNet weights, 'imagenet' or None")
+        parameters["weights"] = str(path)
+    if parameters.get("cache_dir") is not None:
+        parameters["cache_dir"] = str(Path(parameters["cache_dir"]).expanduser().resolve())
+    return parameters
+
+
+def _compared(settings: dict) -> dict:
+    return {name: settings.get(name) for name in COMPARED}
+
+
+def _check_same_study(record: dict, settings: dict, study_dir: Path) -> None:
+    made, wanted = _compared(record.get("settings", {})), _compared(settings)
+    differ = [name for name in COMPARED if made[name] != wanted[name]]
+    if differ:
+        made_text = ", ".join(f"{name}={made[name]!r}" for name in differ)
+        wanted_text = ", ".join(f"{name}={wanted[name]!r}" for name in differ)
+        from cxr_utils.study.summary import _seed_folders  # the summary module reads seed folders too
+
+        trained = any(model_complete(folder / model_id) for _, folder in _seed_folders(study_dir, record)
+                      for model_id in REGISTRY)
+        raise StudyError(
+            f"{study_dir} holds a study made with {made_text} ({STUDY_RECORD}), but this command asks for "
+            f"{wanted_text}: give the same settings to resume it, or --out a new folder for this study"
+            + ("." if trained else " (no model is trained in it yet: deleting the folder loses nothing).")
+        )
+
+
+# -- one seed's folder ----------------------------------------------------------------------------
+
+
+def seed_dir(study_dir, seed: int) -> Path:
+    return Path(study_dir) / f"{SEED_PREFIX}{seed}"
+
+
+def model_complete(folder) -> bool:
+    """A model's folder is complete when it holds metrics.json: ``run_experiment`` moves the whole
+    folder into place only after every file is written."""
+    return (Path(folder) / "metrics.json").is_file()
+
+
+def _evaluation_files(folder: Path) -> list[Path]:
+    from cxr_utils.evaluation import EVALUATION_DIR
+
+    return [folder / EVALUATION_DIR / name for name in ("metrics.csv", "probability_metrics.csv", "verdicts.csv")]
+
+
+def evaluated(folder) -> bool:
+    """The seed's evaluation and verdicts exist (what ``summarise`` reads)."""
+    return all(path.is_file() for path in _evaluation_files(Path(folder)))
+
+
+def seed_complete(folder) -> bool:
+    """Every model trained and the verdicts written after the last of them."""
+    folder = Path(folder)
+    models = [folder / model_id / "metrics.json" for model_id in REGISTRY]
+    if not evaluated(folder) or not all(path.is_file() for path in models):
+        return False
+    judged = min(path.stat().st_mtime for path in _evaluation_files(folder))
+    return judged >= max(path.stat().st_mtime for path in models)
+
+
+def _check_model_folder(folder: Path, spec, parameters: dict, seed: int) -> None:
+    """Refuse a complete model folder trained with other settings than this study's."""
+    try:
+        settings = json.loads((folder / "run.json").read_text())["settings"]
+    except (OSError, ValueError, KeyError):
+        raise StudyError(f"{folder} has metrics.json but no readable run.json: delete the folder to retrain "
+                         "the model") from None
+    training = settings.get("training", {})
+    made = {"epochs": training.get("epochs"), "batch_size": training.get("batch_size"),
+            "seed": training.get("seed"), "image_size": settings.get("image_size")}
+    wanted = {"epochs": parameters["epochs"], "batch_size": parameters["batch_size"], "seed": seed,
+              "image_size": parameters["image_size"]}
+    if spec.has_backbone:
+        made["weights"] = settings.get("model_options", {}).get("weights", PROTOCOL.weights)
+        wanted["weights"] = parameters["weights"]
+    differ = [name for name in wanted if made[name] != wanted[name]]
+    if differ:
+        raise StudyError(
+            f"{folder} was trained with {', '.join(f'{n}={made[n]!r}' for n in differ)}, but this study asks "
+            f"for {', '.join(f'{n}={wanted[n]!r}' for n in differ)}: delete the folder to retrain the model."
+        )
+
+
+def _copy_manifest(study_dir: Path, folder: Path, data_dir, log) -> None:
+    """The study's manifest.csv (indexed once, here) copied into a seed's folder, where
+    ``chapters.sample`` reads it."""
+    from cxr_utils import chapters
+
+    target = folder / "manifest.csv"
+    if target.is_file():
+        return
+    if not (study_dir / "manifest.csv").is_file():
+        chapters.manifest(study_dir, data_dir, log)  # indexes the dataset
+    atomic_write(target, lambda temporary: shutil.copyfile(study_dir / "manifest.csv", temporary))
+
+
+# -- progress -------------------------------------------------------------------------------------
+
+
+def duration_text(seconds: float) -> str:
+    """12 s, 3 min 20 s, 2 h 05 min."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def time_left(durations: dict[str, list[float]], pending: list[str]) -> str:
+    """The time the ``pending`` model ids should take: for each, the mean wall time of the same
+    model so far (``durations``, model id -> seconds)."""
+    if not pending:
+        return "nothing left"
+    known = [sum(durations[m]) / len(durations[m]) for m in pending if durations.get(m)]
+    order = {model_id: k for k, model_id in enumerate(REGISTRY)}
+    unknown = sorted({m for m in pending if not durations.get(m)}, key=lambda m: order.get(m, len(order)))
+    if unknown and not known:
+        return f"time left unknown until {', '.join(unknown)} {'has' if len(unknown) == 1 else 'have'} run once"
+    if unknown:
+        return f"more than {duration_text(sum(known))} left ({', '.join(unknown)} not timed yet)"
+    return f"about {duration_text(sum(known))} left"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+# -- the study ------------------------------------------------------------------------------------
+
+
+def run_seeds(study_dir, seeds: list[int], parameters: dict, mixed_precision: bool | str = "auto",
+              log=print, progress: bool | None = None) -> dict:
+    """Train and evaluate every model of ``config.REGISTRY`` once per seed, resuming what a
+    previous run left; returns the study record (study.json). ``parameters``: as
+    ``study_parameters`` returns them. Summarises at the end (``summarise``)."""
+    import keras
+
+    from cxr_utils import chapters, comparison, evaluation, runtime, training
+
+    study_dir = Path(study_dir).expanduser().resolve()
+    session_start = time.perf_counter()
+    runtime.use_mixed_precision(mixed_precision)  # ValueError for a setting it does not know
+    policy = keras.mixed_precision.global_policy().name
+    settings = {
+        "study": "seeds",
+        **{name: parameters[name] for name in COMPARED if name in parameters},
+        "dtype_policy": policy,
+        "mixed_precision": mixed_precision,
+        "models": list(REGISTRY),
+    }
+    record_path = study_dir / STUDY_RECORD
+    if record_path.is_file():
+        try:
+            record = json.loads(record_path.read_text())
+        except ValueError:
+            raise StudyError(f"{record_path} is not readable JSON: repair or delete it, "
+                             "or --out a new folder") from None
+        _check_same_study(record, settings, study_dir)
+    else:
+        if study_dir.is_dir() and any(p.name.startswith(SEED_PREFIX) for p in study_dir.iterdir()):
+            raise StudyError(f"{study_dir} holds seed folders but no {STUDY_RECORD}, so its settings are unknown: "
+                             "--out a new folder for this study.")
+        record = {"started_utc": _now(), "runs": {}, "sessions": []}
+    known_seeds = [int(s) for s in record.get("settings", {}).get("seeds", [])]
+    settings["seeds"] = known_seeds + [s for s in seeds if s not in known_seeds]
+    runs = record.setdefault("runs", {})
+    session = {"started_utc": _now(), "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+               "seeds": list(seeds), "keras_backend": runtime.backend(), "dtype_policy": policy,
+               "accelerator": (runtime.gpu_names() or ["CPU only"])[0], "trained": [], "wall_time_s": 0.0}
+    sessions = record.setdefault("sessions", [])
+    sessions.append(session)
+
+    def save():
+        session["wall_time_s"] = round(time.perf_counter() - session_start, 1)
+        total = sum(entry.get("wall_time_s", 0.0) for entry in sessions)
+        written = runtime.run_record(settings, total, study="seeds", started_utc=record["started_utc"],
+                                     runs=runs, evaluated=record.get("evaluated", {}), sessions=sessions)
+        written["updated_utc"] = written.pop("created_utc")
+        runtime.write_json(written, record_path)
+        return written
+
+    data_dir, cache_dir = parameters.get("data_dir"), parameters.get("cache_dir")
+    pending = [(seed, spec.id) for seed in seeds for spec in REGISTRY.values()
+               if not model_complete(seed_dir(study_dir, seed) / spec.id)]
+    durations: dict[str, list[float]] = {}
+    for seed_runs in runs.values():
+        for model_id, entry in seed_runs.items():
+            if entry.get("dtype_policy", policy) == policy and entry.get("wall_time_s") is not None:
+                durations.setdefault(model_id, []).append(entry["wall_time_s"])
+    log(f"Study in {study_dir}: seeds {', '.join(map(str, seeds))}; profile {parameters['profile']}, "
+        f"{config.weights_label(parameters['weights'])}, {parameters['n_per_class']} images per class, "
+        f"{_count(parameters['epochs'], 'epoch')}, {runtime.backend()}, {policy}; "
+        f"{_count(len(pending), 'model')} to train.")
+    study_dir.mkdir(parents=True, exist_ok=True)
+    if not all(seed_complete(seed_dir(study_dir, seed)) for seed in seeds):
+        # The dataset, indexed once for every seed; a missing dataset stops here, before any record.
+        chapters.manifest(study_dir, data_dir, log)
+    written = save()
+    if cache_dir is not None and policy != "float32":
+        # The features cache is keyed by weights, size and preprocessing, not by dtype policy:
+        # mixed-precision features get a cache of their own, never mixed with float32 ones.
+        cache_dir = str(Path(cache_dir) / policy)
+    progress = sys.stderr.isatty() if progress is None else progress
+
+    try:
+        for index, seed in enumerate(seeds, 1):
+            folder = seed_dir(study_dir, seed)
+            where = f"seed {seed} ({index}/{len(seeds)})"
+            if seed_complete(folder):
+                log(f"{where}: complete, skipped.")
+                continue
+            folder.mkdir(parents=True, exist_ok=True)
+            _copy_manifest(study_dir, folder, data_dir, log)
+            split = chapters.split(folder, data_dir, n_per_class=parameters["n_per_class"], seed=seed, log=log)
+            for spec in REGISTRY.values():
+                model_folder = folder / spec.id
+                if model_complete(model_folder):
+                    _check_model_folder(model_folder, spec, parameters, seed)
+                    continue
+                start = time.perf_counter()
+                outcome = training.run_experiment(
+                    spec.id, split, folder,
+                    training.TrainingConfig(epochs=parameters["epochs"], batch_size=parameters["batch_size"],
+                                            seed=seed, mixed_precision=mixed_precision, progress=progress),
+                    model_options={"weights": parameters["weights"]} if spec.has_backbone else {},
+                    cache_dir=cache_dir, save_model=False, image_size=parameters["image_size"],
+                )
+                wall = time.perf_counter() - start
+                durations.setdefault(spec.id, []).append(wall)
+                pending.remove((seed, spec.id))
+                runs.setdefault(str(seed), {})[spec.id] = {
+                    "wall_time_s": round(wall, 1), "finished_utc": _now(),
+                    "best_epoch": int(outcome["result"].best_epoch),
+                    "test_accuracy": float(outcome["metrics"]["accuracy"]), "dtype_policy": policy,
+                    "keras_backend": runtime.backend(), "accelerator": session["accelerator"],
+                }
+                session["trained"].append(f"{seed}/{spec.id}")
+                written = save()
+                log(f"{where} {spec.paper_name}: {duration_text(wall)} (test accuracy "
+                    f"{outcome['metrics']['accuracy']:.2f}); {_count(len(pending), 'model')} to go: "
+                    f"{time_left(durations, [model_id for _, model_id in pending])}.")
+            evaluation.evaluate_test_set(folder, seed=seed)
+            verdicts = comparison.judge_claims(folder)
+            record.setdefault("evaluated", {})[str(seed)] = _now()
+            written = save()
+            log(f"{where}: verdicts " + ", ".join(f"{row.claim} {row.verdict}" for row in verdicts.itertuples()))
+    finally:
+        written = save()  # the session's wall time, also when it stops early
+    from cxr_utils.study.summary import summarise  # it imports this module's names
+
+    summary = summarise(study_dir)
+    log(f"Summary of {_count(len(summary['seeds']), 'seed')}: {study_dir / 'summary.md'}")
+    return written

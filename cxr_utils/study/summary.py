@@ -1,0 +1,178 @@
+"""A study's summary over its seeds: metrics (mean, std, range) and verdict counts per claim.
+See ``cxr_utils.study``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from cxr_utils import config
+from cxr_utils.atomic import atomic_write
+from cxr_utils.study.seeds import (
+    SEED_PREFIX, STUDY_RECORD, SUMMARY_FILES, SUMMARY_METRICS, StudyError, _count, evaluated,
+)
+
+
+# -- the summary ----------------------------------------------------------------------------------
+
+
+def _read_record(study_dir: Path) -> dict | None:
+    try:
+        return json.loads((Path(study_dir) / STUDY_RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _seed_folders(study_dir: Path, record: dict | None) -> list[tuple[int, Path]]:
+    """The study's seed folders: study.json's seeds in its order, then any other seed-N folder."""
+    found = {}
+    for path in Path(study_dir).glob(f"{SEED_PREFIX}*"):
+        number = path.name[len(SEED_PREFIX):]
+        if path.is_dir() and number.isdigit():
+            found[int(number)] = path
+    order = [int(s) for s in (record or {}).get("settings", {}).get("seeds", []) if int(s) in found]
+    order += sorted(set(found) - set(order))
+    return [(seed, found[seed]) for seed in order]
+
+
+def _seed_tables(seeds: list[tuple[int, Path]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Long tables over the seeds: (seed, model, metric, value) and (seed, claim, text, verdict, indicated)."""
+    from cxr_utils import report
+    from cxr_utils.evaluation import EVALUATION_DIR
+
+    metric_parts, verdict_parts = [], []
+    for seed, folder in seeds:
+        evaluation_dir = folder / EVALUATION_DIR
+        for name in ("metrics.csv", "probability_metrics.csv"):
+            table = pd.read_csv(evaluation_dir / name, usecols=["model", "metric", "value"])
+            metric_parts.append(table.assign(seed=seed))
+        verdicts = pd.read_csv(evaluation_dir / "verdicts.csv", dtype={"claim": str})
+        unknown = set(verdicts["verdict"]) - set(report.OUTCOMES)
+        if unknown:
+            raise StudyError(f"{evaluation_dir / 'verdicts.csv'} holds verdicts that are not outcomes of "
+                             f"report.OUTCOMES ({', '.join(sorted(unknown))}): evaluate the seed again "
+                             f"(delete {evaluation_dir} and rerun the study)")
+        verdicts["indicated"] = [report.indicated_verdict(verdict, reason)
+                                 for verdict, reason in zip(verdicts["verdict"], verdicts["reason"])]
+        verdict_parts.append(verdicts[["claim", "text", "verdict", "indicated"]].assign(seed=seed))
+    metrics = pd.concat(metric_parts, ignore_index=True)
+    metrics = metrics[metrics["metric"].isin(SUMMARY_METRICS)]
+    return metrics[["seed", "model", "metric", "value"]], pd.concat(verdict_parts, ignore_index=True)
+
+
+def metric_summary(per_seed: pd.DataFrame) -> pd.DataFrame:
+    """Per model and metric, over the seeds: mean, std (sample, ddof 1), min, max, n_seeds; models
+    in the paper's order, metrics in ``SUMMARY_METRICS``' order."""
+    table = (per_seed.groupby(["model", "metric"])["value"]
+             .agg(mean="mean", std="std", min="min", max="max", n_seeds="count").reset_index())
+    names = list(config.paper_names().values())
+    models = names + sorted(set(table["model"]) - set(names))
+    table["model"] = pd.Categorical(table["model"], models, ordered=True)
+    table["metric"] = pd.Categorical(table["metric"], SUMMARY_METRICS, ordered=True)
+    table = table.sort_values(["model", "metric"]).reset_index(drop=True)
+    table["model"], table["metric"] = table["model"].astype(str), table["metric"].astype(str)
+    return table
+
+
+def verdict_summary(per_seed: pd.DataFrame) -> pd.DataFrame:
+    """Per claim: how many seeds give each outcome of ``report.OUTCOMES``, n_seeds, and, for seeds
+    outside the paper's setting, the outcome their numbers alone would indicate
+    (``indicated_<outcome>``, ``report.indicated_verdict``); claims in the verdicts' order."""
+    from cxr_utils import report
+
+    claims = list(dict.fromkeys(per_seed["claim"]))
+    text = per_seed.drop_duplicates("claim").set_index("claim")["text"]
+    counts = pd.crosstab(per_seed["claim"], per_seed["verdict"]).reindex(index=claims, columns=list(report.OUTCOMES),
+                                                                         fill_value=0)
+    direct = [o for o in report.OUTCOMES if o != report.NOT_PAPER_SETTING]
+    indicated = pd.crosstab(per_seed["claim"], per_seed["indicated"]).reindex(index=claims, columns=direct,
+                                                                              fill_value=0)
+    table = counts.copy()
+    table.insert(0, "text", text.reindex(claims))
+    table["n_seeds"] = per_seed.groupby("claim")["seed"].nunique().reindex(claims)
+    for outcome in direct:
+        table[f"indicated_{outcome}"] = indicated[outcome]
+    table = table.rename_axis("claim").reset_index()
+    table.columns.name = None
+    return table
+
+
+def _number(value: float, metric: str) -> str:
+    if pd.isna(value):
+        return "n/a"
+    return f"{value:.3f}" if metric == "brier" else f"{value:.2f}"
+
+
+def summary_markdown(metrics: pd.DataFrame, verdicts: pd.DataFrame, seeds: list[int], record: dict | None,
+                     left_out: list[int] = ()) -> str:
+    """summary.md: a sentence with the seeds, the profile and the weights, then both tables."""
+    from cxr_utils import report
+
+    settings = (record or {}).get("settings", {})
+    if settings:
+        setting = (f"profile {settings.get('profile')!s}, {config.weights_label(settings.get('weights'))}, "
+                   f"{settings.get('n_per_class')} images per class, {_count(settings.get('epochs'), 'epoch')}, "
+                   f"batch {settings.get('batch_size')}, {settings.get('image_size')} px, dtype policy "
+                   f"{settings.get('dtype_policy')}")
+    else:
+        setting = f"settings not recorded (no {STUDY_RECORD})"
+    lines = [
+        f"# Seed study: {_count(len(seeds), 'seed')}",
+        "",
+        f"{_count(len(seeds), 'seed')} ({', '.join(map(str, seeds))}): {setting}. Each seed draws its own "
+        "sample, split and initial weights; each model is tested on its seed's test images.",
+    ]
+    if left_out:
+        lines += ["", f"Left out, not evaluated yet: seed {', '.join(map(str, left_out))}."]
+    shown = pd.DataFrame({
+        "model": metrics["model"], "metric": metrics["metric"],
+        **{column: [_number(v, m) for v, m in zip(metrics[column], metrics["metric"])]
+           for column in ("mean", "std", "min", "max")},
+        "seeds": metrics["n_seeds"].astype(int),
+    })
+    lines += ["", "## Test metrics over the seeds", "",
+              "Mean, standard deviation (n - 1), smallest and largest value over the seeds; Brier to 3 "
+              "decimals.", "", shown.to_markdown(index=False, disable_numparse=True,
+                                                       colalign=("left", "left", *["right"] * 5))]
+    outcomes = list(report.OUTCOMES)
+    lines += ["", "## Verdicts: how many seeds give each outcome", "",
+              verdicts[["claim", "text", *outcomes, "n_seeds"]].rename(columns={"n_seeds": "seeds"})
+              .to_markdown(index=False)]
+    if verdicts[report.NOT_PAPER_SETTING].sum():
+        indicated = [c for c in verdicts.columns if c.startswith("indicated_")]
+        lines += ["", "## What the numbers alone would indicate", "",
+                  f"Seeds outside the paper's setting get *{report.NOT_PAPER_SETTING}*; taken alone, their "
+                  "numbers would indicate:", "",
+                  verdicts[["claim", *indicated, "n_seeds"]]
+                  .rename(columns={**{c: c.removeprefix("indicated_") for c in indicated}, "n_seeds": "seeds"})
+                  .to_markdown(index=False)]
+    lines += ["", report.DISCLAIMER]
+    return "\n".join(lines) + "\n"
+
+
+def summarise(study_dir) -> dict:
+    """Each model's test metrics (mean, std, min, max, n_seeds) and each claim's outcome counts
+    over the evaluated seeds of a study; written as summary_metrics.csv, summary_verdicts.csv and
+    summary.md in ``study_dir``. Returns {"metrics", "verdicts", "seeds", "left_out", "per_seed_metrics",
+    "per_seed_verdicts"}."""
+    study_dir = Path(study_dir)
+    if not study_dir.is_dir():
+        raise StudyError(f"{study_dir} is not a folder; give the folder of a study (--out of `seeds`)")
+    record = _read_record(study_dir)
+    folders = _seed_folders(study_dir, record)
+    done = [(seed, folder) for seed, folder in folders if evaluated(folder)]
+    left_out = [seed for seed, folder in folders if not evaluated(folder)]
+    if not done:
+        raise StudyError(f"no seed in {study_dir} is evaluated yet ({SEED_PREFIX}N/evaluation/verdicts.csv): "
+                         "run `python -m cxr_utils.study seeds` first")
+    per_seed_metrics, per_seed_verdicts = _seed_tables(done)
+    metrics, verdicts = metric_summary(per_seed_metrics), verdict_summary(per_seed_verdicts)
+    seeds = [seed for seed, _ in done]
+    atomic_write(study_dir / SUMMARY_FILES[0], lambda path: metrics.to_csv(path, index=False))
+    atomic_write(study_dir / SUMMARY_FILES[1], lambda path: verdicts.to_csv(path, index=False))
+    text = summary_markdown(metrics, verdicts, seeds, record, left_out)
+    atomic_write(study_dir / SUMMARY_FILES[2], lambda path: path.write_text(text))
+    return {"metrics": metrics, "verdicts": verdicts, "seeds": seeds, "left_out": left_out,
+            "per_seed_metrics": per_seed_metrics, "per_seed_verdicts": per_seed_verdicts}
