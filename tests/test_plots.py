@@ -276,3 +276,21 @@ def test_reliability_histogram_counts_match_the_bins():
     assert step.get_xy()[:, 1].max() == 3  # 0.55, 0.95 and 0.97 in the upper bin, 2 in the lower
     with pytest.raises(ValueError, match="n_bins must be a whole number of at least 2"):
         plots.plot_reliability(predictions, n_bins=1)
+
+
+def test_every_figure_keeps_its_text_legible_at_the_books_page_width(real_manifest, tmp_path):
+    from cxr_utils import data
+
+    ours = plots.paper_long(paper.table6()).assign(value=lambda t: t["value"] - 0.1)
+    path = real_manifest["path"].iloc[0]
+    figures = {
+        "image grid": plots.plot_image_grid(real_manifest, per_class=6),
+        "preprocessing": plots.plot_preprocessing_steps(data.preprocessing_steps(path)),
+        "curves": plots.plot_training_curves(history(best=2), "ResNet50"),
+        "confusion": plots.plot_confusion(paper.confusion_table("LSTM"), "LSTM"),
+        "paper vs ours": plots.plot_paper_vs_ours(ours, plots.paper_long(paper.table6())),
+        "roc": plots.plot_roc(scored_predictions()),
+        "reliability": plots.plot_reliability(scored_predictions()),
+    }
+    for name, figure in figures.items():
+        assert plots.smallest_shown_points(figure) >= plots.MIN_POINTS - 1e-9, name
