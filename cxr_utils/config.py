@@ -46,6 +46,13 @@ METRICS = ("accuracy", "precision", "recall", "f1")
 # One row per epoch of a training history (Keras' names); the run's Table 2 is its best row.
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")
 
+# Every knob a notebook's parameters cell may declare; ``cxr_utils.run`` profiles set them and
+# each chapter's "Run settings" line shows the ones it has.
+NOTEBOOK_PARAMETERS = (
+    "data_dir", "results_dir", "cache_dir", "profile", "seed", "n_per_class", "weights", "epochs",
+    "batch_size", "image_size", "extended_test_size", "drive_folder",
+)
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
@@ -69,14 +76,6 @@ class ModelSpec:
             module, _, name = builder.partition(":")
             builder = getattr(importlib.import_module(module), name)
         return builder(**options)
-
-
-# Every knob a notebook's parameters cell may declare; ``cxr_utils.run`` profiles set them and
-# each chapter's "Run settings" line shows the ones it has.
-NOTEBOOK_PARAMETERS = (
-    "data_dir", "results_dir", "cache_dir", "profile", "seed", "n_per_class", "weights", "epochs",
-    "batch_size", "image_size", "extended_test_size", "drive_folder",
-)
 
 
 # Every loop over "the models" walks this, in the paper's order: adding a model is one entry
