@@ -30,7 +30,7 @@ __version__ = "0.1.0"
 _SUBMODULES = (
     "config", "data", "models", "training", "metrics", "paper", "plots", "runtime", "evaluation",
     "report", "chapters", "run", "atomic", "callbacks", "features", "extended_set", "comparison",
-    "summaries", "publish", "study",
+    "summaries", "publish", "portable", "glance", "study",
 )
 
 

@@ -1,59 +1,35 @@
 """Publish a run into the book: executed notebooks, run record, tables and verdicts copied into
-``book/executed/`` with portable image paths; the drift check between a published run and the
+``book/executed/``, made portable (no folder of the machine that ran, no log lines); the pages a
+reader sees first (``cxr_utils.glance``); the drift check between a published run and the
 notebook sources; the Jupyter Book build, with launch links that open the source notebooks.
+
+    python -m cxr_utils.publish results/paper            # publish a run, then build the book
+    python -m cxr_utils.publish --republish              # publish book/executed/ again, as now
 
 Explained in book/reproducibility.
 """
 
 from __future__ import annotations
 
-import csv
 import json
-import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pandas as pd
 
 from cxr_utils.atomic import replace_folder
+from cxr_utils.portable import (
+    placeholder_note, portable_notebook, dataset_relative_paths, machine_folders, machine_paths, make_portable,
+    portable_record, portable_text, results_of_published,
+)
 from cxr_utils.run import NOTEBOOKS_DIR, REPO_ROOT, SeriesError, code_hash, series
 
 BOOK_EXECUTED_DIR = REPO_ROOT / "book" / "executed"
 
-
-def _hide_injected_parameters(notebook_path: Path) -> None:
-    # The settings line at the top of each page shows the values; the raw cell is noise.
-    notebook = json.loads(notebook_path.read_text())
-    for cell in notebook["cells"]:
-        tags = cell.setdefault("metadata", {}).setdefault("tags", [])
-        if "injected-parameters" in tags and "remove-cell" not in tags:
-            tags.append("remove-cell")
-    notebook_path.write_text(json.dumps(notebook, indent=1) + "\n")
-
-
-def _tables_markdown(results_dir: Path) -> str:
-    """The paper's tables beside this run's, as Markdown for the replication report."""
-    from cxr_utils import comparison
-
-    try:
-        tables = comparison.compare_with_paper(results_dir)
-    except FileNotFoundError as error:
-        return f"No tables: {error}\n"
-    parts = []
-    for title, key in (
-        ("Table 2: training and validation at the best epoch", "table2"),
-        ("Tables 3-5: confusion counts on the test set", "confusion"),
-        ("Table 6: test metrics with 95% intervals", "table6"),
-        ("Table 7: earlier work, with this run added", "table7"),
-    ):
-        table = tables[key]
-        if isinstance(table.columns, pd.MultiIndex):
-            table = table.copy()
-            table.columns = [" ".join(map(str, c)) for c in table.columns]
-        parts.append(f"**{title}**\n\n{table.round(4).to_markdown()}\n")
-    return "\n".join(parts)
+# -- the pages written from a run ---------------------------------------------------------------------
 
 
 def _findings_markdown(results_dir: Path) -> str:
@@ -77,56 +53,52 @@ def _findings_markdown(results_dir: Path) -> str:
     )
 
 
+def _verdicts_page(results_dir: Path, name: str) -> str:
+    """A verdicts page of the report (report.md, report_extended.md): the compact table of
+    ``glance.verdicts_markdown`` from the run's verdicts CSV, else the run's own page."""
+    from cxr_utils import glance
+    from cxr_utils.evaluation import EVALUATION_DIR
+
+    suffix = name.removeprefix("report").removesuffix(".md")
+    table = results_dir / EVALUATION_DIR / f"verdicts{suffix}.csv"
+    if table.is_file():
+        return glance.verdicts_markdown(pd.read_csv(table, dtype={"claim": str}))
+    page = results_dir / name
+    return page.read_text() if page.is_file() else "No verdicts: notebook 07 did not run.\n"
+
+
 PUBLISH_IGNORE = ("*.keras", "notebooks", "figures", "*.md", ".*", "__pycache__", "*.settings.json")
 
 
-def dataset_relative_paths(results: Path) -> str | None:
-    """Rewrite the image paths in every CSV under ``results`` relative to the dataset folder.
-
-    A run's tables name each image by its absolute path on the machine that ran it; published
-    copies name it by where it lies in the dataset ("COVID/images/COVID-1.png"), which is the
-    same on every machine that has the dataset. The dataset folder is the deepest folder
-    holding every image of ``manifest.csv`` (the whole dataset listing). Only the ``path``
-    column changes: every other field is copied as text, so no number or hash is re-formatted.
-    Returns the dataset folder, or None when there is no manifest (nothing is rewritten).
-    """
-    manifest = Path(results) / "manifest.csv"
-    if not manifest.is_file():
-        return None
-    with manifest.open(newline="") as handle:
-        paths = [row["path"] for row in csv.DictReader(handle)]
-    if not paths or not all(os.path.isabs(path) for path in paths):
-        return None  # already relative (published before), or nothing to anchor on
-    root = os.path.commonpath(paths) if len(paths) > 1 else os.path.dirname(paths[0])
-    for table in sorted(Path(results).rglob("*.csv")):
-        with table.open(newline="") as handle:
-            rows = list(csv.reader(handle))
-        if not rows or "path" not in rows[0]:
-            continue
-        column = rows[0].index("path")
-        for row in rows[1:]:
-            if os.path.isabs(row[column]) and os.path.commonpath([root, row[column]]) == root:
-                row[column] = Path(os.path.relpath(row[column], root)).as_posix()
-        with table.open("w", newline="") as handle:
-            csv.writer(handle, lineterminator="\n").writerows(rows)
-    return root
-
-
-def publish_to_book(results_dir: Path, book_dir: Path = BOOK_EXECUTED_DIR) -> Path:
-    """Copy the executed notebooks, the run record and the verdicts where the book renders them."""
-    from cxr_utils import summaries
+def publish_to_book(results_dir: Path, book_dir: Path = BOOK_EXECUTED_DIR, log=print) -> Path:
+    """Copy a run where the book renders it, portable: the executed notebooks without their stderr
+    outputs, the run record, the pages written from the run (results at a glance, findings,
+    tables, verdicts, how to reproduce it), the figures and the numbers behind them; every folder
+    of the machine that ran replaced by a placeholder (``machine_folders``), image paths made
+    relative to the dataset. The results folder keeps everything as it was."""
+    from cxr_utils import glance, summaries
 
     results_dir = Path(results_dir)
     record = json.loads((results_dir / "run.json").read_text())
+    folders = machine_folders(record, sorted((results_dir / "notebooks").glob("*.ipynb")))
+    portable = portable_text(folders)
     staging = book_dir.with_name(book_dir.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(results_dir / "notebooks", staging)
     for notebook_path in staging.glob("*.ipynb"):
-        _hide_injected_parameters(notebook_path)
-    shutil.copy2(results_dir / "run.json", staging / "run.json")
-    (staging / "run_record.md").write_text(summaries.run_record_markdown(record))
-    (staging / "tables.md").write_text(_tables_markdown(results_dir))
+        portable_notebook(notebook_path, portable)
+    published = portable_record(record, folders)
+    (staging / "run.json").write_text(json.dumps(published, indent=2) + "\n")
+    (staging / "run_record.md").write_text(summaries.run_record_markdown(published) + placeholder_note(published))
+    (staging / "reproduce.md").write_text(glance.reproduce_markdown(published))
+    (staging / "glance.md").write_text(glance.glance_markdown(results_dir))
+    (staging / "tables.md").write_text(glance.tables_markdown(results_dir))
     (staging / "findings.md").write_text(_findings_markdown(results_dir))
+    for name in ("report.md", "report_extended.md"):
+        (staging / name).write_text(_verdicts_page(results_dir, name))
+    # -- The model card (cxr_utils.model_card, another helper's module) goes here: write it into
+    # -- staging, e.g. (staging / "model_card.md").write_text(model_card.<function>(results_dir)),
+    # -- and include executed/model_card.md from a page of _toc.yml. make_portable below covers it.
     if (results_dir / "figures").is_dir():
         shutil.copytree(results_dir / "figures", staging / "figures")
     # The numbers behind the pages (histories, predictions, metrics, confusion matrices, the
@@ -135,11 +107,10 @@ def publish_to_book(results_dir: Path, book_dir: Path = BOOK_EXECUTED_DIR) -> Pa
     shutil.copytree(results_dir, staging / "results",
                     ignore=shutil.ignore_patterns(*PUBLISH_IGNORE))
     dataset_relative_paths(staging / "results")  # image paths that hold on any machine
-    for name in ("report.md", "report_extended.md"):
-        verdicts = results_dir / name
-        (staging / name).write_text(
-            verdicts.read_text() if verdicts.is_file() else "No verdicts: notebook 07 did not run.\n"
-        )
+    make_portable(staging, folders)
+    left = machine_paths(staging, folders)
+    if left:
+        log(f"warning: {len(left)} machine path(s) left in the published copy, e.g. " + "; ".join(left[:5]))
     return replace_folder(staging, book_dir)  # the earlier run stays until this one is complete
 
 
@@ -174,7 +145,7 @@ def setup(app):
     launch buttons (Colab, Binder, ...) of a chapter page open its source notebook,
     ``notebooks/<name>.ipynb`` (the paper's settings, ImageNet weights, ``data_dir=None``),
     not the executed copy the page renders (``book/executed/<name>.ipynb``, whose injected
-    parameters hold the folders of the machine that ran it). sphinx-book-theme builds each
+    parameters hold the run's settings, its folders as placeholders such as ``DATA_DIR``). sphinx-book-theme builds each
     link from the page's path in the repository (its ``add_launch_buttons``, priority 501);
     this runs after it and swaps that path. The repository's address stays in _config.yml."""
     from urllib.parse import quote
@@ -210,3 +181,34 @@ def build_book(root: Path = REPO_ROOT, log=print) -> Path:
     if completed.returncode != 0:
         raise SeriesError("the book build failed (warnings count as errors); see the messages above")
     return Path(root) / "_build" / "html"
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m cxr_utils.publish", description=(
+        "Publish a run into the book (portable copies in book/executed/), then build the book."))
+    parser.add_argument("results_dir", nargs="?", type=Path,
+                        help="the run's results folder (results/<profile>), as python -m cxr_utils.run wrote it")
+    parser.add_argument("--republish", action="store_true",
+                        help="publish the run already in --book-dir again, with this publishing code")
+    parser.add_argument("--book-dir", type=Path, default=BOOK_EXECUTED_DIR, help="default: book/executed")
+    parser.add_argument("--no-build", action="store_true", help="publish only; do not build the book")
+    args = parser.parse_args(argv)
+    if (args.results_dir is None) == (not args.republish):
+        parser.error("give a results folder, or --republish")
+    with tempfile.TemporaryDirectory() as scratch:
+        results = results_of_published(args.book_dir, Path(scratch) / "results") if args.republish else args.results_dir
+        published = publish_to_book(results, args.book_dir)
+    print(f"published into {published}")
+    left = machine_paths(published)
+    if left:
+        print(f"{len(left)} machine path(s) left:", *left[:20], sep="\n  ", file=sys.stderr)
+    if not args.no_build:
+        root = Path(args.book_dir).resolve().parents[1]
+        print(f"the book: {build_book(root) / 'index.html'}")
+    return 1 if left else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

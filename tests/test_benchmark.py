@@ -55,7 +55,7 @@ def test_prose_types_no_measured_speedup_or_time_by_hand():
     for page in [ROOT / "README.md", *sorted((ROOT / "book").glob("*.md"))]:
         for number, line in enumerate(page.read_text().splitlines(), 1):
             assert not typed.search(line), f"{page.name}:{number} types a measured figure by hand: {line}"
-    assert "```{include} measured/speed_cpu.md" in (ROOT / "book" / "reproducibility.md").read_text()
+    assert "```{include} measured/speed_cpu.md" in (ROOT / "book" / "appendix_benchmarks.md").read_text()
 
 
 @pytest.mark.parametrize("script", ["speed", "profile_head"])
