@@ -198,6 +198,12 @@ def setting_sentence(settings: dict) -> str:
             parts.append(label.format(settings[name]))
     profile = f" (profile `{settings['profile']}`)" if settings.get("profile") else ""
     text = f"**This run**{profile}: " + ", ".join(parts) + "; "
+    smaller = [name for name in ("n_per_class", "epochs")
+               if settings.get(name) is not None and settings[name] < getattr(config.PROTOCOL, name)]
+    if smaller:
+        text += ("**smaller than the paper's protocol** (" + ", ".join(
+            f"{name} {settings[name]} where the paper has {getattr(config.PROTOCOL, name)}" for name in smaller)
+            + "), so its numbers show that the pipeline works, not how good the models are; ")
     if "weights" not in settings:
         return text.rstrip("; ") + "."
     if config.is_paper_setting(settings["weights"]):

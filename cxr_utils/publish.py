@@ -76,7 +76,7 @@ def publish_to_book(results_dir: Path, book_dir: Path = BOOK_EXECUTED_DIR, log=p
     tables, verdicts, how to reproduce it), the figures and the numbers behind them; every folder
     of the machine that ran replaced by a placeholder (``machine_folders``), image paths made
     relative to the dataset. The results folder keeps everything as it was."""
-    from cxr_utils import glance, summaries
+    from cxr_utils import glance, model_card, summaries
 
     results_dir = Path(results_dir)
     record = json.loads((results_dir / "run.json").read_text())
@@ -96,9 +96,6 @@ def publish_to_book(results_dir: Path, book_dir: Path = BOOK_EXECUTED_DIR, log=p
     (staging / "findings.md").write_text(_findings_markdown(results_dir))
     for name in ("report.md", "report_extended.md"):
         (staging / name).write_text(_verdicts_page(results_dir, name))
-    # -- The model card (cxr_utils.model_card, another helper's module) goes here: write it into
-    # -- staging, e.g. (staging / "model_card.md").write_text(model_card.<function>(results_dir)),
-    # -- and include executed/model_card.md from a page of _toc.yml. make_portable below covers it.
     if (results_dir / "figures").is_dir():
         shutil.copytree(results_dir / "figures", staging / "figures")
     # The numbers behind the pages (histories, predictions, metrics, confusion matrices, the
@@ -107,6 +104,8 @@ def publish_to_book(results_dir: Path, book_dir: Path = BOOK_EXECUTED_DIR, log=p
     shutil.copytree(results_dir, staging / "results",
                     ignore=shutil.ignore_patterns(*PUBLISH_IGNORE))
     dataset_relative_paths(staging / "results")  # image paths that hold on any machine
+    # The model card, from the published numbers (no weights, paths within the dataset).
+    model_card.write(staging / "results", staging / "model_card.md")
     make_portable(staging, folders)
     left = machine_paths(staging, folders)
     if left:

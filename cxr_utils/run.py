@@ -190,6 +190,17 @@ def execute_series(
                 os.environ[name] = value
         record["wall_time_s"] = round(time.perf_counter() - start, 1)
         runtime.write_json(record, results_dir / "run.json")
+    if series()[-1] in notebooks:
+        # The series ran through chapter 7: the model card, from the run's files (run.json included).
+        from cxr_utils import model_card
+
+        try:
+            log(f"model card: {model_card.write(results_dir)}")
+        except (OSError, ValueError) as error:
+            raise SeriesError(
+                f"the notebooks ran, but the model card could not be written: {error}. Write it with "
+                f"`python -m cxr_utils.model_card {results_dir}` once the cause is fixed"
+            ) from None
     return record
 
 

@@ -132,3 +132,103 @@ def imagenet_standin(tmp_path_factory):
     with h5py.File(path, "w") as handle:
         legacy_h5_format.save_weights_to_hdf5_group(handle, model)
     return path
+
+
+SMALL_RUN_SIZE = 32  # px: every registry model trains in seconds at this size on a 2-core CPU
+
+
+def make_small_run(folder: Path, manifest, weights=None, n_per_class: int = 8, seed: int = 3) -> Path:
+    """A complete, tiny results folder of real images, laid out as ``python -m cxr_utils.run``
+    leaves one (manifest, sample, split, every registry model with its model.keras, evaluation,
+    an extended set, run.json), at ``SMALL_RUN_SIZE`` px and one epoch: its numbers mean nothing.
+    ``weights``: the ResNet50 models' (a weights file freezes their backbone: minutes faster)."""
+    from cxr_utils import config, data, evaluation, extended_set, runtime, training
+
+    folder.mkdir(parents=True, exist_ok=True)
+    sample = data.sample_balanced(manifest, n_per_class=n_per_class, seed=seed)
+    split = data.split_dataset(sample, seed=seed)
+    for name, table in (("manifest", manifest), ("sample", sample), ("split", split)):
+        data.save_manifest(table, folder / f"{name}.csv")
+    settings = training.TrainingConfig(epochs=1, batch_size=8, seed=seed, progress=False, inference_check_images=0)
+    for model_id in config.REGISTRY:
+        training.run_experiment(model_id, split, folder, settings, model_options={"weights": weights},
+                                image_size=SMALL_RUN_SIZE, cache_dir=folder.parent / "cache")
+    evaluation.evaluate_test_set(folder, seed=seed)
+    extended_set.evaluate_extended(folder, max_images=12, seed=seed, image_size=SMALL_RUN_SIZE,
+                                   cache_dir=folder.parent / "cache")
+    parameters = {"n_per_class": n_per_class, "epochs": 1, "batch_size": 8, "seed": seed,
+                  "weights": None if weights is None else str(weights),
+                  "image_size": SMALL_RUN_SIZE, "extended_test_size": 12, "data_dir": str(manifest.attrs.get("root")),
+                  "results_dir": str(folder), "profile": "test"}
+    notebooks = {name: {"status": "ok", "wall_time_s": 0.0, "code_sha256": ""} for name in
+                 ("01_data_collection", "02_preprocessing", *(s.chapter for s in config.REGISTRY.values()),
+                  "06_evaluation", "07_comparison")}
+    runtime.write_json(runtime.run_record(parameters, notebooks=notebooks, profile="test"), folder / "run.json")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def small_run(real_manifest, imagenet_standin, tmp_path_factory):
+    """``make_small_run`` once per session (about a minute), its ResNet50 backbones frozen with the
+    ImageNet stand-in's weights (both share one backbone pass, as with real ImageNet weights);
+    read-only: tests that write into a run folder take ``small_run_copy``."""
+    return make_small_run(tmp_path_factory.mktemp("small-run") / "results", real_manifest, weights=imagenet_standin)
+
+
+@pytest.fixture
+def small_run_copy(small_run, tmp_path):
+    """A writable copy of ``small_run``: its files are symbolic links to the session's (cheap; new
+    files written into the copy leave the original untouched)."""
+    import shutil
+
+    return Path(shutil.copytree(small_run, tmp_path / "run", copy_function=os.symlink))
+
+
+def make_external_folder(root: Path, manifest, split) -> dict:
+    """A labelled folder unlike the dataset's layout (``<root>/hospital-x/covid/`` and ``NORMAL/``,
+    no images/ subfolder), built from real images the run never saw, in other formats and sizes:
+    a JPEG, a 16-bit PNG, a 512 px PNG, a CMYK JPEG, an EXIF-rotated JPEG, a palette PNG, an RGBA
+    PNG and a plain copy; plus one unreadable file (a truncated PNG), a byte-identical copy of a
+    training image and a re-encoded (near) copy of another. Returns the folder and what is where."""
+    import numpy as np
+    from PIL import Image
+
+    unused = manifest[~manifest["duplicate_group"].isin(set(split["duplicate_group"]))]
+    covid = unused[unused["label"] == 1]["path"].head(4).tolist()
+    normal = unused[unused["label"] == 0]["path"].head(4).tolist()
+    train = split[split["split"] == "train"]
+    train_covid, train_normal = train[train["label"] == 1]["path"].tolist(), train[train["label"] == 0]["path"].tolist()
+    folder = root / "hospital-x"
+    covid_dir, normal_dir = folder / "covid", folder / "NORMAL"
+    covid_dir.mkdir(parents=True)
+    normal_dir.mkdir(parents=True)
+
+    def grey(path):
+        return Image.open(path).convert("L")
+
+    grey(covid[0]).convert("RGB").save(covid_dir / "c-jpeg.jpg", quality=92)
+    Image.fromarray((np.asarray(grey(covid[1]), dtype=np.uint16) * 257)).save(covid_dir / "c-16bit.png")
+    grey(covid[2]).resize((512, 512), Image.Resampling.BICUBIC).save(covid_dir / "c-512.png")
+    grey(covid[3]).convert("CMYK").save(covid_dir / "c-cmyk.jpg", quality=92)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: stored rotated, to be shown turned 90 degrees clockwise
+    grey(normal[0]).transpose(Image.Transpose.ROTATE_90).save(normal_dir / "n-exif.jpg", exif=exif.tobytes())
+    grey(normal[1]).convert("P").save(normal_dir / "n-palette.png")
+    grey(normal[2]).convert("RGBA").save(normal_dir / "n-rgba.png")
+    (normal_dir / "n-copy.png").write_bytes(Path(normal[3]).read_bytes())
+    truncated = Path(normal[0]).read_bytes()
+    (normal_dir / "n-broken.png").write_bytes(truncated[: len(truncated) // 2])
+    (covid_dir / "dup-exact.png").write_bytes(Path(train_covid[0]).read_bytes())
+    grey(train_normal[0]).save(normal_dir / "dup-near.jpg", quality=85)
+    readable = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "n-broken.png")
+    return {"folder": folder, "readable": readable, "broken": normal_dir / "n-broken.png",
+            "duplicates": {"exact": covid_dir / "dup-exact.png", "near": normal_dir / "dup-near.jpg"}}
+
+
+@pytest.fixture(scope="session")
+def external_folder(real_manifest, small_run, tmp_path_factory):
+    """``make_external_folder`` for ``small_run``, once per session (read-only)."""
+    from cxr_utils import data
+
+    return make_external_folder(tmp_path_factory.mktemp("external"), real_manifest,
+                                data.read_manifest(small_run / "split.csv"))
