@@ -21,6 +21,9 @@ Submodules (imported on use, so ``import cxr_utils`` is cheap and never touches 
   paper beside the run, the book's texts, publishing a run into the book.
 - ``cxr_utils.study``: ``python -m cxr_utils.study seeds``: the protocol over several seeds,
   resumable, with a summary.
+- ``cxr_utils.predict``, ``external``, ``model_card`` (``model_card_sections``),
+  ``saved_models``: using a finished run: score images, evaluate a labelled folder, the model card,
+  loading a run's models safely.
 """
 
 import importlib
@@ -30,7 +33,8 @@ __version__ = "0.1.0"
 _SUBMODULES = (
     "config", "data", "models", "training", "metrics", "paper", "plots", "runtime", "evaluation",
     "report", "chapters", "run", "atomic", "callbacks", "features", "extended_set", "comparison",
-    "summaries", "publish", "portable", "glance", "study",
+    "summaries", "publish", "portable", "glance", "study", "predict", "external", "model_card",
+    "model_card_sections", "saved_models",
 )
 
 
