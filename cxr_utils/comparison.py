@@ -11,7 +11,6 @@ from pathlib import Path
 import pandas as pd
 
 from cxr_utils import config, metrics, paper, report, runtime
-from cxr_utils.config import REGISTRY
 from cxr_utils.evaluation import (
     EVALUATION_DIR, EXTENDED_DIR, FIT_PREDICTION_COLUMNS, FIT_PREDICTIONS, best_epochs, model_dir, run_settings,
 )
@@ -28,7 +27,7 @@ def table2_for_model(results_dir, model_id: str) -> pd.DataFrame:
 
     Explained in notebooks/03_resnet50 to 05_resnet50_lstm.
     """
-    name = REGISTRY[model_id].paper_name
+    name = config.REGISTRY[model_id].paper_name
     paper_row = paper.table2().loc[[name]]
     both = _side_by_side(paper_row, best_epochs(results_dir, [model_id]))
     return both.loc[name].unstack(0).reindex(paper_row.columns).rename_axis(None)

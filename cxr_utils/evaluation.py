@@ -15,7 +15,6 @@ from pathlib import Path
 import pandas as pd
 
 from cxr_utils import config, metrics
-from cxr_utils.config import REGISTRY
 
 EVALUATION_DIR = "evaluation"
 EXTENDED_DIR = "extended/evaluation"
@@ -29,7 +28,7 @@ def model_dir(results_dir, model_id) -> Path:
     folder = Path(results_dir) / model_id
     if not folder.is_dir():
         raise FileNotFoundError(
-            f"no results for {model_id} in {folder}; run notebooks/{REGISTRY[model_id].chapter}.ipynb "
+            f"no results for {model_id} in {folder}; run notebooks/{config.REGISTRY[model_id].chapter}.ipynb "
             f"(or `python -m cxr_utils.run`) with results_dir={results_dir!s} first"
         )
     return folder
@@ -43,10 +42,10 @@ def run_settings(results_dir) -> dict:
     setting instead of a parameter of theirs.
     """
     weights = set()
-    for spec in REGISTRY.values():
+    for spec in config.REGISTRY.values():
         if spec.has_backbone and (Path(results_dir) / spec.id / "run.json").is_file():
             weights.add(model_options(results_dir, spec.id).get("weights", config.PROTOCOL.weights))
-    if not weights and any(spec.has_backbone for spec in REGISTRY.values()):
+    if not weights and any(spec.has_backbone for spec in config.REGISTRY.values()):
         raise FileNotFoundError(
             f"no run record (<model>/run.json) of a ResNet50 model in {results_dir}; run chapters 03-05 "
             "with this results_dir first"
@@ -176,8 +175,8 @@ def best_epochs(results_dir, model_ids=None) -> pd.DataFrame:
     """This run's Table 2: each model's best-epoch losses and accuracies (all models of the
     registry, or ``model_ids``)."""
     rows = {}
-    for model_id in model_ids or REGISTRY:
-        name = REGISTRY[model_id].paper_name
+    for model_id in model_ids or config.REGISTRY:
+        name = config.REGISTRY[model_id].paper_name
         best = json.loads((model_dir(results_dir, model_id) / "metrics.json").read_text())["best_epoch_row"]
         rows[name] = {
             "train_loss": best["loss"],

@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 
 from cxr_utils import config, metrics
-from cxr_utils.config import REGISTRY
 from cxr_utils.evaluation import (
     EVALUATION_DIR, EXTENDED_DIR, confusion_matrices, mcnemar_table, metrics_table, model_dir, model_options,
     probability_table, save,
@@ -62,7 +61,7 @@ def predict_saved_models(results_dir, rows: pd.DataFrame, image_size: int = conf
     from cxr_utils import data, features, models, training  # noqa: F401  (models registers custom layers)
 
     predictions = {}
-    for model_id, spec in REGISTRY.items():
+    for model_id, spec in config.REGISTRY.items():
         path = model_dir(results_dir, model_id) / "model.keras"
         if not path.is_file():
             raise FileNotFoundError(f"{path} is missing; re-run notebooks/{spec.chapter}.ipynb with the model saved")

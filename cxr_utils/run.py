@@ -22,7 +22,8 @@ import sys
 import time
 from pathlib import Path
 
-from cxr_utils.config import PROTOCOL, REGISTRY, parse_weights
+from cxr_utils import config
+from cxr_utils.config import PROTOCOL, parse_weights
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
@@ -30,7 +31,7 @@ NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 def series() -> tuple[str, ...]:
     """The notebooks in reading order: data, preprocessing, one chapter per model of
     ``config.REGISTRY``, evaluation, comparison."""
-    return ("01_data_collection", "02_preprocessing", *(spec.chapter for spec in REGISTRY.values()),
+    return ("01_data_collection", "02_preprocessing", *(spec.chapter for spec in config.REGISTRY.values()),
             "06_evaluation", "07_comparison")
 
 

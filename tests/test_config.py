@@ -102,9 +102,7 @@ def _toy_builder(input_shape=(224, 224, 3), dropout=0.0):
 def with_toy_model(monkeypatch):
     registry = dict(config.REGISTRY)
     registry["toy"] = config.ModelSpec("toy", "Toy", _toy_builder, has_backbone=False, chapter="05b_toy")
-    monkeypatch.setattr(config, "REGISTRY", registry)
-    for module in (evaluation, run):
-        monkeypatch.setattr(module, "REGISTRY", registry)
+    monkeypatch.setattr(config, "REGISTRY", registry)  # every module reads config.REGISTRY
     return registry
 
 
