@@ -13,7 +13,6 @@ predictions.csv, metrics.json, model.keras and run.json. Explained in notebooks/
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import os
@@ -350,51 +349,7 @@ def _plain(values: dict) -> dict:
     return {k: (float(v) if isinstance(v, float) else int(v)) for k, v in values.items()}
 
 
-def command_line() -> argparse.ArgumentParser:
-    """``python -m cxr_utils.training``'s arguments; every default is the paper's protocol."""
-    parser = argparse.ArgumentParser(
-        prog="python -m cxr_utils.training",
-        description="Train and test one of the paper's models on a seeded, balanced sample.",
-    )
-    parser.add_argument("--data-dir", help="dataset folder (default: download from Kaggle)")
-    parser.add_argument("--model", choices=list(facts.REGISTRY), default="resnet50_lstm")
-    parser.add_argument("--n-per-class", type=int, default=PROTOCOL.n_per_class)
-    parser.add_argument("--epochs", type=int, default=PROTOCOL.epochs)
-    parser.add_argument("--batch-size", type=int, default=PROTOCOL.batch_size)
-    parser.add_argument("--seed", type=int, default=PROTOCOL.seed)
-    parser.add_argument("--weights", default=PROTOCOL.weights, type=facts.parse_weights,
-                        help="imagenet | none | path to a local copy of the ImageNet weights")
-    parser.add_argument("--results-dir", default="results/training")
-    parser.add_argument("--cache-dir", default=".cache/images")
-    return parser
+if __name__ == "__main__":  # the command line lives in cxr_utils.training_cli
+    from cxr_utils.training_cli import main
 
-
-def main(argv: list[str] | None = None) -> int:
-    args = command_line().parse_args(argv)
-
-    from cxr_utils import data
-
-    try:
-        layout = data.resolve_dataset(args.data_dir)
-        manifest = data.add_duplicate_groups(data.build_manifest(layout))
-        sample = data.sample_balanced(manifest, args.n_per_class, seed=args.seed)
-        split = data.split_dataset(sample, seed=args.seed)
-        config = TrainingConfig(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
-        outcome = run_experiment(
-            args.model, split, args.results_dir, config,
-            model_options={"weights": args.weights}, cache_dir=args.cache_dir,
-        )
-    except (data.DatasetError, models.WeightsUnavailableError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    test = outcome["metrics"]
-    print(
-        f"{args.model}: best epoch {outcome['result'].best_epoch}, test accuracy "
-        f"{test['accuracy']:.3f} on {test['n']} images; results in {outcome['results_dir']}"
-    )
-    print("A teaching and replication project, not a medical device: do not use for diagnosis.")
-    return 0
-
-
-if __name__ == "__main__":
     sys.exit(main())

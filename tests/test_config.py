@@ -8,7 +8,7 @@ import pandas as pd
 import papermill
 import pytest
 
-from cxr_utils import chapters, comparison, config, data, evaluation, models, paper, report, run, summaries, training
+from cxr_utils import chapters, comparison, config, data, evaluation, models, paper, report, run, summaries, training, training_cli
 from cxr_utils.config import PROTOCOL
 
 ROOT = run.REPO_ROOT
@@ -33,12 +33,12 @@ def test_every_default_reads_the_protocol():
 
 
 def test_command_line_defaults_are_the_protocol():
-    defaults = vars(training.command_line().parse_args([]))
+    defaults = vars(training_cli.command_line().parse_args([]))
     for name in ("n_per_class", "epochs", "batch_size", "seed", "weights"):
         assert defaults[name] == getattr(PROTOCOL, name), name
-    assert vars(training.command_line().parse_args(["--weights", "None"]))["weights"] is None
+    assert vars(training_cli.command_line().parse_args(["--weights", "None"]))["weights"] is None
     with pytest.raises(SystemExit):  # only models of the registry
-        training.command_line().parse_args(["--model", "vgg16"])
+        training_cli.command_line().parse_args(["--model", "vgg16"])
 
 
 @pytest.mark.parametrize("name", run.series())
