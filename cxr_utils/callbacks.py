@@ -1,5 +1,6 @@
-"""The two Keras callbacks of the training protocol: keep the best epoch's weights, and score
-training images in inference mode after every epoch.
+"""The Keras callbacks of the training protocol: keep the best epoch's weights, and score
+training images in inference mode after every epoch. And this project's remedy for issue 12,
+off by default: recompute the BatchNorm moving statistics before every evaluation.
 
 Backend-agnostic Keras 3 (no TensorFlow calls). Explained in notebooks/03_resnet50.
 """
@@ -62,3 +63,102 @@ class InferenceModeCheck(keras.callbacks.Callback):
 
         logs["train_inference_loss"] = float(binary_cross_entropy(self.labels, probabilities).mean())
         logs["train_inference_accuracy"] = float(np.mean((probabilities >= 0.5) == (self.labels == 1)))
+
+
+# -- precise BatchNorm statistics (this project's remedy, not the paper's: issue 12) ---------------
+
+
+def _sublayers(model) -> list:
+    """Every layer of ``model``, nested models included, each once."""
+    found, seen, stack = [], set(), [model]
+    while stack:
+        for sub in getattr(stack.pop(), "layers", []):
+            if id(sub) not in seen:
+                seen.add(id(sub))
+                found.append(sub)
+                stack.append(sub)
+    return found
+
+
+def batchnorm_layers(model) -> list:
+    """The BatchNormalization layers of ``model`` (nested models included) whose moving statistics
+    training updates: the trainable ones. A frozen BatchNorm layer (a frozen backbone's) keeps its
+    statistics in training as in inference, so there is nothing to recompute for it."""
+    return [layer for layer in _sublayers(model)
+            if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
+
+
+def recompute_batchnorm_statistics(model, images: np.ndarray, batch_size: int = 32) -> int:
+    """Replace every trainable BatchNormalization layer's moving mean and variance by their
+    average over ``images`` ("precise BN"); returns how many layers were recomputed (0: a model
+    without such layers, e.g. the LSTM, or a frozen backbone's head: nothing changes).
+
+    The images pass through ``model`` in training mode, ``batch_size`` at a time, so each layer
+    sees what it sees in training (the batch's own mean and biased variance). Each layer's
+    momentum is set so that after batch k its moving statistics are the average of the first k
+    batches' statistics, each weighted by its number of images (momentum (k-1)/k when batches are
+    equal), and restored afterwards. Dropout layers are off during these passes (their rate set to
+    0, then restored): a BatchNorm placed after a Dropout then gets the statistics of what it sees
+    in inference; one placed before it (every model of this project: the Dropout sits in the head,
+    after ResNet50) is unaffected either way. Weights are untouched: trainable variables cannot
+    change in a forward pass, and every other non-trainable variable (random seed states
+    included) is put back as it was, bit for bit. Backend-agnostic Keras 3, run eagerly.
+    Issue 12; ``cxr_utils.remedy`` compares runs with and without it.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, not {batch_size!r}")
+    layers = batchnorm_layers(model)
+    if not layers or len(images) == 0:
+        return 0
+    renorm = [layer.name for layer in layers if getattr(layer, "renorm", False)]
+    if renorm:
+        raise ValueError(f"BatchNormalization with renorm=True is not supported: {', '.join(renorm)}")
+    statistics = {id(v) for layer in layers for v in (layer.moving_mean, layer.moving_variance)}
+    others = [v for v in model.non_trainable_variables if id(v) not in statistics]
+    kept_values = [keras.ops.convert_to_numpy(v.value).copy() for v in others]
+    momenta = [layer.momentum for layer in layers]
+    noise = [layer for layer in _sublayers(model) if isinstance(layer, keras.layers.Dropout)]
+    rates = [layer.rate for layer in noise]
+    try:
+        for layer in noise:
+            layer.rate = 0.0
+        for layer in layers:  # a fresh start: momentum 0 at the first batch ignores these anyway
+            layer.moving_mean.assign(np.zeros(layer.moving_mean.shape, layer.moving_mean.dtype))
+            layer.moving_variance.assign(np.ones(layer.moving_variance.shape, layer.moving_variance.dtype))
+        seen = 0
+        for start in range(0, len(images), batch_size):
+            batch = np.asarray(images[start : start + batch_size], dtype="float32")
+            for layer in layers:
+                layer.momentum = seen / (seen + len(batch))
+            model(batch, training=True)
+            seen += len(batch)
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum
+        for layer, rate in zip(noise, rates):
+            layer.rate = rate
+        for variable, value in zip(others, kept_values):
+            if not np.array_equal(keras.ops.convert_to_numpy(variable.value), value):
+                variable.assign(value)
+    return len(layers)
+
+
+class RecomputeBatchNorm(keras.callbacks.Callback):
+    """Before every evaluation in ``fit`` (each epoch's validation: Keras 3's ``fit`` calls
+    ``evaluate`` with its callbacks, which calls ``on_test_begin`` first), recompute the
+    BatchNorm moving statistics from ``images`` (``recompute_batchnorm_statistics``).
+
+    Training itself is unchanged: in training mode BatchNorm uses each batch's own statistics,
+    and the weights are untouched. ``KeepBestEpoch`` snapshots the weights at the epoch's end,
+    after validation, so the kept (and the last) epoch's snapshot holds the recomputed
+    statistics the validation used; ``InferenceModeCheck`` scores with them too. This project's
+    option (``TrainingConfig.recompute_batchnorm_images``), not the paper's protocol.
+    """
+
+    def __init__(self, images: np.ndarray, batch_size: int):
+        super().__init__()
+        self.images, self.batch_size = images, batch_size
+        self.layers_recomputed = 0
+
+    def on_test_begin(self, logs=None):
+        self.layers_recomputed = recompute_batchnorm_statistics(self.model, self.images, self.batch_size)

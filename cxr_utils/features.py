@@ -27,9 +27,10 @@ FEATURES_FOLDER = "features"
 CHUNK_IMAGES = 256  # images decoded and passed through the backbone at a time
 
 
-def backbone_identity(weights, input_scaling: str = "paper") -> str | None:
+def backbone_identity(weights, input_scaling: str = "paper", blank=None) -> str | None:
     """What the frozen backbone computes, as text for a cache key; None when it cannot be
-    cached (from scratch: random weights that differ with the seed)."""
+    cached (from scratch: random weights that differ with the seed). ``blank``: the
+    ``shortcuts.LungBox`` blanked in every image first, if any."""
     kind = config.weights_kind(weights)
     if kind == "scratch":
         return None
@@ -38,7 +39,8 @@ def backbone_identity(weights, input_scaling: str = "paper") -> str | None:
         source = f"file:{digest}"
     else:
         source = "imagenet"
-    return f"{source}|scaling:{input_scaling}"
+    identity = f"{source}|scaling:{input_scaling}"
+    return identity if blank is None else f"{identity}|{blank.key}"
 
 
 def _cache_folder(cache_dir, identity: str, image_size: int) -> Path:
@@ -53,9 +55,10 @@ def _cache_folder(cache_dir, identity: str, image_size: int) -> Path:
 
 
 def iter_features(backbone, rows: pd.DataFrame, identity: str | None, image_size: int, cache_dir=None,
-                  batch_size: int = config.PROTOCOL.batch_size, progress: bool = False):
+                  batch_size: int = config.PROTOCOL.batch_size, progress: bool = False, blank=None):
     """Yield (row positions, feature maps) for ``rows`` a chunk at a time, computing only what
-    the cache lacks (``identity`` None or no ``cache_dir``: nothing is cached)."""
+    the cache lacks (``identity`` None or no ``cache_dir``: nothing is cached). ``blank``: a
+    ``shortcuts.LungBox`` blanked in every image before the backbone (``identity`` must say so)."""
     from cxr_utils import data, training
 
     folder = None if identity is None or cache_dir is None else _cache_folder(cache_dir, identity, image_size)
@@ -76,6 +79,8 @@ def iter_features(backbone, rows: pd.DataFrame, identity: str | None, image_size
         computed = {}
         if len(missing):
             images = data.load_images(rows.iloc[missing], image_size=image_size, progress=False)
+            if blank is not None:
+                images = blank.blank(images)
             maps = training.predict_in_batches(backbone, images, batch_size)
             computed = dict(zip(missing.tolist(), maps))
             if folder is not None:
@@ -86,9 +91,11 @@ def iter_features(backbone, rows: pd.DataFrame, identity: str | None, image_size
 
 
 def backbone_features(backbone, rows: pd.DataFrame, identity: str | None, image_size: int, cache_dir=None,
-                      batch_size: int = config.PROTOCOL.batch_size, progress: bool = False) -> np.ndarray:
+                      batch_size: int = config.PROTOCOL.batch_size, progress: bool = False,
+                      blank=None) -> np.ndarray:
     """All feature maps of ``rows`` in row order, as one float32 array (N, 7, 7, 2048)."""
     features = np.empty((len(rows), *backbone.output_shape[1:]), dtype=np.float32)
-    for positions, maps in iter_features(backbone, rows, identity, image_size, cache_dir, batch_size, progress):
+    for positions, maps in iter_features(backbone, rows, identity, image_size, cache_dir, batch_size, progress,
+                                         blank):
         features[positions] = maps
     return features

@@ -28,7 +28,7 @@ import pandas as pd
 from cxr_utils import config as facts
 from cxr_utils import features, models, runtime
 from cxr_utils.atomic import replace_folder
-from cxr_utils.callbacks import InferenceModeCheck, KeepBestEpoch
+from cxr_utils.callbacks import InferenceModeCheck, KeepBestEpoch, RecomputeBatchNorm, batchnorm_layers
 from cxr_utils.config import PROTOCOL
 
 HISTORY_COLUMNS = [*facts.HISTORY_COLUMNS, "is_best"]
@@ -53,6 +53,11 @@ class TrainingConfig:
     # (callbacks.InferenceModeCheck), beside Keras' training-mode figures (dropout on, BatchNorm
     # on batch statistics): where the two part, the test does not see what training reports.
     inference_check_images: int = 200
+    # This project's remedy for issue 12, not the paper's protocol (0, the default: the paper's).
+    # N > 0: before every validation, BatchNorm's moving statistics are recomputed from N seeded
+    # training images (callbacks.RecomputeBatchNorm, "precise BN"); the weights are untouched. A
+    # no-op for models with no trainable BatchNorm: the LSTM, and a frozen backbone's head.
+    recompute_batchnorm_images: int = 0
 
     def __post_init__(self):
         for field in ("epochs", "batch_size"):
@@ -61,8 +66,10 @@ class TrainingConfig:
                 raise ValueError(f"{field} must be a positive integer, not {value!r}")
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be positive, not {self.learning_rate!r}")
-        if not isinstance(self.inference_check_images, (int, np.integer)) or self.inference_check_images < 0:
-            raise ValueError(f"inference_check_images must be 0 or more, not {self.inference_check_images!r}")
+        for field in ("inference_check_images", "recompute_batchnorm_images"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise ValueError(f"{field} must be 0 or more, not {value!r}")
 
 
 @dataclasses.dataclass
@@ -129,12 +136,23 @@ def _check_arrays(images, labels, name):
         raise ValueError(f"{name}: no images; check the split has a '{name}' part")
 
 
+def seeded_subset(n_images: int, n: int, seed: int, stream: int | None = None) -> np.ndarray:
+    """Indices of ``n`` of ``n_images`` images (all of them when ``n`` is larger), drawn with
+    NumPy's own generator from ``seed`` (and ``stream``): Keras' random state is untouched."""
+    rng = np.random.default_rng(seed if stream is None else [seed, stream])
+    return np.sort(rng.permutation(n_images)[:n])
+
+
+BATCHNORM_STREAM = 1  # the BatchNorm images are drawn apart from the inference check's
+
+
 def _callbacks(config: TrainingConfig, keep_best: KeepBestEpoch, train_x, train_y):
     callbacks = [keep_best]
+    if config.recompute_batchnorm_images:
+        chosen = seeded_subset(len(train_x), config.recompute_batchnorm_images, config.seed, BATCHNORM_STREAM)
+        callbacks.insert(0, RecomputeBatchNorm(train_x[chosen], config.batch_size))
     if config.inference_check_images:
-        # A seeded subset, drawn with NumPy's own generator: Keras' random state is untouched.
-        n = len(train_x)
-        chosen = np.sort(np.random.default_rng(config.seed).permutation(n)[: config.inference_check_images])
+        chosen = seeded_subset(len(train_x), config.inference_check_images, config.seed)
         callbacks.append(InferenceModeCheck(train_x[chosen], train_y[chosen], config.batch_size))
     if config.progress:
         from tqdm.keras import TqdmCallback
@@ -231,6 +249,7 @@ def run_experiment(
     cache_dir: str | Path | None = None,
     save_model: bool = True,
     image_size: int = PROTOCOL.image_size,
+    blank=None,
 ) -> dict:
     """Build, train and test one model on a split, and save everything next to the results.
 
@@ -242,6 +261,11 @@ def run_experiment(
     the paper's claim 3). predictions.csv also holds ``probability_last_epoch`` and
     ``predicted_last_epoch``: the last epoch's weights on the same test images. Files appear
     only when the whole run succeeded; an earlier run's folder is replaced only then.
+    With ``config.recompute_batchnorm_images`` the kept and the last epoch's weights hold the
+    BatchNorm statistics recomputed before that epoch's validation, so the test and fit
+    predictions use them too (run.json: ``batchnorm_layers_recomputed``, 0 when a no-op).
+    ``blank`` (a ``shortcuts.LungBox``): every image, training and test alike, has that
+    rectangle replaced by a constant before the model sees it (chapter 8's lungs-blanked runs).
     """
     from cxr_utils import data, evaluation, metrics
 
@@ -262,14 +286,16 @@ def run_experiment(
     if backbone is not None:
         # A frozen backbone's feature maps, shared with the other chapters through the cache.
         identity = features.backbone_identity(model_options.get("weights", PROTOCOL.weights),
-                                              model_options.get("input_scaling", "paper"))
+                                              model_options.get("input_scaling", "paper"), blank)
         inputs = {part: features.backbone_features(backbone, rows, identity, image_size, cache_dir,
-                                                   config.batch_size, config.progress)
+                                                   config.batch_size, config.progress, blank)
                   for part, rows in parts.items()}
         predictor = model.get_layer("head")
     else:
         inputs = {part: data.load_images(rows, image_size=image_size, cache_dir=cache_dir, progress=config.progress)
                   for part, rows in parts.items()}
+        if blank is not None:
+            inputs = {part: blank.blank(images) for part, images in inputs.items()}
         predictor = model
     features_s = time.perf_counter() - start if backbone is not None else 0.0
     result = train_model(model, (inputs["train"], labels["train"]), (inputs["val"], labels["val"]), config,
@@ -330,7 +356,10 @@ def run_experiment(
             "fast_path": result.fast_path,
             "images": {part: int(len(rows)) for part, rows in parts.items()},
             "image_size": int(image_size),
+            "blanked": None if blank is None else blank.key,
             "parameters": int(result.model.count_params()),
+            "batchnorm_layers_recomputed": len(batchnorm_layers(result.fitted))
+            if config.recompute_batchnorm_images else 0,
         }
         runtime.write_json(
             runtime.run_record(settings, wall_time, training_wall_time_s=round(result.wall_time_s, 2),

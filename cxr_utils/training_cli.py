@@ -27,6 +27,11 @@ def command_line() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=PROTOCOL.seed)
     parser.add_argument("--weights", default=PROTOCOL.weights, type=facts.parse_weights,
                         help="imagenet | none | path to a local copy of the ImageNet weights")
+    parser.add_argument("--recompute-batchnorm-images", type=int, metavar="N",
+                        default=TrainingConfig.recompute_batchnorm_images,
+                        help="this project's remedy, not the paper's: before every validation, recompute "
+                             "BatchNorm's moving statistics from N seeded training images (default 0: the "
+                             "paper's protocol; TrainingConfig.recompute_batchnorm_images)")
     parser.add_argument("--results-dir", default="results/training")
     parser.add_argument("--cache-dir", default=".cache/images")
     return parser
@@ -38,11 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     from cxr_utils import data
 
     try:
+        config = TrainingConfig(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+                                recompute_batchnorm_images=args.recompute_batchnorm_images)
         layout = data.resolve_dataset(args.data_dir)
         manifest = data.add_duplicate_groups(data.build_manifest(layout))
         sample = data.sample_balanced(manifest, args.n_per_class, seed=args.seed)
         split = data.split_dataset(sample, seed=args.seed)
-        config = TrainingConfig(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
         outcome = run_experiment(
             args.model, split, args.results_dir, config,
             model_options={"weights": args.weights}, cache_dir=args.cache_dir,

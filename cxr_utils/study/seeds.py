@@ -18,7 +18,11 @@ DEFAULT_OUT = Path("results") / "study" / "seeds"  # below the current folder
 STUDY_RECORD = "study.json"
 SEED_PREFIX = "seed-"
 # The parameters a study's results depend on: resuming with any of them changed is refused.
-COMPARED = ("profile", "n_per_class", "epochs", "batch_size", "weights", "image_size", "dtype_policy", "models")
+COMPARED = ("profile", "n_per_class", "epochs", "batch_size", "weights", "image_size", "dtype_policy", "models",
+            "recompute_batchnorm_images")
+# Training options (``training.TrainingConfig`` fields, default there) a study takes with -p beside the
+# profile's parameters: recompute_batchnorm_images is this project's remedy (issue 12), 0 the paper's.
+TRAINING_OPTIONS = ("recompute_batchnorm_images",)
 # Profile parameters a study sets otherwise (seeds, folders, profile) or does not use.
 NOT_PARAMETERS = {
     "seed": "the seeds are set with --seeds N or --seed-list",
@@ -66,15 +70,23 @@ def seed_list(n: int | None = None, listed: str | list | None = None) -> list[in
     return [PROTOCOL.seed + k for k in range(n)]
 
 
+def training_defaults() -> dict:
+    """``TRAINING_OPTIONS`` with their defaults, read from ``training.TrainingConfig`` (imports Keras)."""
+    from cxr_utils.training import TrainingConfig
+
+    return {name: getattr(TrainingConfig, name) for name in TRAINING_OPTIONS}
+
+
 def study_parameters(profile: str = "paper", overrides: dict | None = None, data_dir=None) -> dict:
     """The profile's parameters (``run.profile_parameters``) with ``overrides``, checked, without
-    the ones a study sets otherwise (``NOT_PARAMETERS``)."""
+    the ones a study sets otherwise (``NOT_PARAMETERS``), and the ``TRAINING_OPTIONS``."""
     from cxr_utils import run
 
     if profile not in run.PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(run.PROFILES)}")
     overrides = dict(overrides or {})
-    known = sorted({*run.PROFILES[profile], "cache_dir"} - set(NOT_PARAMETERS))
+    options = {name: overrides.pop(name) for name in TRAINING_OPTIONS if name in overrides}
+    known = sorted({*run.PROFILES[profile], "cache_dir", *TRAINING_OPTIONS} - set(NOT_PARAMETERS))
     for name in overrides:
         if name in NOT_PARAMETERS:
             raise ValueError(f"-p {name}: not a study parameter ({NOT_PARAMETERS[name]})")
@@ -83,6 +95,10 @@ def study_parameters(profile: str = "paper", overrides: dict | None = None, data
     parameters = run.profile_parameters(profile, data_dir, None, overrides)
     for name in UNUSED:
         parameters.pop(name, None)
+    parameters.update({**training_defaults(), **options})
+    from cxr_utils.training import TrainingConfig
+
+    TrainingConfig(**options)  # ValueError for a bad value, e.g. a negative recompute_batchnorm_images
     for name in ("n_per_class", "epochs", "batch_size", "image_size"):
         value = parameters[name]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -99,7 +115,8 @@ def study_parameters(profile: str = "paper", overrides: dict | None = None, data
 
 
 def _compared(settings: dict) -> dict:
-    return {name: settings.get(name) for name in COMPARED}
+    defaults = training_defaults()  # a study recorded before an option existed ran with its default
+    return {name: settings.get(name, defaults.get(name)) for name in COMPARED}
 
 
 def _check_same_study(record: dict, settings: dict, study_dir: Path) -> None:
@@ -161,10 +178,13 @@ def _check_model_folder(folder: Path, spec, parameters: dict, seed: int) -> None
         raise StudyError(f"{folder} has metrics.json but no readable run.json: delete the folder to retrain "
                          "the model") from None
     training = settings.get("training", {})
+    defaults = training_defaults()
     made = {"epochs": training.get("epochs"), "batch_size": training.get("batch_size"),
-            "seed": training.get("seed"), "image_size": settings.get("image_size")}
+            "seed": training.get("seed"), "image_size": settings.get("image_size"),
+            **{name: training.get(name, default) for name, default in defaults.items()}}
     wanted = {"epochs": parameters["epochs"], "batch_size": parameters["batch_size"], "seed": seed,
-              "image_size": parameters["image_size"]}
+              "image_size": parameters["image_size"],
+              **{name: parameters.get(name, default) for name, default in defaults.items()}}
     if spec.has_backbone:
         made["weights"] = settings.get("model_options", {}).get("weights", PROTOCOL.weights)
         wanted["weights"] = parameters["weights"]
@@ -241,9 +261,11 @@ def run_seeds(study_dir, seeds: list[int], parameters: dict, mixed_precision: bo
     session_start = time.perf_counter()
     runtime.use_mixed_precision(mixed_precision)  # ValueError for a setting it does not know
     policy = keras.mixed_precision.global_policy().name
+    options = {name: parameters.get(name, default) for name, default in training_defaults().items()}
     settings = {
         "study": "seeds",
         **{name: parameters[name] for name in COMPARED if name in parameters},
+        **options,
         "dtype_policy": policy,
         "mixed_precision": mixed_precision,
         "models": list(REGISTRY),
@@ -289,8 +311,11 @@ def run_seeds(study_dir, seeds: list[int], parameters: dict, mixed_precision: bo
                 durations.setdefault(model_id, []).append(entry["wall_time_s"])
     log(f"Study in {study_dir}: seeds {', '.join(map(str, seeds))}; profile {parameters['profile']}, "
         f"{config.weights_label(parameters['weights'])}, {parameters['n_per_class']} images per class, "
-        f"{_count(parameters['epochs'], 'epoch')}, {runtime.backend()}, {policy}; "
-        f"{_count(len(pending), 'model')} to train.")
+        f"{_count(parameters['epochs'], 'epoch')}, {runtime.backend()}, {policy}"
+        + (f", BatchNorm statistics recomputed from {options['recompute_batchnorm_images']} training images "
+           "before every validation (this project's remedy, not the paper's)"
+           if options["recompute_batchnorm_images"] else "")
+        + f"; {_count(len(pending), 'model')} to train.")
     study_dir.mkdir(parents=True, exist_ok=True)
     if not all(seed_complete(seed_dir(study_dir, seed)) for seed in seeds):
         # The dataset, indexed once for every seed; a missing dataset stops here, before any record.
@@ -321,7 +346,8 @@ def run_seeds(study_dir, seeds: list[int], parameters: dict, mixed_precision: bo
                 outcome = training.run_experiment(
                     spec.id, split, folder,
                     training.TrainingConfig(epochs=parameters["epochs"], batch_size=parameters["batch_size"],
-                                            seed=seed, mixed_precision=mixed_precision, progress=progress),
+                                            seed=seed, mixed_precision=mixed_precision, progress=progress,
+                                            **options),
                     model_options={"weights": parameters["weights"]} if spec.has_backbone else {},
                     cache_dir=cache_dir, save_model=False, image_size=parameters["image_size"],
                 )

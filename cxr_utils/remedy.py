@@ -1,0 +1,192 @@
+"""The paper's protocol beside this project's remedy for unsteady validation (issue 12).
+
+From scratch, ResNet50 and the hybrid reach 0.87-0.91 accuracy in training mode while, in some
+epochs, the same model in inference mode scores its own training images at chance: BatchNorm's
+moving statistics do not describe the current weights. The remedy, off by default, recomputes them
+from a few hundred training images before every evaluation (``TrainingConfig.
+recompute_batchnorm_images``, ``callbacks.recompute_batchnorm_statistics``); the weights are
+untouched. The paper says nothing of it: its protocol stays the default, and this module sets two
+runs side by side, the same split and seed, one with the option.
+
+    python -m cxr_utils.training --model resnet50 --weights none --results-dir results/paper-protocol
+    python -m cxr_utils.training --model resnet50 --weights none --results-dir results/remedy \\
+        --recompute-batchnorm-images 320
+
+No chapter shows it yet: the book's side-by-side comparison of the two protocols is to come.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.ticker import MaxNLocator
+
+from cxr_utils import config, metrics
+from cxr_utils.plots import MIN_POINTS, PAGE_WIDTH_IN, _finish
+from cxr_utils.report import NEAR_CHANCE, at_most
+
+OPTION = "recompute_batchnorm_images"  # the TrainingConfig field, as run.json records it
+PROTOCOLS = {"paper": "the paper's protocol", "remedy": "BatchNorm statistics recomputed"}
+# run.json settings that must agree for two runs to be compared (the option itself may differ).
+SAME_SETTINGS = ("model", "model_options", "images", "image_size", "blanked")
+SAME_TRAINING = ("epochs", "batch_size", "learning_rate", "seed", "restore_best")
+
+
+def _run(folder: Path) -> dict:
+    path = folder / "run.json"
+    if not path.is_file():
+        raise ValueError(f"{path} not found: compare results folders written by training.run_experiment")
+    return json.loads(path.read_text())["settings"]
+
+
+def _check_pair(paper: dict, remedy: dict, model_id: str) -> None:
+    differ = [name for name in SAME_SETTINGS if paper.get(name) != remedy.get(name)]
+    differ += [f"training.{name}" for name in SAME_TRAINING
+               if paper.get("training", {}).get(name) != remedy.get("training", {}).get(name)]
+    if differ:
+        raise ValueError(f"{model_id}: the two runs differ in {', '.join(differ)}; compare runs of the same "
+                         "split and seed that differ only in recompute_batchnorm_images")
+    if paper.get("training", {}).get(OPTION, 0):
+        raise ValueError(f"{model_id}: the paper's run has {OPTION}={paper['training'][OPTION]}; it must be 0")
+    if not remedy.get("training", {}).get(OPTION, 0):
+        raise ValueError(f"{model_id}: the remedy's run has {OPTION}=0, the paper's protocol; it must be positive")
+
+
+def _row(folder: Path, settings: dict) -> dict:
+    history = pd.read_csv(folder / "history.csv")
+    test = json.loads((folder / "metrics.json").read_text())["test"]
+    tp, fn, fp, tn = (int(test[k]) for k in ("tp", "fn", "fp", "tn"))
+    labels = np.array([1] * (tp + fn) + [0] * (fp + tn))
+    predicted = np.array([1] * tp + [0] * fn + [1] * fp + [0] * tn)
+    accuracy = metrics.metrics_with_intervals(labels, predicted).loc["accuracy"]
+    inference = history["train_inference_accuracy"] if "train_inference_accuracy" in history else None
+    return {
+        OPTION: int(settings.get("training", {}).get(OPTION, 0)),
+        "batchnorm_layers_recomputed": settings.get("batchnorm_layers_recomputed", np.nan),
+        "epochs": len(history),
+        "epochs_near_chance": int(at_most(history["val_accuracy"], NEAR_CHANCE).sum()),
+        "val_accuracy_min": float(history["val_accuracy"].min()),
+        "val_accuracy_max": float(history["val_accuracy"].max()),
+        "train_inference_accuracy_min": np.nan if inference is None else float(inference.min()),
+        "best_epoch": int(history.loc[history["is_best"].astype(bool), "epoch"].iloc[0]),
+        "test_accuracy": float(accuracy["value"]),
+        "test_low": float(accuracy["low"]),
+        "test_high": float(accuracy["high"]),
+        "test_n": int(test["n"]),
+    }
+
+
+def _model_ids(paper_dir: Path, remedy_dir: Path, model_ids) -> list[str]:
+    if model_ids is not None:
+        return [config.model_spec(m).id for m in model_ids]
+    found = [m for m in config.REGISTRY
+             if (paper_dir / m / "metrics.json").is_file() and (remedy_dir / m / "metrics.json").is_file()]
+    if not found:
+        raise ValueError(f"no model has results in both {paper_dir} and {remedy_dir}")
+    return found
+
+
+def remedy_table(paper_dir, remedy_dir, model_ids=None) -> pd.DataFrame:
+    """Per model and protocol, from two results folders of the same split and seed (the second run
+    with ``recompute_batchnorm_images`` > 0): epochs with validation accuracy at or below
+    ``report.NEAR_CHANCE`` (the project's near-chance rule), the validation accuracy's range, the
+    lowest inference-mode accuracy on training images, the kept epoch, and test accuracy with its
+    95% Wilson interval. Columns model, model_id, protocol ("paper" or "remedy") and those figures.
+    ``model_ids``: default, every registry model with results in both folders. ValueError when the
+    runs differ in anything else than the option. Issue 12.
+    """
+    paper_dir, remedy_dir = Path(paper_dir), Path(remedy_dir)
+    rows = []
+    for model_id in _model_ids(paper_dir, remedy_dir, model_ids):
+        paper_settings, remedy_settings = _run(paper_dir / model_id), _run(remedy_dir / model_id)
+        _check_pair(paper_settings, remedy_settings, model_id)
+        for protocol, folder, settings in (("paper", paper_dir, paper_settings),
+                                           ("remedy", remedy_dir, remedy_settings)):
+            rows.append({"model": config.model_spec(model_id).paper_name, "model_id": model_id,
+                         "protocol": protocol, **_row(folder / model_id, settings)})
+    return pd.DataFrame(rows)
+
+
+def _range(row) -> str:
+    return f"{row.val_accuracy_min:.2f}-{row.val_accuracy_max:.2f}"
+
+
+def _test(row) -> str:
+    return f"{row.test_accuracy:.2f} [{row.test_low:.2f}, {row.test_high:.2f}]"
+
+
+def remedy_markdown(table: pd.DataFrame) -> str:
+    """What ``remedy_table`` shows, in plain words written from its numbers: per model, how often
+    validation sat near chance under each protocol, how the inference-mode check of the training
+    images moved, and whether the test intervals overlap. Issue 12."""
+    lines = []
+    for model, rows in table.groupby("model", sort=False):
+        paper = rows[rows["protocol"] == "paper"].iloc[0]
+        remedy = rows[rows["protocol"] == "remedy"].iloc[0]
+        n = int(remedy[OPTION])
+        if remedy["batchnorm_layers_recomputed"] == 0:
+            lines.append(f"- **{model}** has no BatchNorm layer that training updates (no BatchNorm, or a frozen "
+                         "backbone): the option changes nothing for it, and any difference between the two runs "
+                         "is not the option's doing.")
+            continue
+        text = (f"- **{model}.** With the paper's protocol, validation accuracy ranged over {_range(paper)} and was "
+                f"at or below {NEAR_CHANCE} (a coin toss on balanced classes) in {int(paper.epochs_near_chance)} of "
+                f"{int(paper.epochs)} epochs; with BatchNorm statistics recomputed from {n} training images before "
+                f"each evaluation, it ranged over {_range(remedy)}, near chance in {int(remedy.epochs_near_chance)} "
+                f"of {int(remedy.epochs)}.")
+        if not (np.isnan(paper.train_inference_accuracy_min) or np.isnan(remedy.train_inference_accuracy_min)):
+            text += (f" The lowest inference-mode accuracy on training images went from "
+                     f"{paper.train_inference_accuracy_min:.2f} to {remedy.train_inference_accuracy_min:.2f}.")
+        overlap = paper.test_low <= remedy.test_high and remedy.test_low <= paper.test_high
+        text += (f" Test accuracy of the kept epoch (epoch {int(paper.best_epoch)} and {int(remedy.best_epoch)}): "
+                 f"{_test(paper)} against {_test(remedy)} (95% intervals), "
+                 + ("which overlap: on this test set the two are not told apart."
+                    if overlap else "which do not overlap."))
+        lines.append(text)
+    lines.append(
+        "\nThe paper's protocol is the default everywhere in this project; the paper says nothing of BatchNorm "
+        "statistics. Recomputing them is this project's option (`recompute_batchnorm_images`), which changes no "
+        "weight, only the statistics BatchNorm uses when the model is evaluated. One split and one seed: "
+        "a study over several seeds says how far this holds."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _history(folder: Path) -> pd.DataFrame:
+    history = pd.read_csv(folder / "history.csv")
+    for column in ("epoch", "val_accuracy"):
+        if column not in history:
+            raise ValueError(f"{folder / 'history.csv'} has no '{column}' column")
+    return history
+
+
+def plot_remedy_curves(paper_dir, remedy_dir, model_id: str, path=None):
+    """Validation accuracy (left) and inference-mode accuracy on training images (right) per epoch,
+    the paper's protocol beside the remedy, with chance (0.5) and the near-chance bound dashed.
+    Returns the Figure; saves it as PNG at ``path`` when given (as every ``cxr_utils.plots``
+    figure). Issue 12."""
+    spec = config.model_spec(model_id)
+    paper_dir, remedy_dir = Path(paper_dir), Path(remedy_dir)
+    _check_pair(_run(paper_dir / spec.id), _run(remedy_dir / spec.id), spec.id)
+    histories = {protocol: _history(folder / spec.id)
+                 for protocol, folder in (("paper", paper_dir), ("remedy", remedy_dir))}
+    figure, axes = plt.subplots(1, 2, figsize=(PAGE_WIDTH_IN, 3.6), layout="constrained", sharey=True)
+    panels = (("val_accuracy", "validation accuracy"),
+              ("train_inference_accuracy", "training images, inference mode"))
+    for ax, (column, title) in zip(axes, panels):
+        for (protocol, history), marker in zip(histories.items(), ("o", "s")):
+            if column in history:
+                ax.plot(history["epoch"], history[column], marker=marker, label=PROTOCOLS[protocol])
+        ax.axhline(0.5, color="grey", linestyle="--", linewidth=1, label="chance (0.5)")
+        ax.axhline(NEAR_CHANCE, color="grey", linestyle=":", linewidth=1, label=f"near chance ({NEAR_CHANCE})")
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(f"{spec.paper_name}: {title}")
+        ax.set_ylim(0, 1.02)
+    axes[0].set_ylabel("accuracy")
+    axes[0].legend(loc="upper center", bbox_to_anchor=(1.0, -0.2), ncol=2, fontsize=MIN_POINTS, frameon=False)
+    return _finish(figure, path)

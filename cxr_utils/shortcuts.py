@@ -1,0 +1,255 @@
+"""What the models look at: the lung rectangle, and images with it blanked.
+
+The database's COVID and Normal images come from different collections, so a classifier can
+score well by recognising the collection (borders, markers, exposure) rather than the disease
+(DeGrave et al. 2021; Maguolo and Nanni 2021). Chapter 8 tests that three ways: trivial
+baselines that never see the lungs (``cxr_utils.baselines``), the paper's models trained on
+images whose lungs are blanked (``LungBox.blank``, used by ``training.run_experiment``), and
+where Grad-CAM puts the models' attention (``cxr_utils.gradcam``). Explained in
+notebooks/08_shortcuts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+
+RESULTS_FOLDER = "shortcuts"  # chapter 8's tables, below the run's results folder
+
+
+@dataclasses.dataclass(frozen=True)
+class LungBox:
+    """A fixed rectangle covering both lungs of a frontal chest X-ray, as fractions of the
+    image's height and width, and the constant grey level (in [0, 1]) that replaces it.
+
+    The default was drawn on the mean of 200 of the database's images (chapter 8 shows it):
+    both lung fields lie inside it on the mean image; the outer strips (shoulders, neck, the
+    abdomen, the border and any burnt-in text) stay visible.
+    """
+
+    top: float = 0.12
+    left: float = 0.12
+    height: float = 0.70
+    width: float = 0.76
+    fill: float = 0.0
+
+    def __post_init__(self):
+        for name in ("top", "left", "height", "width", "fill"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                raise ValueError(f"LungBox.{name} must be a number in [0, 1], not {value!r}")
+        if self.height <= 0 or self.width <= 0:
+            raise ValueError("LungBox height and width must be positive")
+        if self.top + self.height > 1 + 1e-9 or self.left + self.width > 1 + 1e-9:
+            raise ValueError(
+                f"LungBox {self} reaches outside the image: top + height and left + width must be at most 1"
+            )
+
+    def pixels(self, size: int) -> tuple[int, int, int, int]:
+        """(first row, end row, first column, end column) of the rectangle in a size x size image."""
+        return (round(self.top * size), round((self.top + self.height) * size),
+                round(self.left * size), round((self.left + self.width) * size))
+
+    def mask(self, size: int) -> np.ndarray:
+        """Boolean (size, size) array, True inside the rectangle."""
+        row0, row1, col0, col1 = self.pixels(size)
+        inside = np.zeros((size, size), dtype=bool)
+        inside[row0:row1, col0:col1] = True
+        return inside
+
+    def area_fraction(self, size: int) -> float:
+        """The share of a size x size image's pixels that the rectangle covers."""
+        return float(self.mask(size).mean())
+
+    def blank(self, images: np.ndarray) -> np.ndarray:
+        """A copy of ``images`` (N, H, W[, C], square) with the rectangle set to ``fill``; the
+        input is never modified."""
+        images = np.asarray(images)
+        if images.ndim not in (3, 4) or images.shape[1] != images.shape[2]:
+            raise ValueError(f"expected square images (N, H, W[, C]), got shape {images.shape}")
+        blanked = images.copy()
+        row0, row1, col0, col1 = self.pixels(images.shape[1])
+        blanked[:, row0:row1, col0:col1] = np.asarray(self.fill, dtype=images.dtype)
+        return blanked
+
+    @property
+    def key(self) -> str:
+        """Text for cache keys and run records."""
+        return f"lungbox:{self.top},{self.left},{self.height},{self.width},fill={self.fill}"
+
+
+# -- chapter 8's summary, written from the numbers ----------------------------------------------------
+
+REFERENCES = (
+    "DeGrave, A. J., Janizek, J. D. and Lee, S.-I. (2021). AI for radiographic COVID-19 detection selects "
+    "shortcuts over signal. *Nature Machine Intelligence* 3, 610-619. https://doi.org/10.1038/s42256-021-00338-7",
+    "Maguolo, G. and Nanni, L. (2021). A critic evaluation of methods for COVID-19 automatic detection from "
+    "X-ray images. *Information Fusion* 76, 1-7. https://doi.org/10.1016/j.inffus.2021.04.008",
+)
+CHANCE = 0.5  # two balanced classes
+ABOVE, BELOW, UNCLEAR, NO_INTERVAL = "above chance", "below chance", "not distinguishable from chance", "no interval"
+
+
+def chance_verdict(low: float, high: float) -> str:
+    """Where a 95% interval lies against chance (0.5): ABOVE, BELOW, UNCLEAR or NO_INTERVAL."""
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return NO_INTERVAL
+    if low > CHANCE:
+        return ABOVE
+    return BELOW if high < CHANCE else UNCLEAR
+
+
+def _interval(value, low, high) -> str:
+    if not np.isfinite(value):
+        return "n/a"
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return f"{value:.2f} (no interval)"
+    return f"{value:.2f} [{low:.2f}, {high:.2f}]"
+
+
+def _set_name(test_set: str) -> str:
+    return "the extended test set" if test_set == "extended" else "the run's test set"
+
+
+def _baseline_lines(baselines) -> tuple[list[str], dict]:
+    """One bullet per baseline; and per baseline the verdict and the test-set row."""
+    lines, verdicts = [], {}
+    for name, rows in baselines.groupby("baseline", sort=False):
+        by_set = {row["test_set"]: row for _, row in rows.iterrows()}
+        main = by_set.get("extended", by_set.get("test"))
+        verdict = chance_verdict(main["accuracy_low"], main["accuracy_high"])
+        verdicts[name] = (verdict, by_set.get("test"), main["test_set"])
+        scored = "; ".join(
+            f"accuracy {_interval(row['accuracy'], row['accuracy_low'], row['accuracy_high'])} on {_set_name(s)} "
+            f"(n = {int(row['n']):,}), AUC {_interval(row['auc'], row['auc_low'], row['auc_high'])}"
+            for s, row in sorted(by_set.items(), key=lambda item: item[0] != "extended"))
+        if verdict == ABOVE:
+            says = ("scores above chance without seeing the lungs" if name == "border"
+                    else "scores above chance")
+        elif verdict == NO_INTERVAL:
+            says = "has no interval to compare with chance"
+        else:
+            says = f"is {verdict}" + (" (its interval includes 0.5)" if verdict == UNCLEAR else "")
+        lines.append(f"- **{name}**, {main['description']}: {scored}. On {_set_name(main['test_set'])} it {says}.")
+    return lines, verdicts
+
+
+def _against_models(name: str, row, models) -> str | None:
+    """How the models' intact test accuracy sits against a baseline's on the same test images."""
+    if row is None or models.empty:
+        return None
+    parts = []
+    for _, model in models.iterrows():
+        if model["intact_accuracy_low"] > row["accuracy_high"]:
+            where = "lies above the baseline's"
+        elif model["intact_accuracy_high"] < row["accuracy_low"]:
+            where = "lies below the baseline's"
+        else:
+            where = "overlaps the baseline's"
+        accuracy = _interval(model["intact_accuracy"], model["intact_accuracy_low"], model["intact_accuracy_high"])
+        parts.append(f"{model['model']} {accuracy} (its interval {where})")
+    return (f"On the same test images as the **{name}** baseline "
+            f"({_interval(row['accuracy'], row['accuracy_low'], row['accuracy_high'])}), the models reach "
+            + ", ".join(parts) + ".")
+
+
+def _blanked_lines(blanked) -> list[str]:
+    done = blanked[blanked["status"] == "complete"]
+    lines = []
+    for _, row in done.iterrows():
+        verdict = chance_verdict(row["blanked_accuracy_low"], row["blanked_accuracy_high"])
+        kept = ""
+        if row["intact_accuracy"] > CHANCE:
+            share = (row["blanked_accuracy"] - CHANCE) / (row["intact_accuracy"] - CHANCE)
+            kept = f"; it keeps {share:.0%} of its intact margin above chance"
+        says = {ABOVE: "Trained and tested without the lungs, it still scores above chance.",
+                BELOW: "Without the lungs it scores below chance.",
+                UNCLEAR: "Without the lungs it is not distinguishable from chance (its interval includes 0.5).",
+                NO_INTERVAL: "Its blanked accuracy has no interval."}[verdict]
+        lines.append(
+            f"- **{row['model']}**: accuracy "
+            f"{_interval(row['blanked_accuracy'], row['blanked_accuracy_low'], row['blanked_accuracy_high'])} "
+            f"with the lungs blanked against "
+            f"{_interval(row['intact_accuracy'], row['intact_accuracy_low'], row['intact_accuracy_high'])} intact "
+            f"(difference {row['accuracy_difference']:+.2f}, McNemar p = {row['mcnemar_p']:.2g}){kept}. {says}")
+    missing = blanked.loc[blanked["status"] != "complete", "model"].tolist()
+    if missing:
+        lines.append(f"- Not yet trained with the lungs blanked: {', '.join(missing)} "
+                     "(`python -m cxr_utils.study blanked --run RESULTS_DIR`).")
+    return lines
+
+
+def shortcut_summary(baselines_table, blanked_table=None, lung_shares: dict | None = None,
+                     box: LungBox | None = None, image_size: int | None = None) -> str:
+    """Chapter 8's conclusion in Markdown, every number read from the tables: the baselines
+    (``baselines.evaluate_baselines``; None: not run), the lungs-blanked runs (``study.blanked.blanked_results``;
+    None: not run) and, when given, each model's mean share of Grad-CAM mass inside ``box``
+    (``lung_shares``: model id or paper name -> share in [0, 1]), against the share of the image
+    the box covers at ``image_size`` (default ``config.PROTOCOL.image_size``). It claims only what
+    the intervals show. Explained in notebooks/08_shortcuts.
+    """
+    import pandas as pd
+
+    from cxr_utils import config
+
+    box = box or LungBox()
+    image_size = image_size or config.PROTOCOL.image_size
+    if baselines_table is None or len(baselines_table) == 0:
+        verdicts = {}
+        out = ["### Trivial baselines", "", "No baselines yet (`cxr_utils.baselines.evaluate_baselines`).", ""]
+    else:
+        lines, verdicts = _baseline_lines(pd.DataFrame(baselines_table))
+        out = ["### Trivial baselines", "",
+               "Logistic regressions on crude features of the images, fitted on the run's training images (only the "
+               "border baseline never sees the lungs):", "", *lines, ""]
+    blanked = None if blanked_table is None else pd.DataFrame(blanked_table)
+    models = pd.DataFrame() if blanked is None else blanked.dropna(subset=["intact_accuracy"])
+    if "border" in verdicts:
+        comparison = _against_models("border", verdicts["border"][1], models)
+        out += [comparison, ""] if comparison else []
+    if verdicts.get("border", (None,))[0] == ABOVE:
+        out += [f"The border baseline's interval on {_set_name(verdicts['border'][2])} lies above 0.5, so the images "
+                "carry class information outside the lungs: the two classes differ where the lungs are not seen, as "
+                "DeGrave et al. (2021) and Maguolo and Nanni (2021) found for public COVID-19 collections. That the "
+                "paper's models *use* it is a hypothesis the baseline cannot test; the lungs-blanked runs and "
+                "Grad-CAM below speak to it.", ""]
+    elif "border" in verdicts:
+        out += ["The border baseline does not score above chance here, which does not rule out other shortcuts.", ""]
+
+    out += ["### The models with the lungs blanked", ""]
+    if blanked is None:
+        out += ["No lungs-blanked runs yet (`python -m cxr_utils.study blanked --run RESULTS_DIR`).", ""]
+    else:
+        out += [f"Each model trained and tested again with the lung box ({box.area_fraction(image_size):.0%} of the "
+                "image) set to a constant, the test Maguolo and Nanni (2021) ran:", "", *_blanked_lines(blanked), ""]
+        if any(chance_verdict(r["blanked_accuracy_low"], r["blanked_accuracy_high"]) == ABOVE
+               for _, r in blanked[blanked["status"] == "complete"].iterrows()):
+            out += ["A model that scores above chance with the lungs blanked learnt the classes from outside the "
+                    "lung box: this shows what the images allow, not what the intact models rely on.", ""]
+
+    outside = []
+    if lung_shares:
+        area = box.area_fraction(image_size)
+        out += ["### Where Grad-CAM looks", ""]
+        for key, share in lung_shares.items():
+            name = config.model_spec(key).paper_name
+            if not 0 <= share <= 1:  # also refuses NaN
+                raise ValueError(f"lung_shares[{key!r}] must be a share in [0, 1], not {share!r}")
+            relation = "more" if share > area else "no more"
+            if share <= area:
+                outside.append(name)
+            out.append(f"- **{name}**: on average {share:.0%} of its Grad-CAM mass lies inside the lung box, which "
+                       f"covers {area:.0%} of the image: {relation} than a map spread evenly over the image.")
+        out.append("")
+    if outside:
+        out += [f"For {', '.join(outside)}, Grad-CAM puts no more weight inside the lung box than an even spread "
+                "would: as far as Grad-CAM shows what a model uses, its evidence is not concentrated in the lungs, "
+                "which supports the hypothesis that it draws on what lies outside them.", ""]
+    else:
+        why = ("no Grad-CAM shares were given" if not lung_shares
+               else "Grad-CAM puts more than an even share of its mass inside the lung box for every model")
+        out += [f"Whether the intact models use the information outside the lungs remains a hypothesis: {why}.", ""]
+    out += ["References:", "", *(f"- {reference}" for reference in REFERENCES)]
+    return "\n".join(out) + "\n"
