@@ -22,7 +22,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
 
-# The main job: check the dataset, execute the seven notebooks with papermill under PROFILE
+# The main job: check the dataset, execute the eight notebooks with papermill under PROFILE
 # (paper: the paper's protocol; sample: a small real subset in minutes), then build the book.
 run: $(VENV)/.installed
 	$(BIN)/python -m cxr_utils.data $(DATA_DIR) --no-progress

@@ -6,7 +6,8 @@ Submodules (imported on use, so ``import cxr_utils`` is cheap and never touches 
   class and metric names, what ``weights`` means.
 - ``cxr_utils.data``: find, download, index, sample, split and load the chest X-rays.
 - ``cxr_utils.models``: the paper's ResNet50, LSTM and ResNet50-LSTM builders (Keras 3).
-- ``cxr_utils.training``: the paper's training protocol, best-epoch selection, saved results.
+- ``cxr_utils.training``: the paper's training protocol, best-epoch selection, saved results
+  (its command line: ``training_cli``).
 - ``cxr_utils.metrics``: confusion matrices, metrics with intervals, McNemar's test.
 - ``cxr_utils.paper``: the paper's reported tables as data.
 - ``cxr_utils.plots``: training curves, confusion heatmaps, paper-vs-ours bars.
@@ -20,7 +21,9 @@ Submodules (imported on use, so ``import cxr_utils`` is cheap and never touches 
   ``publish``: the protocol's callbacks, the shared backbone pass, the extended test set, the
   paper beside the run, the book's texts, publishing a run into the book.
 - ``cxr_utils.study``: ``python -m cxr_utils.study seeds``: the protocol over several seeds,
-  resumable, with a summary.
+  resumable, with a summary; ``study blanked``: the models trained with the lungs blanked.
+- ``cxr_utils.shortcuts``, ``baselines``, ``gradcam``, ``shortcut_run``: chapter 8, what the
+  models could be scoring on: the lung rectangle, border and histogram baselines, Grad-CAM.
 - ``cxr_utils.predict``, ``external``, ``model_card`` (``model_card_sections``),
   ``saved_models``: using a finished run: score images, evaluate a labelled folder, the model card,
   loading a run's models safely.
@@ -34,7 +37,7 @@ _SUBMODULES = (
     "config", "data", "models", "training", "metrics", "paper", "plots", "runtime", "evaluation",
     "report", "chapters", "run", "atomic", "callbacks", "features", "extended_set", "comparison",
     "summaries", "publish", "portable", "glance", "study", "predict", "external", "model_card",
-    "model_card_sections", "saved_models",
+    "model_card_sections", "saved_models", "training_cli", "shortcuts", "baselines", "gradcam", "shortcut_run",
 )
 
 

@@ -253,7 +253,7 @@ def split(results_dir, data_dir=None, n_per_class: int = config.PROTOCOL.n_per_c
     return _images_here(table, path, data_dir, log)
 
 
-# -- what chapters 6 and 7 need ------------------------------------------------------------------
+# -- what chapters 6 to 8 need ------------------------------------------------------------------
 
 
 def _image_key(table: pd.DataFrame) -> list[tuple[int, str]]:

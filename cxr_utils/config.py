@@ -51,6 +51,8 @@ HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")
 NOTEBOOK_PARAMETERS = (
     "data_dir", "results_dir", "cache_dir", "profile", "seed", "n_per_class", "weights", "epochs",
     "batch_size", "image_size", "extended_test_size", "drive_folder",
+    # chapter 8 (shortcuts): the baselines' inputs and the lung rectangle
+    "thumbnail_size", "border_width", "histogram_bins", "lung_box",
 )
 
 

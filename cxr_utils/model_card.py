@@ -28,9 +28,10 @@ import pandas as pd
 from cxr_utils import config, data, evaluation, external, predict
 from cxr_utils.config import PROTOCOL, REGISTRY
 from cxr_utils.report import DISCLAIMER
+from cxr_utils.shortcut_run import SHORTCUTS_DIR
 
 CARD_FILE = "MODEL_CARD.md"
-SHORTCUT_DIR = "shortcut"  # where a shortcut analysis of the run would put its tables
+SHORTCUT_DIR = SHORTCUTS_DIR  # chapter 8 writes its tables there
 SECTIONS = (
     "Model details", "Intended use", "Factors", "Metrics", "Evaluation data", "Training data",
     "Quantitative analyses", "Ethical considerations", "Caveats and recommendations",

@@ -266,19 +266,19 @@ def quantitative(run: _Run) -> list[str]:
                   _mcnemar_text(evaluated["mcnemar"]), ""]
 
     lines += ["### Shortcut analysis", ""]
-    shortcut = run.dir / SHORTCUT_DIR
-    tables = sorted(shortcut.rglob("*.csv")) if shortcut.is_dir() else []
+    from cxr_utils import shortcut_run
+
+    tables = [(relative, _csv(run.dir / relative)) for relative in
+              (shortcut_run.BASELINES_CSV, shortcut_run.BLANKED_CSV, shortcut_run.GRADCAM_CSV)]
+    tables = [(relative, table) for relative, table in tables if table is not None]
     if not tables:
-        lines += [f"No shortcut analysis has been run for this run (no `{SHORTCUT_DIR}/` folder with results). Until "
-                  "one is, nothing here shows that the models respond to the lungs rather than to where an image "
-                  "comes from.", ""]
-    for path in tables:
-        table = _csv(path)
-        if table is not None:
-            shown = table.head(30)
-            lines += [f"`{path.relative_to(run.dir).as_posix()}`" + (f" (first 30 of {len(table)} rows)"
-                                                                      if len(table) > 30 else "") + ":", "",
-                      _md(shown.round(4)), ""]
+        lines += [f"No shortcut analysis has been run for this run (notebooks/08_shortcuts.ipynb writes "
+                  f"`{SHORTCUT_DIR}/`). Until one is, nothing here shows that the models respond to the lungs "
+                  "rather than to where an image comes from.", ""]
+    else:
+        lines += [shortcut_run.summary_markdown(run.dir), ""]
+    for relative, table in tables:
+        lines += [f"`{relative}`:", "", _md(table.round(4)), ""]
     return lines
 
 

@@ -67,6 +67,15 @@ def _verdicts_page(results_dir: Path, name: str) -> str:
     return page.read_text() if page.is_file() else "No verdicts: notebook 07 did not run.\n"
 
 
+def _shortcuts_page(results_dir: Path) -> str:
+    """Chapter 8's summary for the report, written from the run's shortcut tables."""
+    from cxr_utils import shortcut_run
+
+    if not (results_dir / shortcut_run.SHORTCUTS_DIR).is_dir():
+        return "No shortcut analysis: notebook 8 did not run.\n"
+    return shortcut_run.summary_markdown(results_dir) + "\n"
+
+
 PUBLISH_IGNORE = ("*.keras", "notebooks", "figures", "*.md", ".*", "__pycache__", "*.settings.json")
 
 
@@ -94,6 +103,7 @@ def publish_to_book(results_dir: Path, book_dir: Path = BOOK_EXECUTED_DIR, log=p
     (staging / "glance.md").write_text(glance.glance_markdown(results_dir))
     (staging / "tables.md").write_text(glance.tables_markdown(results_dir))
     (staging / "findings.md").write_text(_findings_markdown(results_dir))
+    (staging / "shortcuts.md").write_text(_shortcuts_page(results_dir))
     for name in ("report.md", "report_extended.md"):
         (staging / name).write_text(_verdicts_page(results_dir, name))
     if (results_dir / "figures").is_dir():

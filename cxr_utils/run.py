@@ -30,9 +30,9 @@ NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 
 def series() -> tuple[str, ...]:
     """The notebooks in reading order: data, preprocessing, one chapter per model of
-    ``config.REGISTRY``, evaluation, comparison."""
+    ``config.REGISTRY``, evaluation, comparison, then the further chapters (shortcuts)."""
     return ("01_data_collection", "02_preprocessing", *(spec.chapter for spec in config.REGISTRY.values()),
-            "06_evaluation", "07_comparison")
+            "06_evaluation", "07_comparison", "08_shortcuts")
 
 
 # Every knob a profile may set; each notebook receives the ones its parameters cell declares.
@@ -132,21 +132,55 @@ def _notebook_parameters(path: Path, parameters: dict) -> dict:
     return {name: value for name, value in parameters.items() if name in declared}
 
 
+# Parameters that say where things are kept, not what was computed: a run continued with
+# ``--only`` from another checkout may differ in them.
+_PLACE_PARAMETERS = ("cache_dir", "drive_folder")
+
+
+def _continued_record(results_dir: Path, parameters: dict) -> dict | None:
+    """The record of the run already in ``results_dir``, to extend when only some notebooks
+    run again; None when there is none. A run with other parameters is never mixed in."""
+    path = results_dir / "run.json"
+    if not path.is_file():
+        return None
+    previous = json.loads(path.read_text())
+    def compared(settings):
+        return {k: v for k, v in json.loads(json.dumps(settings, default=str)).items() if k not in _PLACE_PARAMETERS}
+    before, now = compared(previous.get("settings", {})), compared(parameters)
+    if before != now:
+        differing = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+        raise SeriesError(
+            f"{results_dir} holds a run made with other parameters ({', '.join(differing)} differ), so "
+            "its notebooks and these would not belong together: run the whole series (no --only) "
+            "or choose another --results-dir"
+        )
+    return previous
+
+
 def execute_series(
     parameters: dict, notebooks=None, progress: bool = True, log=print
 ) -> dict:
     """Execute ``notebooks`` (default: the whole ``series()``) in order with papermill; write
-    and return the run record."""
-    notebooks = notebooks or series()
+    and return the run record. Executing only some notebooks into a folder that holds a run with
+    the same parameters extends that run's record (each later pass listed under "continued")."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
     from cxr_utils import runtime
 
     results_dir = Path(parameters["results_dir"])
+    record = runtime.run_record(parameters, notebooks={}, profile=parameters.get("profile"))
+    earlier_s = 0.0
+    if notebooks and set(notebooks) != set(series()):
+        previous = _continued_record(results_dir, parameters)
+        if previous is not None:
+            earlier_s = float(previous.get("wall_time_s") or 0.0)
+            pass_record = {k: record[k] for k in ("created_utc", "git_commit", "command")}
+            previous.setdefault("continued", []).append({**pass_record, "notebooks": list(notebooks)})
+            record = previous
+    notebooks = list(notebooks or series())
     executed_dir = results_dir / "notebooks"
     executed_dir.mkdir(parents=True, exist_ok=True)
-    record = runtime.run_record(parameters, notebooks={}, profile=parameters.get("profile"))
     saved_env = {name: os.environ.get(name) for name in ("PATH", "MPLBACKEND", "TF_CPP_MIN_LOG_LEVEL")}
     # The kernel must be this interpreter's, also when the virtual environment is not activated.
     os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), saved_env["PATH"] or ""])
@@ -189,10 +223,10 @@ def execute_series(
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-        record["wall_time_s"] = round(time.perf_counter() - start, 1)
+        record["wall_time_s"] = round(earlier_s + time.perf_counter() - start, 1)
         runtime.write_json(record, results_dir / "run.json")
-    if series()[-1] in notebooks:
-        # The series ran through chapter 7: the model card, from the run's files (run.json included).
+    if record["notebooks"].get("07_comparison", {}).get("status") == "ok":
+        # The run holds the comparison: the model card, from the run's files (run.json included).
         from cxr_utils import model_card
 
         try:

@@ -235,7 +235,13 @@ def shortcut_summary(baselines_table, blanked_table=None, lung_shares: dict | No
         out += ["### Where Grad-CAM looks", ""]
         for key, share in lung_shares.items():
             name = config.model_spec(key).paper_name
-            if not 0 <= share <= 1:  # also refuses NaN
+            if share is None or (isinstance(share, float) and np.isnan(share)):
+                # grad_cam gives an all-zero map where no feature raises the class score (always
+                # so for a 1x1 feature map, i.e. images of 32 px): no share exists.
+                out.append(f"- **{name}**: every Grad-CAM map is zero (no region raises its score), so no share "
+                           "inside the lung box can be given.")
+                continue
+            if not 0 <= share <= 1:
                 raise ValueError(f"lung_shares[{key!r}] must be a share in [0, 1], not {share!r}")
             relation = "more" if share > area else "no more"
             if share <= area:
@@ -249,7 +255,8 @@ def shortcut_summary(baselines_table, blanked_table=None, lung_shares: dict | No
                 "which supports the hypothesis that it draws on what lies outside them.", ""]
     else:
         why = ("no Grad-CAM shares were given" if not lung_shares
-               else "Grad-CAM puts more than an even share of its mass inside the lung box for every model")
+               else "Grad-CAM puts more than an even share of its mass inside the lung box for every model "
+               "with a map that is not all zero")
         out += [f"Whether the intact models use the information outside the lungs remains a hypothesis: {why}.", ""]
     out += ["References:", "", *(f"- {reference}" for reference in REFERENCES)]
     return "\n".join(out) + "\n"

@@ -1,5 +1,5 @@
 """Each chapter runs alone on a fresh machine: chapters 1-5 rebuild what the chapters before them
-would have written, chapters 6 and 7 stop with one sentence naming the chapters to run, and a
+would have written, chapters 6 to 8 stop with one sentence naming the chapters to run, and a
 results folder holding another run's sample or split is refused, never mixed (cxr_utils.chapters)."""
 
 import json
@@ -97,8 +97,9 @@ def test_a_chapter_alone_rebuilds_its_inputs(chapter, real_subset, kernel_enviro
     ("06_evaluation", [f"notebooks/{spec.chapter}.ipynb" for spec in config.REGISTRY.values()]),
     ("07_comparison", [f"notebooks/{spec.chapter}.ipynb" for spec in config.REGISTRY.values()]
      + ["notebooks/06_evaluation.ipynb"]),
+    ("08_shortcuts", [f"notebooks/{spec.chapter}.ipynb" for spec in config.REGISTRY.values()]),
 ])
-def test_chapters_6_and_7_alone_stop_with_one_sentence(chapter, names, kernel_environment, tmp_path):
+def test_chapters_6_to_8_alone_stop_with_one_sentence(chapter, names, kernel_environment, tmp_path):
     from papermill.exceptions import PapermillExecutionError
 
     results = tmp_path / "results"

@@ -60,17 +60,23 @@ def test_the_card_of_a_published_run_reads_its_files(published_copy):
         test = metrics["test"]
         assert f"| {test['tp']} | {test['fn']} | {test['fp']} | {test['tn']} |" in re.sub(r" +", " ", text)
     assert "auc" in text and "brier" in text
-    assert "No shortcut analysis has been run" in text
+    has_shortcuts = (published_copy / model_card.SHORTCUT_DIR / "baselines.csv").is_file()
+    assert ("No shortcut analysis has been run" in text) is not has_shortcuts
     assert "External data:** none evaluated yet" in text
 
 
 def test_shortcut_results_appear_when_present(published_copy):
+    from cxr_utils import shortcut_run
+
+    shutil.rmtree(published_copy / model_card.SHORTCUT_DIR, ignore_errors=True)
+    assert "No shortcut analysis has been run" in model_card.markdown(published_copy)
     (published_copy / model_card.SHORTCUT_DIR).mkdir()
-    pd.DataFrame({"model": ["LSTM"], "condition": ["lungs masked"], "accuracy": [0.61234]}).to_csv(
-        published_copy / model_card.SHORTCUT_DIR / "masked.csv", index=False)
+    pd.DataFrame({"model": ["ResNet50"], "n": [100], "mean_lung_share": [0.61234], "box_area_share": [0.53]}).to_csv(
+        published_copy / shortcut_run.GRADCAM_CSV, index=False)
     text = model_card.markdown(published_copy)
     assert "No shortcut analysis has been run" not in text
-    assert "`shortcut/masked.csv`" in text and "lungs masked" in text and "0.6123" in text
+    assert f"`{shortcut_run.GRADCAM_CSV}`" in text and "0.6123" in text
+    assert "Where Grad-CAM looks" in text  # the chapter's summary, written from the table
 
 
 def test_a_folder_without_trained_models_has_no_card(tmp_path):
@@ -96,6 +102,7 @@ def test_the_series_writes_the_card_after_chapter_7_only(published_copy, monkeyp
     monkeypatch.setattr(papermill, "execute_notebook", lambda *args, **kwargs: None)
     monkeypatch.setattr(run, "_notebook_parameters", lambda path, parameters: {})
     parameters = run.profile_parameters("sample", results_dir=published_copy)
+    (published_copy / "run.json").unlink()  # a run of its own, not a continuation of the published one
     run.execute_series(parameters, notebooks=("06_evaluation",), progress=False, log=lambda line: None)
     assert not (published_copy / model_card.CARD_FILE).exists()
     logged = []

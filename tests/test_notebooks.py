@@ -91,3 +91,40 @@ def test_a_failing_cell_stops_the_series_naming_notebook_and_cell(tmp_path, monk
     assert record["notebooks"]["01_broken"]["status"] == "failed"
     assert "02_never" not in record["notebooks"]
     assert (results / "notebooks" / "01_broken.ipynb").is_file()  # the traceback is kept for the reader
+
+
+def _two_notebooks(tmp_path, monkeypatch):
+    import nbformat
+
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    for name in ("01_first", "02_second"):
+        notebook = nbformat.v4.new_notebook()
+        notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        parameters = nbformat.v4.new_code_cell("results_dir = None\nepochs = 1")
+        parameters.metadata["tags"] = ["parameters"]
+        notebook.cells = [parameters, nbformat.v4.new_code_cell(f"print({name!r})")]
+        nbformat.write(notebook, folder / f"{name}.ipynb")
+    monkeypatch.setattr(run, "NOTEBOOKS_DIR", folder)
+    monkeypatch.setattr(run, "series", lambda: ("01_first", "02_second"))
+
+
+@pytest.mark.slow  # starts two kernels
+def test_running_only_some_notebooks_continues_the_runs_record(tmp_path, monkeypatch):
+    _two_notebooks(tmp_path, monkeypatch)
+    results = tmp_path / "results"
+    parameters = {"results_dir": str(results), "epochs": 1, "cache_dir": "here"}
+    run.execute_series(parameters, notebooks=["01_first"], progress=False, log=lambda _: None)
+    first = json.loads((results / "run.json").read_text())
+    # Another checkout's cache folder is a place, not a setting: the run goes on.
+    run.execute_series({**parameters, "cache_dir": "there"}, notebooks=["02_second"], progress=False,
+                       log=lambda _: None)
+    record = json.loads((results / "run.json").read_text())
+    assert [record["notebooks"][n]["status"] for n in ("01_first", "02_second")] == ["ok", "ok"]
+    assert record["created_utc"] == first["created_utc"] and len(record["continued"]) == 1
+    assert record["continued"][0]["notebooks"] == ["02_second"]
+    assert record["wall_time_s"] > first["wall_time_s"]
+    # Other settings are never mixed into the run: refused, naming what differs, the record kept.
+    with pytest.raises(run.SeriesError, match=r"other parameters \(epochs differ\)"):
+        run.execute_series({**parameters, "epochs": 2}, notebooks=["02_second"], progress=False, log=lambda _: None)
+    assert json.loads((results / "run.json").read_text()) == record

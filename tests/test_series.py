@@ -47,6 +47,26 @@ def test_expected_files_exist(sample_run):
     assert not missing
 
 
+def test_the_shortcut_chapter_saved_all_three_tests(sample_run):
+    from cxr_utils import shortcut_run
+
+    results, _ = sample_run
+    for name in ("figures/lung_box.png", "figures/gradcam.png", shortcut_run.BOX_JSON):
+        assert (results / name).is_file(), name
+    baselines = pd.read_csv(results / shortcut_run.BASELINES_CSV)
+    assert set(baselines["baseline"]) == {"border", "histogram", "thumbnail"}
+    assert set(baselines["test_set"]) == {"test", "extended"}
+    assert baselines["accuracy"].between(0, 1).all() and baselines["n"].gt(0).all()
+    blanked = pd.read_csv(results / shortcut_run.BLANKED_CSV)
+    assert list(blanked["model"]) == list(config.paper_names().values())
+    assert (blanked["status"] == "complete").all() and blanked["blanked_accuracy"].between(0, 1).all()
+    shares = pd.read_csv(results / shortcut_run.GRADCAM_CSV)
+    backbone_models = [spec.paper_name for spec in config.REGISTRY.values() if spec.has_backbone]
+    assert list(shares["model"]) == backbone_models and shares["mean_lung_share"].between(0, 1).all()
+    executed = (results / "notebooks" / "08_shortcuts.ipynb").read_text()
+    assert "Trivial baselines" in executed and "Where Grad-CAM looks" in executed
+
+
 def test_metrics_lie_in_range_and_agree_with_the_confusion_matrices(sample_run):
     results, _ = sample_run
     table = pd.read_csv(results / "evaluation" / "metrics.csv")

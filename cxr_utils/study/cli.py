@@ -28,8 +28,9 @@ def command_line() -> argparse.ArgumentParser:
     from cxr_utils import run
 
     parser = _Parser(prog="python -m cxr_utils.study",
-                     description="Studies beside the notebook series: the comparison over several seeds.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{seeds,summarise}")
+                     description="Studies beside the notebook series: the comparison over several seeds; "
+                                 "the models again with the lungs blanked.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{seeds,summarise,blanked}")
     seeds = commands.add_parser("seeds", help="train, test and judge every model once per seed (resumable)",
                                 description="Every model of the comparison, trained and tested once per seed; "
                                             "a seed sets the sample, the split and the initial weights. "
@@ -48,11 +49,68 @@ def command_line() -> argparse.ArgumentParser:
                        help="auto: mixed float16 on a GPU; on; off; bfloat16 (default auto)")
     summary = commands.add_parser("summarise", aliases=["summarize"], help="write the summary of a study's seeds")
     summary.add_argument("study_dir", metavar="DIR", help="the study's folder")
+    blanked = commands.add_parser(
+        "blanked", help="train every model on images with the lungs blanked, beside a run (resumable)",
+        description="The run's models trained and tested again with the lung rectangle (shortcuts.LungBox) "
+                    "blanked in every image, on the run's split with the run's protocol; results in "
+                    "RESULTS_DIR/shortcuts/blanked/. Resumes; refuses a folder made with other settings. "
+                    "Exit 0 done, 1 the run folder cannot be used as asked, 2 bad arguments.")
+    blanked.add_argument("--run", required=True, metavar="RESULTS_DIR", help="the results folder of a finished run")
+    blanked.add_argument("--data-dir", help="dataset folder (default: the run's)")
+    blanked.add_argument("-p", "--parameter", action="append", default=[], metavar="NAME=VALUE",
+                         help="override the run's epochs, batch_size, weights or cache_dir, e.g. -p epochs=5")
+    blanked.add_argument("--models", nargs="+", metavar="MODEL", help="only these models (ids or the paper's names)")
     return parser
+
+
+def _overrides(items: list[str]) -> dict:
+    from cxr_utils import run
+
+    overrides = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"-p {item!r}: write NAME=VALUE, e.g. -p epochs=5")
+        overrides[name.strip()] = run.parse_value(value.strip())
+    return overrides
+
+
+def _blanked(args) -> int:
+    from cxr_utils import chapters, config, models
+    from cxr_utils.study import blanked
+
+    try:
+        overrides = _overrides(args.parameter)
+        for model in args.models or ():
+            config.model_spec(model)
+        blanked.run_protocol(args.run, overrides, args.data_dir)  # bad overrides: exit 2 before anything runs
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except StudyError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    try:
+        table = blanked.command(args.run, args.data_dir, overrides, args.models)
+    # ValueError: data.DatasetError (an unreadable image), or blanked and intact tested on other images.
+    except (StudyError, ValueError, chapters.MissingInputs, models.WeightsUnavailableError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to resume where it stopped", file=sys.stderr)
+        return 130
+    done = table[table["status"] == "complete"]
+    for row in done.itertuples():
+        print(f"{row.model}: test accuracy {row.intact_accuracy:.2f} intact, {row.blanked_accuracy:.2f} with the "
+              f"lungs blanked")
+    print(f"results in {Path(args.run) / blanked.BLANKED_DIR / blanked.RESULTS_CSV}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = command_line().parse_args(argv)
+    if args.command == "blanked":
+        return _blanked(args)
     if args.command in ("summarise", "summarize"):
         try:
             result = summarise(args.study_dir)
@@ -62,17 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"summary of {_count(len(result['seeds']), 'seed')} in {Path(args.study_dir) / 'summary.md'}")
         return 0
 
-    from cxr_utils import run
-
     try:
         seeds = seed_list(args.seeds, args.seed_list)
-        overrides = {}
-        for item in args.parameter:
-            name, sep, value = item.partition("=")
-            if not sep:
-                raise ValueError(f"-p {item!r}: write NAME=VALUE, e.g. -p epochs=5")
-            overrides[name.strip()] = run.parse_value(value.strip())
-        parameters = study_parameters(args.profile, overrides, args.data_dir)
+        parameters = study_parameters(args.profile, _overrides(args.parameter), args.data_dir)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

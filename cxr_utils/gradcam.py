@@ -1,0 +1,347 @@
+"""Grad-CAM (Selvaraju et al. 2017): where in an X-ray the ResNet50 models find their evidence.
+
+For one image, Grad-CAM weights each channel of a convolutional feature map by the spatial mean
+of the gradient of the class score with respect to that channel, sums the weighted channels,
+keeps the positive part (ReLU) and upsamples the result to the image. Here the feature map is
+the backbone's output (7x7x2048 for a 224 px image), which both heads read, so the ResNet50 and
+the ResNet50-LSTM maps are computed at the same place and can be compared; the LSTM alone has
+no feature map and gets none. The class score is the logit of the "p_covid" unit (its negative
+for Normal), computed from the unit's own kernel and bias: the probability saturates at exactly
+0 or 1 in float32 on confident images, and a score read from it would have no gradient.
+
+Chapter 8 asks with these maps whether the models look at the lungs (``lung_share`` inside
+``shortcuts.LungBox``) or at the collection's traces around them. Explained in
+notebooks/08_shortcuts.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pandas as pd
+from keras import ops
+
+from cxr_utils.config import CLASS_NAMES, CLASSES, PAPER_ORDER
+from cxr_utils.shortcuts import LungBox
+
+TARGETS = ("predicted", "covid", "normal")
+OUTPUT_LAYER = "p_covid"
+EXAMPLE_COLUMNS = ("path", "label", "probability")
+OVERLAY_ALPHA = 0.45
+COLORMAP = "jet"
+
+
+def _parts(model: keras.Model):
+    """The model's ``backbone`` and ``head`` sub-models and the head's output unit; ValueError
+    naming the model when it lacks one of them."""
+    name = getattr(model, "name", type(model).__name__)
+    try:
+        backbone = model.get_layer("backbone")
+    except ValueError:
+        raise ValueError(
+            f"model {name!r} has no 'backbone' sub-model: Grad-CAM needs a convolutional feature map "
+            "(the ResNet50 models' 7x7x2048 backbone output), and this model reads the image without "
+            "one (the LSTM reads pixel rows), so it has no Grad-CAM map"
+        ) from None
+    try:
+        head = model.get_layer("head")
+        dense = head.get_layer(OUTPUT_LAYER)
+    except (ValueError, AttributeError):
+        raise ValueError(
+            f"model {name!r} has a backbone but no 'head' sub-model ending in a Dense unit named "
+            f"{OUTPUT_LAYER!r}; build it with cxr_utils.models"
+        ) from None
+    return backbone, head, dense
+
+
+def _logit_function(head: keras.Model, dense):
+    """features -> logit of P(COVID), shape (n,): the head up to the input of ``dense``, then its
+    kernel and bias applied with keras.ops (the sigmoid left out)."""
+    before_output = keras.Model(head.inputs, dense.input, name="head_to_logit")
+
+    def logits(features, variables=None):
+        if variables is None:
+            x = before_output(features, training=False)
+        else:  # JAX: a pure function of the variables' values
+            x, _ = before_output.stateless_call(*variables, features, training=False)
+        z = ops.matmul(ops.cast(x, "float32"), ops.cast(dense.kernel, "float32"))
+        if dense.use_bias:
+            z = z + ops.cast(dense.bias, "float32")
+        return z[:, 0]
+
+    return before_output, logits
+
+
+def _logits_and_gradients(before_output, logits, features):
+    """(logits (n,), gradient of their sum with respect to ``features``): each image's logit depends
+    on its own features only (inference mode), so the gradient of the sum is each image's own.
+
+    keras.ops has no gradient function, so this is the one backend-specific step. Only the
+    TensorFlow branch runs in this project's tests (CPU, TensorFlow); the JAX and PyTorch
+    branches follow each framework's documented way of differentiating a Keras model but are
+    untested here.
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        features = tf.convert_to_tensor(features)
+        with tf.GradientTape() as tape:
+            tape.watch(features)
+            z = logits(features)
+            total = tf.reduce_sum(z)
+        return z, tape.gradient(total, features)
+    if backend == "jax":
+        import jax
+
+        # stateless_call: Keras' way of making a model a pure function of its variables, which
+        # jax.grad needs (untested here, see above).
+        variables = ([v.value for v in before_output.trainable_variables],
+                     [v.value for v in before_output.non_trainable_variables])
+
+        def total(f):
+            z = logits(f, variables)
+            return ops.sum(z), z
+
+        gradients, z = jax.grad(total, has_aux=True)(features)
+        return z, gradients
+    if backend == "torch":
+        import torch
+
+        # Untested here, see above. Keras' cuDNN LSTM runs in training mode (dropout 0) whenever
+        # gradients are enabled, as cuDNN's backward pass requires, so the hybrid needs nothing more.
+        features = features.detach().requires_grad_(True)
+        with torch.enable_grad():
+            z = logits(features)
+            (gradients,) = torch.autograd.grad(z.sum(), features)
+        return z.detach(), gradients
+    raise ValueError(f"Grad-CAM supports the tensorflow, jax and torch backends, not {backend!r}")
+
+
+def _signs(z, target: str):
+    """+1 where the map explains COVID, -1 where it explains Normal, shape (n, 1, 1, 1)."""
+    if target == "covid":
+        sign = ops.ones_like(z)
+    elif target == "normal":
+        sign = -ops.ones_like(z)
+    else:  # predicted: the model's own threshold, P(COVID) >= 0.5 (metrics.labels_from_probabilities)
+        sign = ops.where(ops.sigmoid(z) >= 0.5, 1.0, -1.0)
+    return ops.reshape(ops.cast(sign, "float32"), (-1, 1, 1, 1))
+
+
+def _backbone_features(backbone, images):
+    if keras.backend.backend() == "torch":
+        import torch
+
+        with torch.no_grad():  # no graph for the backbone: only the head is differentiated
+            return backbone(images, training=False)
+    return backbone(images, training=False)
+
+
+def grad_cam(model: keras.Model, images, target: str = "predicted", batch_size: int = 16) -> np.ndarray:
+    """Grad-CAM maps of ``images`` (N, H, W, C) for a model with a ``backbone`` and a ``head``
+    (``models.build_resnet50``, ``build_resnet50_lstm``, or one loaded from a run).
+
+    Returns float32 (N, H, W): each map upsampled (bilinear) to the image size and divided by its
+    maximum, so its values lie in [0, 1] with maximum 1, or all 0 where no position of the feature
+    map raises the score (the ReLU leaves nothing).
+
+    Args:
+        target: "covid" explains the COVID logit, "normal" its negative (the Normal score),
+            "predicted" each image's predicted class (P(COVID) >= 0.5 means COVID).
+        batch_size: images per forward and backward pass.
+
+    The maps are taken at the backbone's output, the feature map both heads read; the score is the
+    logit of the "p_covid" unit, not the probability (which saturates). Inference mode throughout
+    (dropout off, batch-norm moving statistics). A model without a backbone (the LSTM) raises
+    ValueError. Explained in notebooks/08_shortcuts.
+    """
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}, not {target!r}")
+    if int(batch_size) != batch_size or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive whole number, got {batch_size}")
+    backbone, head, dense = _parts(model)
+    images = np.asarray(images)
+    if images.ndim != 4:
+        raise ValueError(f"images must be a batch (N, H, W, C), got shape {images.shape}")
+    height, width = images.shape[1:3]
+    before_output, logits = _logit_function(head, dense)
+    maps = []
+    for start in range(0, len(images), int(batch_size)):
+        batch = ops.convert_to_tensor(images[start:start + int(batch_size)], dtype="float32")
+        features = _backbone_features(backbone, batch)
+        z, gradients = _logits_and_gradients(before_output, logits, features)
+        gradients = ops.cast(gradients, "float32") * _signs(z, target)
+        channel_weights = ops.mean(gradients, axis=(1, 2), keepdims=True)
+        cam = ops.relu(ops.sum(channel_weights * ops.cast(features, "float32"), axis=-1))
+        cam = ops.image.resize(cam[..., None], (height, width), interpolation="bilinear")[..., 0]
+        # Normalised after upsampling: bilinear interpolation lowers the peak between cell centres.
+        peak = ops.max(cam, axis=(1, 2), keepdims=True)
+        cam = ops.where(peak > 0, cam / ops.where(peak > 0, peak, 1.0), 0.0)
+        maps.append(np.clip(ops.convert_to_numpy(cam), 0.0, 1.0).astype(np.float32))
+    if not maps:
+        return np.zeros((0, height, width), dtype=np.float32)
+    return np.concatenate(maps)
+
+
+def lung_share(cams, box: LungBox) -> np.ndarray:
+    """Per map of ``cams`` (N, S, S; square, non-negative), the share of its mass inside ``box``:
+    1 when all of it lies on the lungs' rectangle, 0 when none does, NaN for an all-zero map.
+    Compare with ``box.area_fraction(S)``, the share of a uniform map. Explained in
+    notebooks/08_shortcuts.
+    """
+    cams = np.asarray(cams, dtype=np.float64)
+    if cams.ndim == 2:
+        cams = cams[None]
+    if cams.ndim != 3 or cams.shape[1] != cams.shape[2]:
+        raise ValueError(f"cams must be square maps (N, S, S) as grad_cam returns, got shape {cams.shape}")
+    if np.any(cams < 0):
+        raise ValueError("cams must be non-negative (grad_cam's maps are)")
+    total = cams.sum(axis=(1, 2))
+    inside = (cams * box.mask(cams.shape[1])).sum(axis=(1, 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, inside / np.where(total > 0, total, 1.0), np.nan)
+
+
+def mean_lung_share(cams, box: LungBox) -> float:
+    """``lung_share`` averaged over the maps, all-zero maps (NaN) left out; NaN when every map is
+    zero. Explained in notebooks/08_shortcuts.
+    """
+    shares = lung_share(cams, box)
+    shares = shares[~np.isnan(shares)]
+    return float(shares.mean()) if shares.size else float("nan")
+
+
+def _probability_column(name: str) -> str:
+    return f"p_{name}"
+
+
+def gradcam_examples(predictions, per_group: int = 2, seed: int = 0) -> pd.DataFrame:
+    """Test images for a Grad-CAM grid: up to ``per_group`` of each cell of true class (COVID,
+    Normal) x prediction (correct, wrong), drawn with ``seed``, COVID first, correct first.
+
+    ``predictions``: a table with columns path, label (1 COVID) and probability (P(COVID)), as a
+    model's predictions.csv; or a dict of model name -> such tables on the same images (as
+    ``evaluation.load_predictions`` returns), where the first model's predictions define the
+    groups and every model's probability is added as a column "p_<name>" (what
+    ``plot_gradcam_grid`` shows). A cell with fewer images gives what it has.
+
+    Returns the chosen rows with added columns true_class, predicted (1 COVID), correct and group
+    ("COVID, correct", ...); ``attrs["grouped_by"]`` names the model that set the groups (None for
+    a single table). Explained in notebooks/08_shortcuts.
+    """
+    from cxr_utils.data.manifest import require_columns
+    from cxr_utils.metrics import labels_from_probabilities
+
+    if int(per_group) != per_group or per_group < 1:
+        raise ValueError(f"per_group must be a positive whole number, got {per_group}")
+    tables = predictions if isinstance(predictions, dict) else {None: predictions}
+    if not tables:
+        raise ValueError("predictions is an empty dict; pass model name -> predictions table")
+    for name, table in tables.items():
+        what = "predictions" if name is None else f"predictions[{name!r}]"
+        require_columns(table, EXAMPLE_COLUMNS, what, error=ValueError,
+                        not_a_table="{what} must be a pandas DataFrame", fix="it has {columns}",
+                        quote=True, empty="{what} is empty; there is nothing to choose from")
+    first = next(iter(tables.values()))
+    table = first.reset_index(drop=True).copy()
+    if None not in tables:
+        for name, other in tables.items():
+            by_path = other.drop_duplicates("path").set_index("path")["probability"]
+            missing = ~table["path"].isin(by_path.index)
+            if missing.any():
+                raise ValueError(f"predictions[{name!r}] lacks {int(missing.sum())} of the first model's "
+                                 f"images (e.g. {table.loc[missing, 'path'].iloc[0]}); pass tables of "
+                                 "the same test images")
+            table[_probability_column(name)] = table["path"].map(by_path).to_numpy()
+    table["predicted"] = labels_from_probabilities(table["probability"])
+    table["true_class"] = table["label"].map(CLASS_NAMES)
+    table["correct"] = table["predicted"] == table["label"]
+    chosen = []
+    for class_name in PAPER_ORDER:
+        for correct in (True, False):
+            cell = table[(table["label"] == CLASSES[class_name]) & (table["correct"] == correct)]
+            picked = cell.sample(n=min(int(per_group), len(cell)), random_state=seed)
+            chosen.append(picked.assign(group=f"{class_name}, {'correct' if correct else 'wrong'}"))
+    chosen = pd.concat(chosen, ignore_index=True)
+    chosen.attrs["grouped_by"] = next(iter(tables))  # the model whose predictions set the groups
+    return chosen
+
+
+def plot_gradcam_grid(images, cams_by_model: dict, rows: pd.DataFrame, box: LungBox | None = None, path=None):
+    """One row per example image: the X-ray, then each model's Grad-CAM map laid over it (jet,
+    red = most weight), with the lung rectangle dashed when ``box`` is given.
+
+    ``images``: (N, H, W[, C]) in [0, 1], the rows' images in order; ``cams_by_model``: model name
+    -> (N, H, W) maps from ``grad_cam``; ``rows``: N rows with label and, per model, its
+    P(COVID) in "p_<name>" (``gradcam_examples`` adds these from a dict of predictions)
+    or, for a single model, in probability. Row titles give the true class and, when rows has a
+    correct column, whether the model that chose the rows was right; each map's title gives
+    the model, its P(COVID) and, with ``box``, the map's share inside it (``lung_share``).
+    Returns the figure; saves it as PNG to ``path`` when given. Explained in notebooks/08_shortcuts.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.patches import Rectangle
+
+    from cxr_utils.plots import PAGE_WIDTH_IN, _finish
+
+    images = np.asarray(images)
+    if images.ndim == 4:
+        images = images[..., 0]  # the three channels are identical grey copies
+    if images.ndim != 3 or len(images) == 0:
+        raise ValueError(f"images must be (N, H, W[, C]) with N >= 1, got shape {np.asarray(images).shape}")
+    if not cams_by_model:
+        raise ValueError("cams_by_model is empty; pass model name -> grad_cam maps")
+    if not isinstance(rows, pd.DataFrame) or "label" not in rows.columns or len(rows) != len(images):
+        raise ValueError(f"rows must be a table with a label column and one row per image ({len(images)}); "
+                         "pass what gradcam_examples returns")
+    probabilities = {}
+    for name, cams in cams_by_model.items():
+        if np.shape(cams) != images.shape:
+            raise ValueError(f"cams_by_model[{name!r}] has shape {np.shape(cams)}, the images {images.shape}")
+        column = _probability_column(name)
+        if column not in rows.columns:
+            if len(cams_by_model) > 1 or "probability" not in rows.columns:
+                raise ValueError(f"rows has no column {column!r}: add each model's P(COVID) as p_<name>, "
+                                 "or pass gradcam_examples a dict of predictions")
+            column = "probability"
+        probabilities[name] = rows[column].to_numpy(dtype=float)
+    shares = {name: lung_share(cams, box) for name, cams in cams_by_model.items()} if box is not None else {}
+
+    n_rows, n_cols = len(images), 1 + len(cams_by_model)
+    panel = PAGE_WIDTH_IN / n_cols
+    figure, axes = plt.subplots(n_rows, n_cols, figsize=(PAGE_WIDTH_IN, panel * 1.12 * n_rows + 0.8),
+                                squeeze=False, layout="constrained")
+    labels = rows["label"].to_numpy()
+    correct = rows["correct"].to_numpy() if "correct" in rows.columns else [None] * n_rows
+    grouped_by = rows.attrs.get("grouped_by")
+    for i in range(n_rows):
+        true_class = CLASS_NAMES.get(int(labels[i]), str(labels[i]))
+        axes[i, 0].imshow(images[i], cmap="gray", vmin=0, vmax=1)
+        verdict = "" if correct[i] is None else ("correct" if correct[i] else "wrong")
+        if verdict and grouped_by:
+            verdict = f"{grouped_by}: {verdict}"
+        axes[i, 0].set_title(f"true: {true_class}" + (f"\n({verdict})" if verdict else ""))
+        for j, (name, cams) in enumerate(cams_by_model.items(), start=1):
+            ax = axes[i, j]
+            ax.imshow(images[i], cmap="gray", vmin=0, vmax=1)
+            ax.imshow(cams[i], cmap=COLORMAP, alpha=OVERLAY_ALPHA, vmin=0, vmax=1)
+            title = f"{name}\nP(COVID) = {probabilities[name][i]:.2f}"
+            if box is not None:
+                share = shares[name][i]
+                title += "\nin box: " + ("no map" if np.isnan(share) else f"{share:.0%}")
+            ax.set_title(title)
+        if box is not None:
+            row0, row1, col0, col1 = box.pixels(images.shape[1])
+            for ax in axes[i]:
+                ax.add_patch(Rectangle((col0 - 0.5, row0 - 0.5), col1 - col0, row1 - row0, fill=False,
+                                       edgecolor="white", linestyle="--", linewidth=1.2))
+        for ax in axes[i]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    colorbar = figure.colorbar(ScalarMappable(Normalize(0, 1), cmap=COLORMAP), ax=axes[-1, :].tolist(),
+                               orientation="horizontal", fraction=0.5 / n_rows, aspect=40)
+    colorbar.set_label("Grad-CAM weight (each map scaled to its maximum)")
+    return _finish(figure, path)

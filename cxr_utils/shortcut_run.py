@@ -1,0 +1,220 @@
+"""Chapter 8 on a run's files: the lung rectangle, the baselines, the lungs-blanked models and
+Grad-CAM, each saved under ``results_dir/shortcuts/`` and summarised from what was saved.
+
+The pieces live in ``cxr_utils.shortcuts`` (the rectangle, the summary), ``cxr_utils.baselines``,
+``cxr_utils.study.blanked`` and ``cxr_utils.gradcam``; this module joins them to a run's split,
+manifest and saved models, so the chapter stays a few calls. Explained in notebooks/08_shortcuts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cxr_utils import config
+from cxr_utils.baselines import BASELINES_CSV as _BASELINES
+from cxr_utils.shortcuts import RESULTS_FOLDER as SHORTCUTS_DIR
+from cxr_utils.shortcuts import LungBox
+from cxr_utils.study.blanked import BLANKED_DIR, RESULTS_CSV
+
+BASELINES_CSV = _BASELINES.as_posix()
+BLANKED_CSV = (BLANKED_DIR / RESULTS_CSV).as_posix()  # study.blanked.save_blanked_results writes it
+GRADCAM_CSV = f"{SHORTCUTS_DIR}/gradcam.csv"
+BOX_JSON = f"{SHORTCUTS_DIR}/lung_box.json"  # the rectangle and image size the tests above used
+
+
+def lung_box(values) -> LungBox:
+    """The chapter's ``lung_box`` parameter, (top, left, height, width) as fractions, as a LungBox."""
+    if isinstance(values, LungBox):
+        return values
+    try:
+        top, left, height, width = (float(v) for v in values)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"lung_box must be four fractions (top, left, height, width), e.g. (0.12, 0.12, 0.70, 0.76), not {values!r}"
+        ) from None
+    return LungBox(top, left, height, width)
+
+
+def _save_box(results_dir: Path, box: LungBox, image_size: int) -> None:
+    import dataclasses
+
+    from cxr_utils import runtime
+
+    runtime.write_json({**dataclasses.asdict(box), "image_size": int(image_size)}, results_dir / BOX_JSON)
+
+
+def _saved_box(results_dir: Path) -> tuple[LungBox | None, int | None]:
+    import json
+
+    path = results_dir / BOX_JSON
+    if not path.is_file():
+        return None, None
+    saved = json.loads(path.read_text())
+    image_size = saved.pop("image_size", None)
+    return LungBox(**saved), image_size
+
+
+def plot_lung_box(split: pd.DataFrame, box: LungBox, image_size: int = config.PROTOCOL.image_size,
+                  cache_dir=None, path=None, max_images: int = 200, seed: int = 0):
+    """Two panels: the mean of (up to ``max_images``) training images with the rectangle drawn,
+    and one training image as the blanked models see it. Explained in notebooks/08_shortcuts."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    from cxr_utils import data, plots
+
+    train = split[split["split"] == "train"]
+    chosen = train.sample(n=min(max_images, len(train)), random_state=seed)
+    images = data.load_images(chosen, image_size=image_size, cache_dir=cache_dir, progress=False)[..., 0]
+    figure, axes = plt.subplots(1, 2, figsize=(plots.PAGE_WIDTH_IN * 0.75, plots.PAGE_WIDTH_IN * 0.4))
+    row0, row1, col0, col1 = box.pixels(image_size)
+    panels = ((images.mean(axis=0), f"Mean of {len(images)} training images"),
+              (box.blank(images[:1])[0], "One training image, lungs blanked"))
+    for ax, (picture, title) in zip(axes, panels):
+        ax.imshow(picture, cmap="gray", vmin=0, vmax=1)
+        ax.add_patch(Rectangle((col0 - 0.5, row0 - 0.5), col1 - col0, row1 - row0, fill=False,
+                               edgecolor="tab:orange", linewidth=2))
+        ax.set_title(title, fontsize=plots.FONT_SIZE)
+        ax.axis("off")
+    figure.tight_layout()
+    return plots._finish(figure, path)
+
+
+def evaluate_baselines(results_dir, split: pd.DataFrame, data_dir=None, thumbnail_size: int = 32,
+                       border_width: int = 2, histogram_bins: int = 32, extended_test_size: int | None = None,
+                       seed: int = config.PROTOCOL.seed, cache_dir=None,
+                       image_size: int = config.PROTOCOL.image_size) -> pd.DataFrame:
+    """The three baselines (``cxr_utils.baselines``) trained on the run's training images and
+    scored on its test set and on the extended test set (the images it never used, as in
+    chapter 6); saved to ``shortcuts/baselines.csv``. Explained in notebooks/08_shortcuts."""
+    from cxr_utils import baselines, chapters, extended_set
+
+    results_dir = Path(results_dir)
+    manifest = chapters.manifest(results_dir, data_dir)
+    extended = extended_set.extended_test_set(manifest, split, max_images=extended_test_size, seed=seed)
+    table = baselines.evaluate_baselines(split, extended, thumbnail_size=thumbnail_size, border_width=border_width,
+                                         histogram_bins=histogram_bins, cache_dir=cache_dir, seed=seed,
+                                         image_size=image_size)
+    baselines.save_baselines(results_dir, table)
+    return table
+
+
+def blanked_models(results_dir, split: pd.DataFrame, box: LungBox, epochs: int = config.PROTOCOL.epochs,
+                   batch_size: int = config.PROTOCOL.batch_size, seed: int = config.PROTOCOL.seed,
+                   weights=config.PROTOCOL.weights, image_size: int = config.PROTOCOL.image_size,
+                   cache_dir=None) -> pd.DataFrame:
+    """Every model of the registry trained with the run's protocol on its split with the lungs
+    blanked (``study.blanked``; models already trained there with the same settings are kept,
+    e.g. by ``python -m cxr_utils.study blanked``), beside the intact models; the table is saved
+    to ``shortcuts/blanked/results.csv``. Explained in notebooks/08_shortcuts."""
+    from cxr_utils import training
+    from cxr_utils.study import blanked
+
+    results_dir = Path(results_dir)
+    training_config = training.TrainingConfig(epochs=epochs, batch_size=batch_size, seed=seed, progress=False)
+    blanked.train_blanked(results_dir, split, box, training_config, {"weights": weights}, cache_dir=cache_dir,
+                          image_size=image_size)
+    table = blanked.blanked_results(results_dir, seed=seed)
+    blanked.save_blanked_results(results_dir, table)
+    _save_box(results_dir, box, image_size)
+    return table
+
+
+def _backbone_models(results_dir: Path) -> dict:
+    """The run's saved models that have a ResNet50 backbone (Grad-CAM needs its feature map)."""
+    import keras
+
+    from cxr_utils import models  # noqa: F401  (registers the project's custom layers)
+
+    loaded = {}
+    for spec in config.REGISTRY.values():
+        if spec.has_backbone:
+            path = results_dir / spec.id / "model.keras"
+            if not path.is_file():
+                raise FileNotFoundError(f"{path} is missing; re-run notebooks/{spec.chapter}.ipynb with the model saved")
+            loaded[spec.id] = keras.saving.load_model(path, safe_mode=True)
+    return loaded
+
+
+def gradcam_for_run(results_dir, split: pd.DataFrame, box: LungBox, image_size: int = config.PROTOCOL.image_size,
+                    cache_dir=None, seed: int = 0, per_group: int = 2, path=None) -> dict:
+    """Grad-CAM of each saved backbone model on the run's test images: the mean share of each
+    map inside ``box`` per model (saved to ``shortcuts/gradcam.csv``, beside the share of the
+    image the box covers) and a figure of examples, correct and wrong, of both classes, picked
+    from the proposed hybrid's predictions. Returns {"shares", "figure"}. Explained in
+    notebooks/08_shortcuts."""
+    from cxr_utils import data, gradcam, runtime
+
+    results_dir = Path(results_dir)
+    test = split[split["split"] == "test"].reset_index(drop=True)
+    images = data.load_images(test, image_size=image_size, cache_dir=cache_dir, progress=False)
+    cams = {model_id: gradcam.grad_cam(model, images) for model_id, model in _backbone_models(results_dir).items()}
+    area = box.area_fraction(image_size)
+    shares = pd.DataFrame([
+        {"model": config.model_spec(model_id).paper_name, "n": len(test),
+         "mean_lung_share": gradcam.mean_lung_share(maps, box), "box_area_share": area}
+        for model_id, maps in cams.items()
+    ])
+    (results_dir / SHORTCUTS_DIR).mkdir(parents=True, exist_ok=True)
+    runtime.write_text(shares.to_csv(index=False), results_dir / GRADCAM_CSV)
+    _save_box(results_dir, box, image_size)
+
+    # The examples are grouped by the last backbone model of the registry (the paper's proposal):
+    # its right and wrong answers, of both classes; every model's map is shown for each.
+    names = {model_id: config.model_spec(model_id).paper_name for model_id in reversed(list(cams))}
+    predictions = {name: pd.read_csv(results_dir / model_id / "predictions.csv") for model_id, name in names.items()}
+    examples = gradcam.gradcam_examples(predictions, per_group=per_group, seed=seed)
+    position = {str(p): k for k, p in enumerate(test["path"].astype(str))}
+    chosen = [position[str(p)] for p in examples["path"]]
+    figure = gradcam.plot_gradcam_grid(images[chosen], {names[m]: cams[m][chosen] for m in cams}, examples,
+                                       box=box, path=path)
+    return {"shares": shares, "figure": figure}
+
+
+def summary_markdown(results_dir) -> str:
+    """What the chapter's three tests show, written from the files they saved
+    (``shortcuts.shortcut_summary``). Explained in notebooks/08_shortcuts."""
+    from cxr_utils import shortcuts
+
+    results_dir = Path(results_dir)
+
+    def optional(relative):
+        file = results_dir / relative
+        return pd.read_csv(file) if file.is_file() else None
+
+    shares = optional(GRADCAM_CSV)
+    box, image_size = _saved_box(results_dir)
+    baselines = optional(BASELINES_CSV)
+    return _for_the_papers_claims(baselines) + shortcuts.shortcut_summary(
+        baselines, optional(BLANKED_CSV),
+        None if shares is None else dict(zip(shares["model"], shares["mean_lung_share"])),
+        box=box, image_size=image_size,
+    )
+
+
+def _for_the_papers_claims(baselines: pd.DataFrame | None) -> str:
+    """The paper's accuracies beside the best baseline's, in words: what the baselines mean for
+    claims made on test images of the same database."""
+    from cxr_utils import paper
+
+    if baselines is None or baselines.empty:
+        return ""
+    table6 = paper.table6()["accuracy"]
+    best = baselines.sort_values(["accuracy_low", "accuracy"], ascending=False).iloc[0]
+    where = "the extended test set" if best["test_set"] == "extended" else "the run's test set"
+    claimed = ", ".join(f"{name} {value:.2f}" for name, value in table6.items())
+    return (
+        "### What this means for the paper's claims\n\n"
+        f"The paper's accuracies (Table 6: {claimed}) were measured on test images from the same two collections "
+        f"as its training images. Here the best baseline, **{best['baseline']}** ({best['description']}), reaches "
+        f"accuracy {best['accuracy']:.2f} [{best['accuracy_low']:.2f}, {best['accuracy_high']:.2f}] on {where} "
+        f"(n = {int(best['n']):,}) without any deep model"
+        + (". So in these images the classes can be told apart by crude features, and a high accuracy on such a "
+           "test set does not by itself show that a model reads COVID-19 in the lungs"
+           if best["accuracy_low"] > 0.5 else
+           ", an interval that includes chance: this run gives no sign that crude features separate the classes")
+        + "; only images from other sources (`python -m cxr_utils.external`) can test what a model reads.\n\n"
+    )

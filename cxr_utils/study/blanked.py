@@ -1,0 +1,320 @@
+"""The paper's models trained and tested on images whose lungs are blanked, beside a finished run.
+
+    python -m cxr_utils.study blanked --run RESULTS_DIR [--data-dir DIR] [-p epochs=N ...]
+        [--models lstm ...]
+
+Every model of ``config.REGISTRY`` (or the ones named) is trained on the run's own split with the
+run's protocol (epochs, batch size, seed, image size, the ResNet50 models' weights, read from the
+run's records), except that every image, training and test alike, has the lung rectangle
+(``shortcuts.LungBox``) set to a constant. The results go to
+``RESULTS_DIR/shortcuts/blanked/<model>/`` (no weights kept), with ``blanked.json`` recording the
+settings and each model's wall time. The command resumes: a complete model folder is skipped,
+and a folder made with other settings (box, epochs, batch size, seed, weights, image size or
+split) is refused, never mixed. ``blanked_results`` sets each model's blanked test accuracy beside
+its intact one.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from cxr_utils import config
+from cxr_utils.atomic import atomic_write
+from cxr_utils.shortcuts import RESULTS_FOLDER
+from cxr_utils.study.seeds import StudyError, _count, duration_text, model_complete
+
+BLANKED_DIR = Path(RESULTS_FOLDER) / "blanked"  # below the run's results folder
+RECORD = "blanked.json"
+RESULTS_CSV = "results.csv"
+# What a blanked model's numbers depend on: resuming with any of them changed is refused.
+COMPARED = ("box", "epochs", "batch_size", "seed", "weights", "image_size", "split")
+# -p names the command takes; the others are the run's and define the comparison.
+OVERRIDABLE = ("epochs", "batch_size", "weights", "cache_dir")
+RUN_ONLY = ("seed", "n_per_class", "image_size")
+
+
+def blanked_dir(results_dir) -> Path:
+    return Path(results_dir) / BLANKED_DIR
+
+
+def split_fingerprint(split: pd.DataFrame) -> str:
+    """A short hash of which image (by content hash, or by file name) is in which part, wherever
+    the dataset lies on this machine."""
+    names = split["sha256"].astype(str) if "sha256" in split else split["path"].map(lambda p: Path(str(p)).name)
+    pairs = sorted(zip(names, split["label"].astype(int), split["split"].astype(str)))
+    return hashlib.sha256(json.dumps(pairs).encode()).hexdigest()[:16]
+
+
+def _model_ids(models) -> list[str]:
+    if models is None:
+        return list(config.REGISTRY)
+    ids = [config.model_spec(model).id for model in models]  # ValueError for an unknown name
+    return [model_id for model_id in config.REGISTRY if model_id in ids]  # registry order, once each
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _check_settings(record: dict | None, settings: dict, folder: Path) -> None:
+    trained = [model_id for model_id in config.REGISTRY if model_complete(folder / model_id)]
+    if record is None:
+        if trained:
+            raise StudyError(f"{folder} holds trained models ({', '.join(trained)}) but no readable {RECORD}, so "
+                             "their settings are unknown: delete the folder to train them again.")
+        return
+    made = {name: record.get("settings", {}).get(name) for name in COMPARED}
+    differ = [name for name in COMPARED if made[name] != settings[name]]
+    if "weights" in differ and not any(config.REGISTRY[model_id].has_backbone for model_id in trained):
+        differ.remove("weights")  # no trained model depends on them: the LSTM has no backbone
+    if differ and trained:
+        raise StudyError(
+            f"{folder} holds models trained with {', '.join(f'{n}={made[n]!r}' for n in differ)} ({RECORD}), but "
+            f"this asks for {', '.join(f'{n}={settings[n]!r}' for n in differ)}: give the run's settings to resume, "
+            f"or delete {folder} to train every model again with these."
+        )
+
+
+def _intact_estimates(results_dir: Path, epochs: int) -> dict[str, float]:
+    """Seconds each model should take, from the intact run's wall time scaled by the epochs."""
+    estimates = {}
+    for model_id in config.REGISTRY:
+        record = _read_json(results_dir / model_id / "run.json") or {}
+        intact_epochs = record.get("settings", {}).get("training", {}).get("epochs")
+        if record.get("wall_time_s") and intact_epochs:
+            estimates[model_id] = record["wall_time_s"] * epochs / intact_epochs
+    return estimates
+
+
+def _time_left(pending: list[str], estimates: dict[str, float], ratios: list[float]) -> str:
+    if not pending:
+        return "nothing left"
+    # The models trained so far correct the intact run's times (this machine may be faster or slower).
+    scale = sum(ratios) / len(ratios) if ratios else 1.0
+    known = sum(estimates[m] for m in pending if m in estimates) * scale
+    unknown = [m for m in pending if m not in estimates]
+    if unknown and not known:
+        return f"time left unknown ({', '.join(unknown)} {'has' if len(unknown) == 1 else 'have'} no intact run record)"
+    more = f" ({', '.join(unknown)} not estimated)" if unknown else ""
+    return f"about {duration_text(known)} left{more}"
+
+
+def train_blanked(results_dir, split: pd.DataFrame, box, training_config, model_options: dict | None, cache_dir,
+                  image_size: int, models=None, log=print) -> dict:
+    """Train each model (``config.REGISTRY``, or ``models``) on ``split`` with ``box`` blanked in every
+    image (``training.run_experiment(..., blank=box, save_model=False)``) into
+    ``results_dir/shortcuts/blanked/<model>/``; returns the record written to blanked.json.
+
+    ``model_options`` go to the models with a ResNet50 backbone only (their ``weights``). A model
+    whose folder is complete is skipped; a folder made with other settings is refused
+    (``StudyError``). Progress after each model, with the time left estimated from the intact
+    run's wall times. Chapter 8 reads the results (``blanked_results``).
+    """
+    from cxr_utils import training
+
+    results_dir = Path(results_dir)
+    folder = blanked_dir(results_dir)
+    model_ids = _model_ids(models)
+    model_options = dict(model_options or {})
+    weights = model_options.get("weights", config.PROTOCOL.weights)
+    settings = {"box": box.key, "epochs": int(training_config.epochs), "batch_size": int(training_config.batch_size),
+                "seed": int(training_config.seed), "weights": None if weights is None else str(weights),
+                "image_size": int(image_size), "split": split_fingerprint(split)}
+    record_path = folder / RECORD
+    record = _read_json(record_path) if record_path.exists() else None
+    if record_path.exists() and record is None:
+        raise StudyError(f"{record_path} is not readable JSON: repair or delete it")
+    _check_settings(record, settings, folder)
+    # The settings agree with every trained model's, so they replace the recorded ones.
+    record = {"started_utc": _now(), **(record or {}), "settings": settings}
+    runs = record["runs"] = {m: entry for m, entry in record.get("runs", {}).items() if model_complete(folder / m)}
+    for model_id in model_ids:
+        if model_complete(folder / model_id):
+            made = (_read_json(folder / model_id / "run.json") or {}).get("settings", {}).get("blanked")
+            if made != box.key:
+                raise StudyError(f"{folder / model_id} was trained with blanked={made!r}, not {box.key!r}: "
+                                 "delete the folder to train it again")
+    pending = [m for m in model_ids if not model_complete(folder / m)]
+    estimates, ratios = _intact_estimates(results_dir, settings["epochs"]), []
+    log(f"Lungs-blanked training in {folder}: {box.key}; {_count(settings['epochs'], 'epoch')}, batch "
+        f"{settings['batch_size']}, seed {settings['seed']}, {config.weights_label(weights)}, {image_size} px; "
+        f"{_count(len(pending), 'model')} to train ({_time_left(pending, estimates, ratios)}).")
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def write_record():
+        atomic_write(record_path, lambda path: path.write_text(json.dumps(record, indent=2) + "\n"))
+
+    write_record()
+    for model_id in model_ids:
+        spec = config.REGISTRY[model_id]
+        if model_id not in pending:
+            log(f"{spec.paper_name}: complete, skipped.")
+            continue
+        start = time.perf_counter()
+        outcome = training.run_experiment(
+            model_id, split, folder, training_config, model_options if spec.has_backbone else {},
+            cache_dir=cache_dir, save_model=False, image_size=image_size, blank=box)
+        wall = time.perf_counter() - start
+        pending.remove(model_id)
+        if model_id in estimates and estimates[model_id] > 0:
+            ratios.append(wall / estimates[model_id])
+        runs[model_id] = {"wall_time_s": round(wall, 1), "finished_utc": _now(),
+                          "best_epoch": int(outcome["result"].best_epoch),
+                          "test_accuracy": float(outcome["metrics"]["accuracy"])}
+        write_record()
+        log(f"{spec.paper_name}: {duration_text(wall)} (blanked test accuracy {outcome['metrics']['accuracy']:.2f}); "
+            f"{_count(len(pending), 'model')} to go: {_time_left(pending, estimates, ratios)}.")
+    return record
+
+
+# -- the results beside the intact run --------------------------------------------------------------
+
+
+def _tested(folder: Path) -> pd.DataFrame | None:
+    path = folder / "predictions.csv"
+    return pd.read_csv(path, usecols=["path", "label", "probability", "predicted"]) if path.is_file() else None
+
+
+def _image_key(table: pd.DataFrame) -> list[tuple[int, str]]:
+    # Which images, in order, wherever the dataset lay on the machine that tested them.
+    return [(int(label), Path(str(path)).name) for label, path in zip(table["label"], table["path"])]
+
+
+def _scores(prefix: str, table: pd.DataFrame, seed: int) -> dict:
+    from cxr_utils import metrics
+
+    accuracy = metrics.metrics_with_intervals(table["label"], table["predicted"], seed=seed).loc["accuracy"]
+    auc = metrics.probability_metrics(table["label"], table["probability"], seed=seed).loc["auc"]
+    return {f"{prefix}_accuracy": accuracy["value"], f"{prefix}_accuracy_low": accuracy["low"],
+            f"{prefix}_accuracy_high": accuracy["high"], f"{prefix}_auc": auc["value"],
+            f"{prefix}_auc_low": auc["low"], f"{prefix}_auc_high": auc["high"]}
+
+
+def blanked_results(results_dir, seed: int = 0) -> pd.DataFrame:
+    """One row per model of the registry: its intact test accuracy (``results_dir/<model>/``) beside
+    the lungs-blanked one (``shortcuts/blanked/<model>/``), both with 95% Wilson intervals, the
+    difference (blanked minus intact), AUC both ways with bootstrap intervals, and McNemar's
+    p-value on the same test images. ``status``: "complete", or which side is missing (its numbers
+    are NaN); ``attrs["missing"]`` lists the models without blanked results, ``attrs["settings"]``
+    the blanked runs' settings. Explained in notebooks/08_shortcuts.
+    """
+    from cxr_utils import metrics
+
+    results_dir = Path(results_dir)
+    folder = blanked_dir(results_dir)
+    rows, missing = [], []
+    for model_id, spec in config.REGISTRY.items():
+        intact, blanked = _tested(results_dir / model_id), _tested(folder / model_id)
+        if blanked is None:
+            missing.append(model_id)
+        row = {"model": spec.paper_name, "model_id": model_id, "status": "complete"}
+        absent = [name for name, tested in (("intact", intact), ("blanked", blanked)) if tested is None]
+        if absent:
+            row["status"] = " and ".join(absent) + " missing"
+        for name, tested in (("intact", intact), ("blanked", blanked)):
+            if tested is not None:
+                row.update({"n": len(tested), **_scores(name, tested, seed)})
+        if not absent:
+            if _image_key(intact) != _image_key(blanked):
+                raise ValueError(f"{spec.paper_name}'s blanked run in {folder / model_id} was tested on other images "
+                                 f"than its intact run in {results_dir / model_id}: delete {folder / model_id} and "
+                                 "train it again")
+            row["accuracy_difference"] = row["blanked_accuracy"] - row["intact_accuracy"]
+            row["mcnemar_p"] = metrics.mcnemar_test(intact["label"], intact["predicted"],
+                                                    blanked["predicted"])["p_value"]
+        rows.append(row)
+    columns = ["model", "model_id", "status", "n", *(f"{side}_{m}{end}" for side in ("intact", "blanked")
+                                                   for m in ("accuracy", "auc") for end in ("", "_low", "_high")),
+               "accuracy_difference", "mcnemar_p"]
+    table = pd.DataFrame(rows).reindex(columns=columns)
+    table.attrs["missing"] = missing
+    table.attrs["settings"] = (_read_json(folder / RECORD) or {}).get("settings", {})
+    return table
+
+
+def save_blanked_results(results_dir, table: pd.DataFrame) -> Path:
+    """``blanked_results``' table as ``results_dir/shortcuts/blanked/results.csv``, atomically."""
+    return atomic_write(blanked_dir(results_dir) / RESULTS_CSV, lambda path: table.to_csv(path, index=False))
+
+
+# -- the command ------------------------------------------------------------------------------------
+
+
+def run_protocol(results_dir, overrides: dict | None = None, data_dir=None) -> dict:
+    """The settings a run's models were trained with: n_per_class and seed (its split), epochs,
+    batch_size, image_size, weights, data_dir and cache_dir; from the run's parameters
+    (``run.json``), else its models' and its split's records; ``overrides`` (``OVERRIDABLE``) replace
+    some. ValueError for a bad override, StudyError for a folder that is not a run."""
+    from cxr_utils import chapters, evaluation
+
+    results_dir = Path(results_dir)
+    if not (results_dir / "split.csv").is_file():
+        raise StudyError(f"{results_dir} holds no split.csv: give --run the results folder of a run "
+                         "(python -m cxr_utils.run, or the notebooks' results_dir)")
+    overrides = dict(overrides or {})
+    for name in overrides:
+        if name in RUN_ONLY:
+            raise ValueError(f"-p {name}: the run's {name} defines the comparison with its intact models; "
+                             f"it is read from the run, not set here")
+        if name not in OVERRIDABLE:
+            raise ValueError(f"-p {name}: unknown parameter; `blanked` takes {', '.join(OVERRIDABLE)}")
+    parameters = dict((_read_json(results_dir / "run.json") or {}).get("settings", {}))
+    models = [(_read_json(results_dir / m / "run.json") or {}).get("settings", {}) for m in config.REGISTRY]
+    models = [m for m in models if m]
+    split_record = chapters.recorded_settings(results_dir / "split.csv") or {}
+    fallbacks = {"n_per_class": split_record.get("n_per_class"),
+                 "seed": split_record.get("seed", next((m["training"].get("seed") for m in models), None)),
+                 "epochs": next((m["training"].get("epochs") for m in models), None),
+                 "batch_size": next((m["training"].get("batch_size") for m in models), None),
+                 "image_size": next((m.get("image_size") for m in models), None)}
+    protocol = {name: parameters.get(name, fallbacks[name]) for name in fallbacks}
+    try:
+        protocol["weights"] = evaluation.run_settings(results_dir)["weights"]
+    except FileNotFoundError:  # no ResNet50 model trained yet: the run's parameter, if it has one
+        protocol["weights"] = parameters.get("weights", config.PROTOCOL.weights)
+    except ValueError as error:  # its ResNet50 models disagree: the run is not one comparison
+        raise StudyError(str(error)) from None
+    protocol["cache_dir"] = parameters.get("cache_dir")
+    protocol.update(overrides)
+    protocol["weights"] = config.parse_weights(protocol["weights"])
+    unknown = [name for name, value in protocol.items() if value is None and name in fallbacks]
+    if unknown:
+        raise StudyError(f"cannot tell the run's {', '.join(unknown)} from {results_dir} (no run.json, no model "
+                         "record, no split.settings.json): train its models first")
+    for name in ("epochs", "batch_size"):
+        if isinstance(protocol[name], bool) or not isinstance(protocol[name], int) or protocol[name] < 1:
+            raise ValueError(f"{name} must be a positive integer, not {protocol[name]!r}")
+    protocol["data_dir"] = data_dir if data_dir is not None else parameters.get("data_dir")
+    return protocol
+
+
+def command(run_dir, data_dir=None, overrides: dict | None = None, models=None, log=print) -> pd.DataFrame:
+    """What ``python -m cxr_utils.study blanked`` does: read the run's split and protocol, train the
+    blanked models beside it, write and return ``blanked_results``."""
+    from cxr_utils import chapters, shortcuts, training
+
+    protocol = run_protocol(run_dir, overrides, data_dir)
+    model_ids = _model_ids(models)
+    split = chapters.split(run_dir, protocol["data_dir"], n_per_class=protocol["n_per_class"],
+                           seed=protocol["seed"], log=log)
+    settings = training.TrainingConfig(epochs=protocol["epochs"], batch_size=protocol["batch_size"],
+                                       seed=protocol["seed"], progress=sys.stderr.isatty())
+    train_blanked(run_dir, split, shortcuts.LungBox(), settings, {"weights": protocol["weights"]},
+                  protocol["cache_dir"], protocol["image_size"], model_ids, log)
+    table = blanked_results(run_dir)
+    save_blanked_results(run_dir, table)
+    return table
