@@ -208,3 +208,31 @@ def test_model_lstm_scores_one_model(small_run, external_folder, tmp_path, capsy
     assert list(table.columns) == ["path", "lstm_probability", "lstm_decision"] and len(table) == 1
     printed = capsys.readouterr().out
     assert "LSTM P(COVID)" in printed and "ResNet50 P(COVID)" not in printed
+
+
+def test_an_exif_rotated_file_is_scored_upright(real_data, tmp_path):
+    # What score_images hands the model: a stand-in model records its inputs (no run needed).
+    from PIL import Image
+
+    class Recorder:
+        def __init__(self):
+            self.inputs = []
+
+        def predict_on_batch(self, batch):
+            self.inputs.append(np.array(batch))
+            return np.full((len(batch), 1), 0.5, np.float32)
+
+    original = sorted((real_data / "Normal" / "images").iterdir())[0]
+    upright = data.decode_grayscale(original)[:, :160]  # not square: a sideways read changes the shape
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: turn 90 degrees clockwise to show
+    Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90).save(tmp_path / "turned.png", exif=exif.tobytes())
+    Image.fromarray(upright).save(tmp_path / "upright.png")
+    recorder = Recorder()
+    loaded = {"probe": saved_models.LoadedModel(id="probe", name="probe", model=recorder)}
+    table, problems = predict.score_images(loaded, [tmp_path / "turned.png", tmp_path / "upright.png"], 64,
+                                           batch_size=2)
+    assert not problems and len(table) == 2
+    (batch,) = recorder.inputs
+    np.testing.assert_array_equal(batch[0], batch[1])
+    np.testing.assert_array_equal(batch[0], data.preprocess(upright, 64))

@@ -1,8 +1,10 @@
 """Decoding (paper section 2.2): an image file becomes the grey image and then the model input.
 
 Files are decoded strictly (a truncated or non-image file raises ``DatasetError`` naming it,
-even where Pillow was told to accept truncated files); every Pillow mode becomes 8-bit grey;
-the grey image is resized (bilinear), scaled by 1/255 and repeated into three channels.
+even where Pillow was told to accept truncated files); an image whose EXIF Orientation tag says
+it is stored rotated or mirrored is turned upright (as a viewer shows it); every Pillow mode
+becomes 8-bit grey; the grey image is resized (bilinear), scaled by 1/255 and repeated into three
+channels.
 ``preprocessing_steps`` returns every intermediate array: notebooks/02_preprocessing calls it to
 show one real image step by step. Explained in notebooks/02_preprocessing.
 """
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, ImageOps
 
 from cxr_utils.config import PROTOCOL
 from cxr_utils.data.errors import DatasetError
@@ -24,7 +26,20 @@ from cxr_utils.data.errors import DatasetError
 IMAGE_SIZE = PROTOCOL.image_size
 
 # Bump when decode_grayscale or the resizing changes, so that old cached images are not reused.
-PREPROCESSING_VERSION = 1
+# It keys the image cache (data.loading) and the feature cache (cxr_utils.features).
+# Version 2: images with an EXIF Orientation tag (2-8) are turned upright (_upright). A file
+# without one (every PNG of the Radiography Database: none carries EXIF) decodes to the very same
+# pixels as under version 1, so for this project's data the bump only costs one recomputation of
+# the caches. It is bumped all the same: a cache made by version 1 from someone's own oriented
+# JPEGs holds them sideways, and a cache must never return what the current code would not
+# compute (training on sideways images while predict reads them upright).
+PREPROCESSING_VERSION = 2
+
+# EXIF tag 274. Values 2-8 say how the stored pixels must be flipped or turned to be shown upright
+# (6: turn 90 degrees clockwise, 3: 180 degrees, 8: 90 degrees counter-clockwise); 1 or no tag:
+# stored upright.
+_ORIENTATION = 0x0112
+_TURNED = range(2, 9)
 
 
 @contextlib.contextmanager
@@ -68,7 +83,20 @@ def _open_fully(data: bytes, path: Path) -> Image.Image:
     return image
 
 
+def _upright(image: Image.Image) -> Image.Image:
+    """The image as a viewer shows it: turned as its EXIF Orientation tag says (Pillow's
+    ImageOps.exif_transpose). Without such a tag (or with 1) the very same object comes back,
+    pixels untouched and not copied. TIFFs arrive upright already: Pillow applies their
+    orientation when it opens them and drops the tag."""
+    if image.getexif().get(_ORIENTATION, 1) not in _TURNED:
+        return image
+    return ImageOps.exif_transpose(image)
+
+
 def _to_grayscale(image: Image.Image, path: Path | str = "<image>") -> np.ndarray:
+    # Every grey image of the package comes from here (load_images, preprocessing_steps, predict,
+    # the manifest's perceptual hash), so every one is upright.
+    image = _upright(image)
     mode = image.mode
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
         # 16-bit images: Pillow's convert("L") clips every value above 255 to white. Map the
@@ -106,7 +134,8 @@ def _to_grayscale(image: Image.Image, path: Path | str = "<image>") -> np.ndarra
 
 
 def decode_grayscale(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as an 8-bit grey image, uint8 array of shape (H, W).
+    """Read an image file as an 8-bit grey image, uint8 array of shape (H, W), upright: a file
+    whose EXIF Orientation tag says it is stored rotated or mirrored is turned as a viewer would.
 
     Handles every mode Pillow opens: L; RGB (luma); RGBA/LA (alpha dropped, not composited);
     P (palette); 1 (0/255); I;16 and I (16-bit: the range 0-65535 scaled to 0-255, where
@@ -153,7 +182,8 @@ def preprocess(gray: np.ndarray, image_size: int = IMAGE_SIZE) -> np.ndarray:
 
 def preprocessing_steps(path: str | os.PathLike, image_size: int = IMAGE_SIZE) -> dict[str, np.ndarray]:
     """Every intermediate array of section 2.2 for one file, to show in a notebook:
-    raw (the pixels as stored), grayscale, resized, scaled (float32 / 255) and three_channel.
+    raw (the pixels as stored), grayscale (8-bit grey, turned upright if the file's EXIF
+    Orientation tag asks for it), resized, scaled (float32 / 255) and three_channel.
     Explained in notebooks/02_preprocessing.
     """
     path = Path(path)
