@@ -19,8 +19,8 @@ call's peak host memory and time on a folder of that size, made here (no real im
    of disk there, mostly the feature cache).
 2. Three saved models from a quick training: ``training.run_experiment`` for each model of
    ``config.REGISTRY`` on ``--train-per-class`` images per class, 1 epoch, at ``--image-size``;
-   the ResNet50 models frozen with a weights file (a stand-in for ImageNet's, made as
-   benchmarks/imagenet_path.py makes it; ``--weights-file`` names another), so that they share
+   the ResNet50 models frozen with a weights file (a stand-in for ImageNet's,
+   ``cxr_utils.standin_weights.make_standin``; ``--weights-file`` names another), so that they share
    the feature cache as with ImageNet weights.
 3. The extended test set (``extended_set.extended_test_set``: every image outside the sample)
    scored by ``predict_saved_models`` in a fresh process whose ``ru_maxrss`` is the peak
@@ -364,7 +364,7 @@ def main(argv=None) -> int:
                 weights_file = Path(args.weights_file).resolve()
                 weights_source = f"the weights file {weights_file.name}"
             else:
-                from imagenet_path import make_standin
+                from cxr_utils.standin_weights import make_standin
 
                 weights_file = make_standin(work / "standin")
                 weights_source = "a stand-in for ImageNet's weights (a seeded ResNet50)"

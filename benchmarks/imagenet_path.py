@@ -20,13 +20,12 @@ results folders (temporary):
 
 ImageNet weights without a network: Keras' download of
 ``resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5`` is answered, in every kernel papermill
-starts, by a stand-in file (a seeded ResNet50 saved in that file's format, as
-tests/conftest.py's ``imagenet_standin``; ``--weights-file`` names another, e.g. the real one),
-through a ``sitecustomize.py`` on the kernels' PYTHONPATH, as tests/test_imagenet_standin.py
-routes it (here patched as Keras' download module is first imported, so that kernels start as
-fast as without it); connections leaving the machine are refused and counted. So the times
-exclude downloads; the stand-in's arithmetic is ImageNet's (same layers and shapes), its
-accuracy is not.
+starts, by a stand-in file (``cxr_utils.standin_weights.make_standin``: a seeded ResNet50 saved
+in that file's format; ``--weights-file`` names another, e.g. the real one), through the
+``sitecustomize.py`` of ``standin_weights.write_site`` on the kernels' PYTHONPATH, the route
+tests/test_imagenet_standin.py uses too; connections leaving the machine are refused and
+counted. So the times exclude downloads; the stand-in's arithmetic is ImageNet's (same layers
+and shapes), its accuracy is not.
 
 Reported: each way's wall time (the ``execute_series`` call, model card included) and the
 per-notebook times of its run record, the ratio, the largest kernel's peak memory
@@ -54,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules 
 from rendering import markdown_table, measured_line, render_only, show_tables, summary  # noqa: E402
 from timing import log, peak_memory_mb  # noqa: E402
 
+from cxr_utils import standin_weights  # noqa: E402  (imports nothing heavy; routes nothing by itself)
 from cxr_utils.config import PROTOCOL  # noqa: E402  (no Keras)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -64,114 +64,9 @@ MODES = {
                    "features (decoded images cached in both ways)",
 }
 GOALS = {"shared_series_s_at_most": 180}
-KERAS_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
 FEATURES_FOLDER = "features"  # cxr_utils.features.FEATURES_FOLDER (not imported: that pulls in pandas)
 # execute_series announces each notebook as "[index/count] name ..." before starting it.
 ANNOUNCE = re.compile(r"^\[(\d+)/(\d+)\] (\S+) \.\.\.$")
-
-SITECUSTOMIZE = '''
-"""Started with every Python process on this PYTHONPATH (papermill's kernels): Keras' ImageNet
-download answered by the stand-in file, every call logged, connections off this machine refused.
-Written by benchmarks/imagenet_path.py, routing the download as tests/test_imagenet_standin.py
-does, but lazily: Keras' download module is patched as it is first imported, so that a kernel
-starts as fast as without the route (importing Keras here delays the kernel's first answer,
-past papermill's 60 s start timeout on a busy machine)."""
-import importlib.machinery
-import os
-import socket
-import sys
-
-_LOG = os.environ["CXR_STANDIN_LOG"]
-_NAME = "%(name)s"
-_MODULE = "keras.src.utils.file_utils"
-
-
-def _log(line):
-    with open(_LOG, "a") as handle:
-        handle.write(line + "\\n")
-
-
-_connect = socket.socket.connect
-
-
-def _local_only(self, address):
-    host = address[0] if isinstance(address, tuple) else address
-    if self.family in (socket.AF_INET, socket.AF_INET6) and host not in ("127.0.0.1", "::1", "localhost"):
-        _log(f"NETWORK {address!r}")
-        raise OSError(f"network access refused by the benchmark: {address!r}")
-    return _connect(self, address)
-
-
-socket.socket.connect = _local_only
-
-
-def _get_file(fname=None, origin=None, *args, **kwargs):
-    from keras.src.applications import resnet
-
-    if fname == _NAME and origin == resnet.BASE_WEIGHTS_PATH + _NAME:
-        _log(f"ROUTED {fname} {origin}")
-        return os.environ["CXR_STANDIN_FILE"]
-    _log(f"REFUSED {fname} {origin}")
-    raise RuntimeError(f"unexpected download in the benchmark: {fname!r} from {origin!r}")
-
-
-class _RouteOnImport:
-    """Finds Keras' download module as Python would, and replaces its get_file once it has run."""
-
-    def find_spec(self, name, path=None, target=None):
-        if name != _MODULE:
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.machinery.PathFinder.find_spec(name, path)
-        if spec is None or spec.loader is None:
-            return spec
-        execute = spec.loader.exec_module
-
-        def exec_module(module):
-            execute(module)
-            module.get_file = _get_file
-
-        spec.loader.exec_module = exec_module
-        return spec
-
-
-sys.meta_path.insert(0, _RouteOnImport())
-''' % {"name": KERAS_FILE}
-
-
-def make_standin(folder) -> Path:
-    """A stand-in for Keras' ImageNet ResNet50 no-top weights, as tests/conftest.py's
-    ``imagenet_standin``: a seeded ResNet50 with ``weights=None``, saved in the format and under
-    the name Keras downloads. Not ImageNet: the same arithmetic, meaningless numbers."""
-    import h5py
-    import keras
-    from keras.src.legacy.saving import legacy_h5_format
-
-    keras.utils.set_random_seed(0)
-    model = keras.applications.ResNet50(include_top=False, weights=None)
-    path = Path(folder) / KERAS_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with h5py.File(path, "w") as handle:
-        legacy_h5_format.save_weights_to_hdf5_group(handle, model)
-    return path
-
-
-def write_site(folder) -> Path:
-    """The folder to put first on the kernels' PYTHONPATH: it holds the routing sitecustomize.py."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "sitecustomize.py").write_text(SITECUSTOMIZE)
-    return folder
-
-
-def route_counts(log_path) -> dict:
-    """How often the kernels' Keras asked for the ImageNet file (routed), for another file
-    (refused) and tried the network (refused), from the routing log."""
-    lines = Path(log_path).read_text().splitlines() if Path(log_path).is_file() else []
-    return {"downloads_routed": sum(line.startswith("ROUTED ") for line in lines),
-            "downloads_refused": sum(line.startswith("REFUSED ") for line in lines),
-            "network_refused": sum(line.startswith("NETWORK ") for line in lines)}
-
 
 # -- one way of running the series, in its own process -------------------------------------------
 
@@ -185,9 +80,7 @@ def series_worker(spec: dict, execute=None) -> dict:
     execute = execute or run.execute_series
     mode, parameters = spec["mode"], spec["parameters"]
     # The kernels papermill starts inherit this environment: the route, not the worker itself.
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [spec["site"], os.environ.get("PYTHONPATH")]))
-    os.environ["CXR_STANDIN_LOG"] = spec["route_log"]
-    os.environ["CXR_STANDIN_FILE"] = spec["weights_file"]
+    os.environ.update(standin_weights.route_environment(spec["site"], spec["route_log"], spec["weights_file"]))
     features = Path(parameters["cache_dir"]) / FEATURES_FOLDER
     expected = spec.get("expected_s") or {}
     announced = []
@@ -231,7 +124,7 @@ def series_worker(spec: dict, execute=None) -> dict:
         "run_record_s": record.get("wall_time_s"),
         "notebooks_s": {name: entry.get("wall_time_s") for name, entry in notebooks.items()},
         "kernel_peak_memory_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024),
-        **route_counts(spec["route_log"]),
+        **standin_weights.route_counts(spec["route_log"]),
     }
     try:
         result.update(extended_size(parameters["results_dir"]))
@@ -431,9 +324,9 @@ def main(argv=None) -> int:
             weights_source = f"the file {weights_file.name}"
         else:
             log("making the ImageNet stand-in (a seeded ResNet50 in the real file's format) ...")
-            weights_file = make_standin(work / "standin")
+            weights_file = standin_weights.make_standin(work / "standin")
             weights_source = "a stand-in file, a seeded ResNet50 (ImageNet's arithmetic, not its values)"
-        site = write_site(work / "site")
+        site = standin_weights.write_site(work / "site")
         settings = None
         results_by_mode = {}
 

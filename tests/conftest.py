@@ -122,16 +122,9 @@ def imagenet_standin(tmp_path_factory):
     (``resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5``, a Keras 2 HDF5 weights file that
     ``keras.applications.ResNet50`` reads with ``load_weights``). Not ImageNet: its numbers mean
     nothing, but every code path that loads, freezes and uses the real file runs on it."""
-    import h5py
-    import keras
-    from keras.src.legacy.saving import legacy_h5_format
+    from cxr_utils.standin_weights import make_standin
 
-    keras.utils.set_random_seed(0)
-    model = keras.applications.ResNet50(include_top=False, weights=None)
-    path = tmp_path_factory.mktemp("imagenet-standin") / "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
-    with h5py.File(path, "w") as handle:
-        legacy_h5_format.save_weights_to_hdf5_group(handle, model)
-    return path
+    return make_standin(tmp_path_factory.mktemp("imagenet-standin"))
 
 
 SMALL_RUN_SIZE = 32  # px: every registry model trains in seconds at this size on a 2-core CPU

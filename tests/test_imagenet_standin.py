@@ -4,29 +4,25 @@ Keras downloads ``resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5`` with
 ``keras.src.utils.file_utils.get_file`` (keras/src/applications/resnet.py), which checks the
 file's hash, so a cached copy of another file is refused. The tests route that call to the
 stand-in (tests/conftest.py: a seeded ResNet50 saved in the same format under the same name),
-in this process and, through a ``sitecustomize.py`` on the kernels' PYTHONPATH, in the kernels
-papermill starts. The route answers only the exact file and address Keras asks for and records
+in this process and, through the ``sitecustomize.py`` of ``cxr_utils.standin_weights`` on the
+kernels' PYTHONPATH (the route benchmarks/imagenet_path.py uses too), in the kernels papermill
+starts. The route answers only the exact file and address Keras asks for and records
 every call; nothing reaches the network (connections leaving this machine are refused).
 """
 
 import json
 import os
 import socket
-import textwrap
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from cxr_utils import comparison, config, data, run, summaries
+from cxr_utils import comparison, config, data, run, standin_weights, summaries
 
-KERAS_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
-
-
-def _keras_origin() -> str:
-    from keras.src.applications import resnet
-
-    return f"{resnet.BASE_WEIGHTS_PATH}{KERAS_FILE}"
+KERAS_FILE = standin_weights.KERAS_FILE
 
 
 def _refuse_remote_connections(monkeypatch):
@@ -50,7 +46,7 @@ def imagenet_route(imagenet_standin, monkeypatch):
 
     def get_file(fname=None, origin=None, *args, **kwargs):
         calls.append((fname, origin, kwargs.get("cache_subdir"), kwargs.get("file_hash")))
-        if fname != KERAS_FILE or origin != _keras_origin():
+        if fname != KERAS_FILE or origin != standin_weights.keras_origin():
             raise AssertionError(f"unexpected download {fname!r} from {origin!r}")
         return str(imagenet_standin)
 
@@ -81,14 +77,15 @@ def test_imagenet_weights_load_the_downloaded_file_into_a_frozen_backbone(model_
     from cxr_utils import models
 
     model = models.build_model(model_id, weights="imagenet", input_shape=(32, 32, 3))
-    assert imagenet_route == [(KERAS_FILE, _keras_origin(), "models", imagenet_route[0][3])]
+    assert imagenet_route == [(KERAS_FILE, standin_weights.keras_origin(), "models", imagenet_route[0][3])]
     assert imagenet_route[0][3]  # Keras asks for the real file's hash: a cached stand-in alone is refused
     _assert_same(_resnet_weights(model), _standin_weights(imagenet_standin, (32, 32, 3)))
     backbone = models.frozen_backbone(model)
     assert backbone is not None and not backbone.trainable
     assert not any(w.trainable for w in backbone.weights)
     # Pretrained batch-norm statistics keep Keras' momentum (bn_momentum="auto").
-    norms = [layer for layer in backbone.get_layer("resnet50").layers if layer.__class__.__name__ == "BatchNormalization"]
+    norms = [layer for layer in backbone.get_layer("resnet50").layers
+             if layer.__class__.__name__ == "BatchNormalization"]
     assert norms and all(layer.momentum == pytest.approx(0.99) for layer in norms)
 
 
@@ -130,59 +127,12 @@ def test_training_takes_the_fast_path_with_the_configured_input_scaling(weights,
 
 # -- the paper profile's code path, end to end, in the kernels papermill starts ----------------
 
-SITECUSTOMIZE = '''
-"""Started with every Python process of this test's kernels (PYTHONPATH): Keras' ImageNet
-download answered by the stand-in file, every call logged, connections off this machine refused."""
-import os
-import socket
-
-_LOG = os.environ["CXR_STANDIN_LOG"]
-
-
-def _log(line):
-    with open(_LOG, "a") as handle:
-        handle.write(line + "\\n")
-
-
-_connect = socket.socket.connect
-
-
-def _local_only(self, address):
-    host = address[0] if isinstance(address, tuple) else address
-    if self.family in (socket.AF_INET, socket.AF_INET6) and host not in ("127.0.0.1", "::1", "localhost"):
-        _log(f"NETWORK {address!r}")
-        raise OSError(f"network access refused in tests: {address!r}")
-    return _connect(self, address)
-
-
-socket.socket.connect = _local_only
-
-from keras.src.utils import file_utils  # noqa: E402
-
-
-def _get_file(fname=None, origin=None, *args, **kwargs):
-    if fname == os.environ["CXR_STANDIN_NAME"] and origin == os.environ["CXR_STANDIN_ORIGIN"]:
-        _log(f"ROUTED {fname} {origin}")
-        return os.environ["CXR_STANDIN_FILE"]
-    _log(f"REFUSED {fname} {origin}")
-    raise RuntimeError(f"unexpected download in a test: {fname!r} from {origin!r}")
-
-
-file_utils.get_file = _get_file
-'''
-
-
 @pytest.mark.slow
 def test_the_paper_setting_runs_end_to_end_in_papermill(imagenet_standin, real_subset, tmp_path, monkeypatch):
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(textwrap.dedent(SITECUSTOMIZE))
     log = tmp_path / "downloads.log"
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])))
-    monkeypatch.setenv("CXR_STANDIN_LOG", str(log))
-    monkeypatch.setenv("CXR_STANDIN_NAME", KERAS_FILE)
-    monkeypatch.setenv("CXR_STANDIN_ORIGIN", _keras_origin())
-    monkeypatch.setenv("CXR_STANDIN_FILE", str(imagenet_standin))
+    site = standin_weights.write_site(tmp_path / "site")
+    for name, value in standin_weights.route_environment(site, log, imagenet_standin).items():
+        monkeypatch.setenv(name, value)  # the kernels papermill starts inherit the route
     _refuse_remote_connections(monkeypatch)
 
     results = tmp_path / "results"
@@ -193,9 +143,9 @@ def test_the_paper_setting_runs_end_to_end_in_papermill(imagenet_standin, real_s
     assert all(entry["status"] == "ok" for entry in record["notebooks"].values())
 
     # Each ResNet50 chapter asked Keras for the ImageNet file once and got the stand-in; nothing else.
-    lines = log.read_text().splitlines()
+    lines = standin_weights.route_lines(log)
     backbones = [spec for spec in config.REGISTRY.values() if spec.has_backbone]
-    assert lines == [f"ROUTED {KERAS_FILE} {_keras_origin()}"] * len(backbones)
+    assert lines == [f"ROUTED {KERAS_FILE} {standin_weights.keras_origin()}"] * len(backbones)
     for spec in backbones:
         settings = json.loads((results / spec.id / "run.json").read_text())["settings"]
         assert settings["fast_path"] is True and settings["model_options"]["weights"] == "imagenet"
@@ -212,3 +162,42 @@ def test_the_paper_setting_runs_end_to_end_in_papermill(imagenet_standin, real_s
     for name in ("report.md", "report_extended.md"):
         assert "scratch" not in (results / name).read_text()
     assert "scratch" not in (results / "notebooks" / "07_comparison.ipynb").read_text()
+
+
+def test_the_kernels_route_answers_keras_imagenet_download_and_nothing_else(tmp_path):
+    """``standin_weights.write_site``'s sitecustomize (the route the slow test above and
+    benchmarks/imagenet_path.py give papermill's kernels), in a fresh interpreter."""
+    standin = tmp_path / standin_weights.KERAS_FILE
+    standin.write_bytes(b"stand-in")  # get_file only returns the path; Keras would read it
+    route_log = tmp_path / "downloads.log"
+    site = standin_weights.write_site(tmp_path / "site")
+    name = standin_weights.KERAS_FILE
+    code = (
+        "import socket\n"
+        "from keras.src.applications import resnet\n"
+        "from keras.src.utils import file_utils\n"
+        f"print(file_utils.get_file({name!r}, resnet.BASE_WEIGHTS_PATH + {name!r}, cache_subdir='models'))\n"
+        "try:\n    file_utils.get_file('other.h5', 'https://example.com/other.h5')\n"
+        "except RuntimeError:\n    print('refused')\n"
+        "try:\n    socket.create_connection(('192.0.2.1', 80), timeout=1)\n"
+        "except OSError:\n    print('offline')\n"
+    )
+    env = {**os.environ, **standin_weights.route_environment(site, route_log, standin, pythonpath=""),
+           "TF_CPP_MIN_LOG_LEVEL": "3"}
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.split() == [str(standin), "refused", "offline"]
+    assert standin_weights.route_counts(route_log) == {"downloads_routed": 1, "downloads_refused": 1,
+                                                       "network_refused": 1}
+    assert standin_weights.route_lines(route_log)[0] == f"ROUTED {name} {standin_weights.keras_origin()}"
+
+
+def test_importing_the_aid_routes_nothing():
+    """Importing cxr_utils.standin_weights neither imports Keras nor touches the download path."""
+    code = ("import sys, socket\n"
+            "connect = socket.socket.connect\n"
+            "import cxr_utils.standin_weights\n"
+            "assert socket.socket.connect is connect\n"
+            "assert not any(m == 'keras' or m.startswith('keras.') for m in sys.modules), 'Keras imported'\n")
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr
