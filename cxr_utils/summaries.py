@@ -111,7 +111,8 @@ def training_summary(results_dir, model_id: str) -> str:
             )
             if spec.has_backbone:
                 text += (" One candidate cause is BatchNorm's moving statistics lagging behind fast-changing weights: "
-                         "a hypothesis, not tested by this run.")
+                         "a hypothesis, not tested by this run (`recompute_batchnorm_images` is the option that "
+                         "tests it; see the method page).")
         lines.append(text)
     if "predicted_last_epoch" in predictions and int(best["epoch"]) != n:
         last = metrics.metrics_with_intervals(predictions["label"], predictions["predicted_last_epoch"]).loc["accuracy"]
