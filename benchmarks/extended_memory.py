@@ -52,7 +52,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules below
-from rendering import markdown_table, measured_line, render_only, show_tables, summary  # noqa: E402
+from rendering import (  # noqa: E402
+    add_record_options, markdown_table, measured_line, render_only, show_tables, summary,
+)
 from timing import log, peak_memory_mb  # noqa: E402
 
 from cxr_utils.config import PROTOCOL, REGISTRY  # noqa: E402  (no Keras)
@@ -312,11 +314,7 @@ def main(argv=None) -> int:
                         "made here)")
     parser.add_argument("--work-dir", help="keep the synthetic images (reused by a later run), models and caches "
                         "here (default: a temporary folder, removed; the full run needs about 8 GB of disk)")
-    parser.add_argument("--out", default=str(REPO_ROOT / "benchmarks" / "results" / "extended_memory.json"),
-                        help="the JSON record (default benchmarks/results/extended_memory.json)")
-    parser.add_argument("--markdown", help="also write the summary and tables as Markdown here (for book/measured/)")
-    parser.add_argument("--render", metavar="JSON", help="only turn an earlier run's JSON into the summary and "
-                        "tables (with --markdown, into that file); measures nothing")
+    add_record_options(parser, "extended_memory")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.render:

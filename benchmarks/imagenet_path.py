@@ -50,7 +50,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules below
-from rendering import markdown_table, measured_line, render_only, show_tables, summary  # noqa: E402
+from rendering import (  # noqa: E402
+    add_record_options, markdown_table, measured_line, render_only, show_tables, summary,
+)
 from timing import log, peak_memory_mb  # noqa: E402
 
 from cxr_utils import standin_weights  # noqa: E402  (imports nothing heavy; routes nothing by itself)
@@ -281,12 +283,7 @@ def count_images(data_dir) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=str(DEFAULT_DATA), help=f"the real images (default {DEFAULT_DATA})")
-    parser.add_argument("--out", default=str(REPO_ROOT / "benchmarks" / "results" / "imagenet_path.json"),
-                        help="the JSON record, rewritten after each way "
-                        "(default benchmarks/results/imagenet_path.json)")
-    parser.add_argument("--markdown", help="also write the summary and tables as Markdown here (for book/measured/)")
-    parser.add_argument("--render", metavar="JSON", help="only turn an earlier run's JSON into the summary and "
-                        "tables (with --markdown, into that file); measures nothing")
+    add_record_options(parser, "imagenet_path", ', rewritten after each way')
     parser.add_argument("--n-per-class", type=int, help=f"images sampled per class (the paper: {PROTOCOL.n_per_class})")
     parser.add_argument("--image-size", type=int,
                         help=f"smaller only for smoke tests (the paper: {PROTOCOL.image_size})")

@@ -39,7 +39,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules below
-from rendering import markdown_table, measured_line, render_only, show_tables, summary  # noqa: E402
+from rendering import (  # noqa: E402
+    add_record_options, markdown_table, measured_line, render_only, show_tables, summary,
+)
 from timing import log  # noqa: E402
 
 from cxr_utils.config import PROTOCOL, REGISTRY  # noqa: E402  (no Keras)
@@ -255,11 +257,7 @@ def main(argv=None) -> int:
                         f"(default {IMAGES}; 0: all of it)")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds; each way's fastest is kept "
                         "(default 2)")
-    parser.add_argument("--out", default=str(REPO_ROOT / "benchmarks" / "results" / "predict_speed.json"),
-                        help="the JSON record (default benchmarks/results/predict_speed.json)")
-    parser.add_argument("--markdown", help="also write the summary and tables as Markdown here (for book/measured/)")
-    parser.add_argument("--render", metavar="JSON", help="only turn an earlier run's JSON into the summary and "
-                        "tables (with --markdown, into that file); measures nothing")
+    add_record_options(parser, "predict_speed")
     args = parser.parse_args(argv)
     if args.render:
         return render_only(parser, args.render, args.markdown, render)

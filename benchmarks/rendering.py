@@ -48,6 +48,20 @@ def show_tables(text: str, json_path=None, markdown_path=None) -> None:
         runtime.write_text(text, markdown_path)
 
 
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def add_record_options(parser, name: str, out_note: str = "") -> None:
+    """The options every script's record takes: ``--out`` (the JSON record, by default
+    benchmarks/results/NAME.json), ``--markdown`` (its rendering, for book/measured/) and
+    ``--render`` (``render_only``)."""
+    parser.add_argument("--out", default=str(RESULTS_DIR / f"{name}.json"),
+                        help=f"the JSON record{out_note} (default benchmarks/results/{name}.json)")
+    parser.add_argument("--markdown", help="also write the summary and tables as Markdown here (for book/measured/)")
+    parser.add_argument("--render", metavar="JSON", help="only turn an earlier run's JSON into the summary and "
+                        "tables (with --markdown, into that file); measures nothing")
+
+
 def render_only(parser, json_path, markdown_path, render) -> int:
     """``--render``: an earlier run's JSON record turned into its Markdown; measures nothing.
     A file that is not such a record is a usage error (exit status 2)."""
