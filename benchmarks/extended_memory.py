@@ -59,7 +59,6 @@ from timing import log, peak_memory_mb  # noqa: E402
 
 from cxr_utils.config import PROTOCOL, REGISTRY  # noqa: E402  (no Keras)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 # The full database: 3,616 COVID and 10,192 Normal images; a paper-profile run leaves about 12,800.
 DATABASE = {"COVID": 3616, "Normal": 10192}
 EXTENDED_FULL = 12_800
