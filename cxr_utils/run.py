@@ -133,8 +133,9 @@ def _notebook_parameters(path: Path, parameters: dict) -> dict:
 
 
 # Parameters that say where things are kept, not what was computed: a run continued with
-# ``--only`` from another checkout may differ in them.
-_PLACE_PARAMETERS = ("cache_dir", "drive_folder")
+# ``--only`` from another checkout, or after its folder moved, may differ in them (the chapters
+# check that the images they find are the run's: cxr_utils.chapters).
+_PLACE_PARAMETERS = ("cache_dir", "drive_folder", "results_dir", "data_dir")
 
 
 def _continued_record(results_dir: Path, parameters: dict) -> dict | None:

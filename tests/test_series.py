@@ -62,7 +62,8 @@ def test_the_shortcut_chapter_saved_all_three_tests(sample_run):
     assert (blanked["status"] == "complete").all() and blanked["blanked_accuracy"].between(0, 1).all()
     shares = pd.read_csv(results / shortcut_run.GRADCAM_CSV)
     backbone_models = [spec.paper_name for spec in config.REGISTRY.values() if spec.has_backbone]
-    assert list(shares["model"]) == backbone_models and shares["mean_lung_share"].between(0, 1).all()
+    # NaN where every map is zero (nothing raises the score: the sample's barely trained models).
+    assert list(shares["model"]) == backbone_models and shares["mean_lung_share"].dropna().between(0, 1).all()
     executed = (results / "notebooks" / "08_shortcuts.ipynb").read_text()
     assert "Trivial baselines" in executed and "Where Grad-CAM looks" in executed
 
