@@ -192,7 +192,37 @@ def summary_markdown(results_dir) -> str:
         baselines, optional(BLANKED_CSV),
         None if shares is None else dict(zip(shares["model"], shares["mean_lung_share"])),
         box=box, image_size=image_size,
-    )
+    ) + costs_markdown(results_dir)
+
+
+def costs_markdown(results_dir) -> str:
+    """What the lungs-blanked models cost beside the intact ones, from their run records (wall
+    time and machine); empty when none was trained. Explained in notebooks/08_shortcuts."""
+    import json
+
+    results_dir = Path(results_dir)
+    rows = []
+    for spec in config.REGISTRY.values():
+        intact, blanked = results_dir / spec.id / "run.json", results_dir / BLANKED_DIR / spec.id / "run.json"
+        if intact.is_file() and blanked.is_file():
+            rows.append((spec.paper_name, json.loads(intact.read_text()), json.loads(blanked.read_text())))
+    if not rows:
+        return ""
+    hardware = rows[0][2].get("hardware", {})
+    machine = f"{hardware.get('cpu', 'an unrecorded machine')}, {hardware.get('cpu_count', '?')} cores, " \
+              f"{hardware.get('accelerator', '')}".rstrip(", ")
+    each = "; ".join(f"{name} {b['wall_time_s']:.0f} s against {i['wall_time_s']:.0f} s intact" for name, i, b in rows)
+    total_blanked = sum(b["wall_time_s"] for _, _, b in rows)
+    total_intact = sum(i["wall_time_s"] for _, i, _ in rows)
+    chapter = ""
+    record = results_dir / "run.json"
+    if record.is_file():
+        entry = json.loads(record.read_text()).get("notebooks", {}).get("08_shortcuts", {})
+        if entry.get("wall_time_s"):
+            chapter = f" The whole chapter took {entry['wall_time_s']:.0f} s (the run record)."
+    return (f"\n### What it cost\n\nTraining and testing the models with the lungs blanked took {total_blanked:.0f} s "
+            f"on this run's machine ({machine}), against {total_intact:.0f} s for the intact models ({each}); from "
+            f"the models' run records.{chapter}\n")
 
 
 def _for_the_papers_claims(baselines: pd.DataFrame | None) -> str:

@@ -1,0 +1,58 @@
+"""Chapter 8 on a run's files (cxr_utils.shortcut_run): the lung_box parameter, the summary and
+its costs, read from the run published in the book and from constructed records."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cxr_utils import config, shortcut_run
+from cxr_utils.shortcuts import LungBox
+
+PUBLISHED = Path(__file__).resolve().parents[1] / "book" / "executed" / "results"
+
+
+def test_lung_box_parameter_becomes_a_box_or_is_refused():
+    assert shortcut_run.lung_box((0.1, 0.2, 0.5, 0.6)) == LungBox(0.1, 0.2, 0.5, 0.6)
+    box = LungBox()
+    assert shortcut_run.lung_box(box) is box
+    for bad in ((0.1, 0.2, 0.5), "box", (0.1, 0.2, 0.95, 0.5)):
+        with pytest.raises(ValueError):
+            shortcut_run.lung_box(bad)
+
+
+def _record(path: Path, seconds: float, cpu: str = "Test CPU") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"wall_time_s": seconds, "hardware": {"cpu": cpu, "cpu_count": 2,
+                                                                      "accelerator": "CPU only"}}))
+
+
+def test_costs_are_read_from_the_models_run_records(tmp_path):
+    assert shortcut_run.costs_markdown(tmp_path) == ""  # nothing blanked: nothing said
+    for k, spec in enumerate(config.REGISTRY.values(), 1):
+        _record(tmp_path / spec.id / "run.json", 100.0 * k)
+        _record(tmp_path / shortcut_run.BLANKED_DIR / spec.id / "run.json", 90.0 * k)
+    (tmp_path / "run.json").write_text(json.dumps({"notebooks": {"08_shortcuts": {"wall_time_s": 1234.0}}}))
+    text = shortcut_run.costs_markdown(tmp_path)
+    n = len(config.REGISTRY)
+    total = n * (n + 1) / 2
+    assert f"took {90 * total:.0f} s" in text and f"against {100 * total:.0f} s for the intact models" in text
+    assert "Test CPU, 2 cores, CPU only" in text and "The whole chapter took 1234 s" in text
+    first = next(iter(config.REGISTRY.values())).paper_name
+    assert f"{first} 90 s against 100 s intact" in text
+
+
+def test_the_published_runs_summary_uses_its_own_box_and_tables(tmp_path):
+    if not (PUBLISHED / shortcut_run.BASELINES_CSV).is_file():
+        pytest.skip("the published run has no chapter 8")
+    run = Path(shutil.copytree(PUBLISHED, tmp_path / "run"))
+    text = shortcut_run.summary_markdown(run)
+    for heading in ("What this means for the paper's claims", "Trivial baselines",
+                    "The models with the lungs blanked", "Where Grad-CAM looks", "What it cost"):
+        assert f"### {heading}" in text
+    # A box saved with the run (another size) is the one the summary measures against.
+    saved = json.loads((run / shortcut_run.BOX_JSON).read_text())
+    (run / shortcut_run.BOX_JSON).write_text(json.dumps({**saved, "height": 0.3, "width": 0.3}))
+    area = LungBox(saved["top"], saved["left"], 0.3, 0.3).area_fraction(saved["image_size"])
+    assert f"lung box ({area:.0%} of the image)" in shortcut_run.summary_markdown(run)
