@@ -142,15 +142,21 @@ def test_the_paper_setting_runs_end_to_end_in_papermill(imagenet_standin, real_s
     record = run.execute_series(parameters, progress=False, log=lambda *_: None)
     assert all(entry["status"] == "ok" for entry in record["notebooks"].values())
 
-    # Each ResNet50 chapter asked Keras for the ImageNet file once and got the stand-in; nothing else.
+    # Each ResNet50 model asked Keras for the ImageNet file once and got the stand-in, nothing else:
+    # in its own chapter, and again in chapter 8, which trains it with the lungs blanked.
     lines = standin_weights.route_lines(log)
     backbones = [spec for spec in config.REGISTRY.values() if spec.has_backbone]
-    assert lines == [f"ROUTED {KERAS_FILE} {standin_weights.keras_origin()}"] * len(backbones)
+    assert lines == [f"ROUTED {KERAS_FILE} {standin_weights.keras_origin()}"] * (2 * len(backbones))
     for spec in backbones:
         settings = json.loads((results / spec.id / "run.json").read_text())["settings"]
         assert settings["fast_path"] is True and settings["model_options"]["weights"] == "imagenet"
         page = (results / "notebooks" / f"{spec.chapter}.ipynb").read_text()
         assert "weights='imagenet'" in page and "Trained from scratch" not in page
+        # Chapter 8's lungs-blanked copy: the same frozen backbone, fed blanked images.
+        from cxr_utils.study.blanked import BLANKED_DIR
+
+        blanked = json.loads((results / BLANKED_DIR / spec.id / "run.json").read_text())["settings"]
+        assert blanked["fast_path"] is True and blanked["blanked"].startswith("lungbox:")
 
     # Table 7 and the verdicts speak of the ImageNet setting, not of training from scratch.
     ours = comparison.compare_with_paper(results)["table7"].iloc[-1]
