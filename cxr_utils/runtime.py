@@ -35,8 +35,9 @@ def set_seed(seed: int) -> None:
     With the same seed, the same data and the TensorFlow CPU backend, the LSTM trains to the same
     weights and predictions (tests/test_training.py checks this). A ResNet50 trained from
     scratch at 224 px does not, on this project's CPU: its weights differ from the sixth
-    significant digit after one epoch, with or without XLA (measured; the cause is below Keras
-    and not found yet; book/reproducibility). GPU kernels may differ in the last bits too.
+    significant digit after one epoch, with or without XLA; limited to one thread (intra- and
+    inter-op) three trainings agreed, so TensorFlow's multi-threaded CPU kernels are the cause
+    (measured; book/reproducibility). GPU kernels may differ in the last bits too.
     """
     keras.utils.set_random_seed(seed)
     if backend() == "tensorflow":
