@@ -228,7 +228,7 @@ def costs_markdown(results_dir) -> str:
 def _for_the_papers_claims(baselines: pd.DataFrame | None) -> str:
     """The paper's accuracies beside the best baseline's, in words: what the baselines mean for
     claims made on test images of the same database."""
-    from cxr_utils import paper
+    from cxr_utils import paper, shortcuts
 
     if baselines is None or baselines.empty:
         return ""
@@ -244,7 +244,7 @@ def _for_the_papers_claims(baselines: pd.DataFrame | None) -> str:
         f"(n = {int(best['n']):,}) without any deep model"
         + (". So in these images the classes can be told apart by crude features, and a high accuracy on such a "
            "test set does not by itself show that a model reads COVID-19 in the lungs"
-           if best["accuracy_low"] > 0.5 else
+           if best["accuracy_low"] > shortcuts.CHANCE else
            ", an interval that includes chance: this run gives no sign that crude features separate the classes")
         + "; only images from other sources (`python -m cxr_utils.external`) can test what a model reads.\n\n"
     )

@@ -16,7 +16,6 @@ its intact one.
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import json
 import sys
@@ -28,7 +27,7 @@ import pandas as pd
 from cxr_utils import config
 from cxr_utils.atomic import atomic_write
 from cxr_utils.shortcuts import RESULTS_FOLDER
-from cxr_utils.study.seeds import StudyError, _count, duration_text, model_complete
+from cxr_utils.study.seeds import StudyError, _count, _now, duration_text, model_complete
 
 BLANKED_DIR = Path(RESULTS_FOLDER) / "blanked"  # below the run's results folder
 RECORD = "blanked.json"
@@ -64,10 +63,6 @@ def _read_json(path: Path) -> dict | None:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def _check_settings(record: dict | None, settings: dict, folder: Path) -> None:
