@@ -292,7 +292,8 @@ def reproduce_markdown(record: dict) -> str:
                  if name in defaults and name != "weights" and value != defaults[name]}
     weights = settings.get("weights", defaults.get("weights"))
     data = settings.get("data_dir") is not None
-    if not overrides:
+    one_thread = bool(record.get("one_thread"))
+    if not overrides and not one_thread:
         command = "make run" + (" DATA_DIR=/path/to/COVID-19_Radiography_Dataset" if data else "")
         if profile != "paper":
             command += f" PROFILE={profile}"
@@ -305,7 +306,7 @@ def reproduce_markdown(record: dict) -> str:
             command += " --data-dir /path/to/COVID-19_Radiography_Dataset"
         for name, value in {**overrides, **({"weights": weights} if weights != defaults.get("weights") else {})}.items():
             command += f" -p {name}={value!r}" if isinstance(value, str) else f" -p {name}={value}"
-        command += " --book"
+        command += " --one-thread --book" if one_thread else " --book"
     commit = record.get("git_commit")
     hardware = record.get("hardware", {})
     machine = ", ".join(str(hardware[k]) for k in ("cpu", "accelerator") if hardware.get(k))
@@ -326,5 +327,7 @@ def reproduce_markdown(record: dict) -> str:
                       reverse=True)[:2]
         if slow and slow[0][0]:
             text += ", most of it in " + " and ".join(f"{name} ({_duration(s)})" for s, name in slow if s)
-        text += f", on {machine}." if machine else "."
+        text += f", on {machine}" if machine else ""
+        text += (", TensorFlow on one thread (`--one-thread`: the same weights on every run, slower)."
+                 if one_thread else ".")
     return "\n".join(lines) + text + "\n"

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import hashlib
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -158,38 +160,107 @@ def _continued_record(results_dir: Path, parameters: dict) -> dict | None:
     return previous
 
 
+class KernelMemory:
+    """The highest resident memory of this process's descendants (a notebook's kernel and what it
+    starts), summed, sampled on a thread every ``interval_s`` while the block runs: each notebook's
+    host memory, recorded beside its wall time. A peak shorter than the interval can be missed."""
+
+    def __init__(self, interval_s: float = 0.5):
+        self.interval_s, self.peak_bytes = interval_s, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        import psutil
+
+        this = psutil.Process()
+        while True:
+            total = 0
+            for child in this.children(recursive=True):
+                try:
+                    total += child.memory_info().rss
+                except psutil.Error:  # ended between being listed and being read
+                    pass
+            self.peak_bytes = max(self.peak_bytes, total)
+            if self._stop.wait(self.interval_s):
+                return
+
+    def __enter__(self) -> "KernelMemory":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exception) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def peak_mb(self) -> int:
+        return round(self.peak_bytes / 2**20)
+
+
+def kernel_environment(one_thread: bool = False) -> dict:
+    """The environment ``execute_series`` gives the papermill kernels it starts."""
+    from cxr_utils.runtime import ONE_THREAD_ENVIRONMENT
+
+    return {
+        # The kernel must be this interpreter's, also when the virtual environment is not activated.
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+        # Figures must land in the executed notebooks, whatever backend the caller's shell sets.
+        "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+        # TensorFlow's C++ log lines (start-up notes, harmless graph warnings) would land in every
+        # executed notebook; Python errors still raise.
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        **(ONE_THREAD_ENVIRONMENT if one_thread else {}),
+    }
+
+
+@contextlib.contextmanager
+def _environment(values: dict):
+    """``os.environ`` with ``values`` set inside the block, as it was after it."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def execute_series(
-    parameters: dict, notebooks=None, progress: bool = True, log=print
+    parameters: dict, notebooks=None, progress: bool = True, log=print, one_thread: bool = False
 ) -> dict:
     """Execute ``notebooks`` (default: the whole ``series()``) in order with papermill; write
     and return the run record. Executing only some notebooks into a folder that holds a run with
-    the same parameters extends that run's record (each later pass listed under "continued")."""
+    the same parameters extends that run's record (each later pass listed under "continued").
+    ``one_thread``: every kernel's TensorFlow on one thread (``runtime.ONE_THREAD_ENVIRONMENT``):
+    bit-identical weights on a CPU, slower."""
+    with _environment(kernel_environment(one_thread)):
+        return _execute_series(parameters, notebooks, progress, log, one_thread)
+
+
+def _execute_series(parameters: dict, notebooks, progress: bool, log, one_thread: bool) -> dict:
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
     from cxr_utils import runtime
 
     results_dir = Path(parameters["results_dir"])
-    record = runtime.run_record(parameters, notebooks={}, profile=parameters.get("profile"))
+    # Made inside the kernels' environment, so that its hardware names their thread settings.
+    record = runtime.run_record(parameters, notebooks={}, profile=parameters.get("profile"), one_thread=one_thread)
     earlier_s = 0.0
     if notebooks and set(notebooks) != set(series()):
         previous = _continued_record(results_dir, parameters)
         if previous is not None:
             earlier_s = float(previous.get("wall_time_s") or 0.0)
-            pass_record = {k: record[k] for k in ("created_utc", "git_commit", "command")}
+            pass_record = {k: record[k] for k in ("created_utc", "git_commit", "command", "one_thread")}
             previous.setdefault("continued", []).append({**pass_record, "notebooks": list(notebooks)})
             record = previous
     notebooks = list(notebooks or series())
     executed_dir = results_dir / "notebooks"
     executed_dir.mkdir(parents=True, exist_ok=True)
-    saved_env = {name: os.environ.get(name) for name in ("PATH", "MPLBACKEND", "TF_CPP_MIN_LOG_LEVEL")}
-    # The kernel must be this interpreter's, also when the virtual environment is not activated.
-    os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), saved_env["PATH"] or ""])
-    # Figures must land in the executed notebooks, whatever backend the caller's shell sets.
-    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
-    # TensorFlow's C++ log lines (start-up notes, harmless graph warnings) would land in every executed
-    # notebook; Python errors still raise.
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     start = time.perf_counter()
     try:
         for index, name in enumerate(notebooks, 1):
@@ -200,30 +271,29 @@ def execute_series(
             notebook_start = time.perf_counter()
             entry = {"code_sha256": code_hash(source), "status": "running"}
             record["notebooks"][name] = entry
+            memory = KernelMemory()
             try:
-                papermill.execute_notebook(
-                    str(source),
-                    str(executed_dir / f"{name}.ipynb"),
-                    parameters=_notebook_parameters(source, parameters),
-                    kernel_name="python3",
-                    cwd=str(NOTEBOOKS_DIR),
-                    progress_bar=progress,
-                )
+                with memory:
+                    papermill.execute_notebook(
+                        str(source),
+                        str(executed_dir / f"{name}.ipynb"),
+                        parameters=_notebook_parameters(source, parameters),
+                        kernel_name="python3",
+                        cwd=str(NOTEBOOKS_DIR),
+                        progress_bar=progress,
+                    )
             except PapermillExecutionError as error:
-                entry.update(status="failed", wall_time_s=round(time.perf_counter() - notebook_start, 1))
+                entry.update(status="failed", wall_time_s=round(time.perf_counter() - notebook_start, 1),
+                             peak_memory_mb=memory.peak_mb)
                 raise SeriesError(
                     f"{name}.ipynb failed in cell {error.cell_index} (execution count "
                     f"{error.exec_count}): {error.ename}: {error.evalue}. The executed notebook "
                     f"with the traceback is {executed_dir / f'{name}.ipynb'}"
                 ) from None
-            entry.update(status="ok", wall_time_s=round(time.perf_counter() - notebook_start, 1))
-            log(f"    done in {entry['wall_time_s']:.0f} s")
+            entry.update(status="ok", wall_time_s=round(time.perf_counter() - notebook_start, 1),
+                         peak_memory_mb=memory.peak_mb)
+            log(f"    done in {entry['wall_time_s']:.0f} s, peak memory {memory.peak_mb:,} MB")
     finally:
-        for name, value in saved_env.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
         record["wall_time_s"] = round(earlier_s + time.perf_counter() - start, 1)
         runtime.write_json(record, results_dir / "run.json")
     if record["notebooks"].get("07_comparison", {}).get("status") == "ok":
@@ -255,6 +325,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--only", nargs="+", choices=series(), help="execute only these notebooks")
     parser.add_argument("--book", action="store_true", help="publish the run into the book and build it")
+    parser.add_argument("--one-thread", action="store_true",
+                        help="TensorFlow on one thread in every notebook: the same weights on every run on a CPU, "
+                        "slower (see book/reproducibility)")
     args = parser.parse_args(argv)
 
     try:
@@ -265,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"-p {item!r}: write NAME=VALUE, e.g. -p epochs=5")
             overrides[name.strip()] = parse_value(value.strip())
         parameters = profile_parameters(args.profile, args.data_dir, args.results_dir, overrides)
-        record = execute_series(parameters, notebooks=args.only)
+        record = execute_series(parameters, notebooks=args.only, one_thread=args.one_thread)
         print(f"executed notebooks and run.json in {parameters['results_dir']} "
               f"({record['wall_time_s']:.0f} s)")
         if args.book:

@@ -25,8 +25,21 @@ RECORDED_PACKAGES = (
 )
 
 
+# TensorFlow sizes its thread pools from these when it starts, before its first operation. One
+# thread each makes ResNet50's training bit-identical run to run on a CPU, at a cost in speed
+# (measured: book/reproducibility); ``python -m cxr_utils.run --one-thread`` sets them for every
+# notebook, and any other command takes them from the shell.
+ONE_THREAD_ENVIRONMENT = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
+
+
 def backend() -> str:
     return keras.backend.backend()
+
+
+def tensorflow_threads() -> dict:
+    """TensorFlow's thread settings as this process's environment gives them ("default": TensorFlow
+    chooses from the machine's cores)."""
+    return {name: os.environ.get(name, "default") for name in ONE_THREAD_ENVIRONMENT}
 
 
 def set_seed(seed: int) -> None:
@@ -37,7 +50,8 @@ def set_seed(seed: int) -> None:
     scratch at 224 px does not, on this project's CPU: its weights differ from the sixth
     significant digit after one epoch, with or without XLA; limited to one thread (intra- and
     inter-op) three trainings agreed, so TensorFlow's multi-threaded CPU kernels are the cause
-    (measured; book/reproducibility). GPU kernels may differ in the last bits too.
+    (measured; book/reproducibility). ``ONE_THREAD_ENVIRONMENT`` sets that for a whole process.
+    GPU kernels may differ in the last bits too.
     """
     keras.utils.set_random_seed(seed)
     if backend() == "tensorflow":
@@ -156,6 +170,7 @@ def hardware() -> dict:
         "gpus": gpus,
         "accelerator": gpus[0] if gpus else "CPU only",
         "keras_backend": backend(),
+        "tensorflow_threads": tensorflow_threads(),
     }
 
 

@@ -45,16 +45,20 @@ def run_record_markdown(record: dict) -> str:
     lines = ["| setting | value |", "|---|---|"]
     for name, value in record.get("settings", {}).items():
         lines.append(f"| {name} | `{shown_value(name, value)!r}` |")
-    lines += ["", "| notebook | wall time (s) | status | code SHA-256 |", "|---|---|---|---|"]
+    lines += ["", "| notebook | wall time (s) | peak memory (MB) | status | code SHA-256 |", "|---|---|---|---|---|"]
     for name, entry in record.get("notebooks", {}).items():
+        memory = entry.get("peak_memory_mb")  # recorded since runs sample their kernels' memory
         lines.append(
-            f"| {name} | {entry.get('wall_time_s', '')} | {entry.get('status', '')} | "
-            f"`{entry.get('code_sha256', '')[:12]}` |"
+            f"| {name} | {entry.get('wall_time_s', '')} | {'' if memory is None else f'{memory:,}'} | "
+            f"{entry.get('status', '')} | `{entry.get('code_sha256', '')[:12]}` |"
         )
     hardware = record.get("hardware", {})
     lines += ["", "| hardware / version | value |", "|---|---|"]
     for name in ("accelerator", "cpu", "cpu_count", "platform", "keras_backend"):
         lines.append(f"| {name} | {hardware.get(name, '')} |")
+    if "tensorflow_threads" in hardware:
+        threads = ", ".join(f"{k}={v}" for k, v in hardware["tensorflow_threads"].items())
+        lines.append(f"| tensorflow threads | {threads} |")
     for name, version in record.get("versions", {}).items():
         lines.append(f"| {name} | {version} |")
     lines += ["", f"Git commit `{record.get('git_commit')}`, created {record.get('created_utc')}, "

@@ -93,13 +93,13 @@ def real_subset(real_data, tmp_path_factory):
 
 @pytest.fixture
 def kernel_environment(monkeypatch):
-    """What ``run.execute_series`` sets for the papermill kernels it starts: this interpreter
-    first on PATH, figures drawn inline. Returns a function executing one notebook of the series
+    """What ``run.execute_series`` sets for the papermill kernels it starts
+    (``run.kernel_environment``: this interpreter first on PATH, figures drawn inline). Returns a function executing one notebook of the series
     alone with papermill (its PapermillExecutionError is not translated)."""
-    import sys
+    from cxr_utils import run
 
-    monkeypatch.setenv("PATH", os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
-    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    for name, value in run.kernel_environment().items():
+        monkeypatch.setenv(name, value)
 
     def execute(name: str, parameters: dict, output: Path) -> Path:
         import papermill

@@ -114,6 +114,10 @@ def test_reproduce_names_the_command_commit_seed_and_time_of_the_run():
     record["settings"].update(epochs=5, data_dir=None, weights="imagenet")
     text = glance.reproduce_markdown(record)
     assert "python -m cxr_utils.run --profile paper -p epochs=5 --book" in text and "DATA_DIR=" not in text
+    record["one_thread"] = True  # no make target for it: the run command, with the option
+    text = glance.reproduce_markdown(record)
+    assert "python -m cxr_utils.run --profile paper -p epochs=5 --one-thread --book" in text
+    assert "TensorFlow on one thread" in text
 
 
 # -- the report's tables from the committed run ---------------------------------------------------

@@ -1,6 +1,7 @@
 """Notebook sources: clean, ordered, and built the way the book expects."""
 
 import json
+import os
 
 import pytest
 
@@ -128,3 +129,50 @@ def test_running_only_some_notebooks_continues_the_runs_record(tmp_path, monkeyp
     with pytest.raises(run.SeriesError, match=r"other parameters \(epochs differ\)"):
         run.execute_series({**parameters, "epochs": 2}, notebooks=["02_second"], progress=False, log=lambda _: None)
     assert json.loads((results / "run.json").read_text()) == record
+
+
+@pytest.mark.slow  # starts two kernels
+def test_one_thread_reaches_every_kernel_and_is_recorded(tmp_path, monkeypatch):
+    import nbformat
+
+    from cxr_utils import runtime
+
+    _two_notebooks(tmp_path, monkeypatch)
+    for name in ("01_first", "02_second"):  # each kernel writes the thread settings it sees
+        path = run.NOTEBOOKS_DIR / f"{name}.ipynb"
+        notebook = nbformat.read(path, as_version=4)
+        notebook.cells.append(nbformat.v4.new_code_cell(
+            "import json, os\n"
+            f"json.dump({{k: os.environ.get(k) for k in {sorted(runtime.ONE_THREAD_ENVIRONMENT)}}}, "
+            f"open({str(tmp_path / name)!r} + '.json', 'w'))"))
+        nbformat.write(notebook, path)
+    for variable in runtime.ONE_THREAD_ENVIRONMENT:
+        monkeypatch.delenv(variable, raising=False)
+    results = tmp_path / "results"
+    run.execute_series({"results_dir": str(results), "epochs": 1}, progress=False, log=lambda _: None,
+                       one_thread=True)
+    for name in ("01_first", "02_second"):
+        assert json.loads((tmp_path / f"{name}.json").read_text()) == runtime.ONE_THREAD_ENVIRONMENT
+    record = json.loads((results / "run.json").read_text())
+    assert record["one_thread"] is True
+    assert all(entry["peak_memory_mb"] > 0 for entry in record["notebooks"].values())  # each kernel sampled
+    assert record["hardware"]["tensorflow_threads"] == runtime.ONE_THREAD_ENVIRONMENT
+    # The caller's environment is as it was, also after a refused call.
+    assert not any(variable in os.environ for variable in runtime.ONE_THREAD_ENVIRONMENT)
+    with pytest.raises(run.SeriesError):
+        run.execute_series({"results_dir": str(results), "epochs": 2}, notebooks=["02_second"], progress=False,
+                           log=lambda _: None, one_thread=True)
+    assert not any(variable in os.environ for variable in runtime.ONE_THREAD_ENVIRONMENT)
+
+
+def test_kernel_memory_is_the_peak_of_the_processes_started_inside():
+    import subprocess
+    import sys
+
+    # A child that holds about 300 MB for two seconds, then exits: the peak outlives it.
+    hold = "import time; block = bytearray(300 * 2**20); block[::4096] = b'x' * len(block[::4096]); time.sleep(2)"
+    with run.KernelMemory(interval_s=0.1) as memory:
+        subprocess.run([sys.executable, "-c", hold], check=True)
+    with run.KernelMemory(interval_s=0.1) as idle:
+        pass
+    assert memory.peak_mb - idle.peak_mb >= 300  # idle: whatever else this test session has running

@@ -205,10 +205,16 @@ def test_settings_line_names_every_setting_and_flags_from_scratch():
 
 def test_run_record_markdown():
     text = summaries.run_record_markdown({
-        "settings": {"epochs": 15}, "notebooks": {"03_resnet50": {"wall_time_s": 12.5, "status": "ok", "code_sha256": "ab" * 32}},
-        "hardware": {"accelerator": "CPU only"}, "versions": {"keras": "3.15.1"}, "git_commit": "abc", "wall_time_s": 20,
+        "settings": {"epochs": 15},
+        "notebooks": {"03_resnet50": {"wall_time_s": 12.5, "status": "ok", "code_sha256": "ab" * 32},
+                      "04_lstm": {"wall_time_s": 3.0, "peak_memory_mb": 2345, "status": "ok", "code_sha256": "cd" * 32}},
+        "hardware": {"accelerator": "CPU only", "tensorflow_threads": {"TF_NUM_INTRAOP_THREADS": "1"}},
+        "versions": {"keras": "3.15.1"}, "git_commit": "abc", "wall_time_s": 20,
     })
-    assert "| 03_resnet50 | 12.5 | ok | `abababababab` |" in text and "| keras | 3.15.1 |" in text
+    # A record made before memory was sampled leaves the cell blank.
+    assert "| 03_resnet50 | 12.5 |  | ok | `abababababab` |" in text and "| keras | 3.15.1 |" in text
+    assert "| 04_lstm | 3.0 | 2,345 | ok | `cdcdcdcdcdcd` |" in text
+    assert "| tensorflow threads | TF_NUM_INTRAOP_THREADS=1 |" in text
 
 
 def _results_with_histories(tmp_path, val_accuracies, train_accuracy, test_accuracy):

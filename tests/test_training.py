@@ -226,3 +226,45 @@ def test_short_training_run_learns(learning_split, tmp_path, model_name, image_s
     print(f"{model_name}: held-out accuracy {test['accuracy']:.3f} on {test['n']} images, Wilson low {low:.3f}")
     assert test["n"] >= 200
     assert low > 0.55, f"{model_name} held-out accuracy {test['accuracy']:.3f} is not clearly above chance"
+
+
+# One ResNet50 from scratch at the paper's 224 px, one epoch on real images, in a fresh process
+# (TensorFlow reads its thread settings once, at start); prints a digest of the trained weights.
+_TRAIN_ONCE = """
+import hashlib, sys
+import numpy as np
+import pandas as pd
+from cxr_utils import data, models, runtime, training
+rows = pd.read_csv(sys.argv[1])
+images = data.load_images(rows, image_size=224, cache_dir=sys.argv[2], progress=False)
+labels = data.labels(rows)
+runtime.set_seed(42)
+model = models.build_resnet50(weights=None)
+config = training.TrainingConfig(epochs=1, batch_size=16, progress=False)
+training.train_model(model, (images, labels), (images[:16], labels[:16]), config)
+digest = hashlib.sha256()
+for weights in model.get_weights():
+    digest.update(np.ascontiguousarray(weights).tobytes())
+print(digest.hexdigest())
+"""
+
+
+@pytest.mark.slow  # two ResNet50 trainings on one thread, about a minute each
+def test_resnet50_from_scratch_trains_to_the_same_weights_on_one_thread(real_manifest, tmp_path):
+    """The remedy for book/reproducibility's finding: with TensorFlow's default threads two such
+    trainings ended with weights differing from the sixth significant digit; with
+    ``runtime.ONE_THREAD_ENVIRONMENT`` they are bit-identical."""
+    import os
+    import subprocess
+    import sys
+
+    rows = data.sample_balanced(real_manifest, n_per_class=16, seed=42)
+    rows.to_csv(tmp_path / "rows.csv", index=False)
+    environment = {**os.environ, **runtime.ONE_THREAD_ENVIRONMENT, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    digests = []
+    for _ in range(2):
+        done = subprocess.run([sys.executable, "-c", _TRAIN_ONCE, str(tmp_path / "rows.csv"), str(tmp_path / "cache")],
+                              env=environment, capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stderr[-3000:]
+        digests.append(done.stdout.split()[-1])
+    assert digests[0] == digests[1]
