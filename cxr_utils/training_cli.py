@@ -25,6 +25,9 @@ def command_line() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, default=PROTOCOL.epochs)
     parser.add_argument("--batch-size", type=int, default=PROTOCOL.batch_size)
     parser.add_argument("--seed", type=int, default=PROTOCOL.seed)
+    parser.add_argument("--image-size", type=int, default=PROTOCOL.image_size,
+                        help=f"images' side in px (default {PROTOCOL.image_size}, the paper's); smaller runs faster "
+                             "and is no longer the paper's protocol")
     parser.add_argument("--weights", default=PROTOCOL.weights, type=facts.parse_weights,
                         help="imagenet | none | path to a local copy of the ImageNet weights")
     parser.add_argument("--recompute-batchnorm-images", type=int, metavar="N",
@@ -51,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         split = data.split_dataset(sample, seed=args.seed)
         outcome = run_experiment(
             args.model, split, args.results_dir, config,
-            model_options={"weights": args.weights}, cache_dir=args.cache_dir,
+            model_options={"weights": args.weights}, cache_dir=args.cache_dir, image_size=args.image_size,
         )
     except (data.DatasetError, models.WeightsUnavailableError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -34,7 +34,7 @@ def test_every_default_reads_the_protocol():
 
 def test_command_line_defaults_are_the_protocol():
     defaults = vars(training_cli.command_line().parse_args([]))
-    for name in ("n_per_class", "epochs", "batch_size", "seed", "weights"):
+    for name in ("n_per_class", "epochs", "batch_size", "seed", "weights", "image_size"):
         assert defaults[name] == getattr(PROTOCOL, name), name
     assert vars(training_cli.command_line().parse_args(["--weights", "None"]))["weights"] is None
     with pytest.raises(SystemExit):  # only models of the registry
