@@ -53,7 +53,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules below
 from rendering import (  # noqa: E402
-    add_record_options, markdown_table, measured_line, render_only, show_tables, summary,
+    add_record_options, markdown_table, measured_line, render_only, show_tables, summary, write_record,
 )
 from timing import log, peak_memory_mb  # noqa: E402
 
@@ -272,6 +272,19 @@ def headlines(results: dict) -> list[str]:
     return items
 
 
+def readme_sentence(record: dict) -> str:
+    """The README's line on this benchmark, from its record: tests/test_benchmark_scripts.py checks
+    that the README holds exactly this line for the committed record, so it cannot go stale."""
+    results, hardware = record["results"], record["hardware"]
+    streamed, goal = results["streamed"], results.get("goals", GOALS)["peak_memory_mb_below"]
+    met = "under" if streamed["peak_memory_mb"] < goal else "over"
+    return (f"Measured on a {hardware['cpu_count']}-core CPU ({record['created_utc'][:10]}): scoring "
+            f"{streamed['images']:,} synthetic images at {results['training']['image_size']} px with the three saved "
+            f"models peaked at {streamed['peak_memory_mb']:,.0f} MB of host memory ({met} the {goal:,} MB goal) and took "
+            f"{streamed['seconds'] / 60:.0f} minutes, {streamed['images_per_s']} images/s (details in the book's "
+            f"benchmark appendix).")
+
+
 def render(record: dict) -> str:
     """The benchmark's summary and tables as Markdown, from its JSON record (``--render``)."""
     results = record["results"]
@@ -400,7 +413,7 @@ def main(argv=None) -> int:
             "goals": GOALS,
         }
         record = runtime.run_record(vars(args), time.perf_counter() - start, results=results)
-        runtime.write_json(record, args.out)
+        record = write_record(record, args.out)
     show_tables(render(record), args.out, args.markdown)
     return 0
 

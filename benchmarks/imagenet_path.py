@@ -51,7 +51,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules below
 from rendering import (  # noqa: E402
-    add_record_options, markdown_table, measured_line, render_only, show_tables, summary,
+    add_record_options, markdown_table, measured_line, render_only, show_tables, summary, write_record,
 )
 from timing import log, peak_memory_mb  # noqa: E402
 
@@ -332,8 +332,7 @@ def main(argv=None) -> int:
             results["peak_memory_mb"] = round(peak_memory_mb())
             extra = {} if complete else {"incomplete": f"{len(results_by_mode)} of {len(modes)} ways measured"}
             record = runtime.run_record(vars(args), time.perf_counter() - start, results=results, **extra)
-            runtime.write_json(record, args.out)
-            return record
+            return write_record(record, args.out)
 
         for number, mode in enumerate(modes, 1):
             folder = work / mode

@@ -40,7 +40,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules below
 from rendering import (  # noqa: E402
-    add_record_options, markdown_table, measured_line, render_only, show_tables, summary,
+    add_record_options, markdown_table, measured_line, render_only, show_tables, summary, write_record,
 )
 from timing import log  # noqa: E402
 
@@ -289,7 +289,7 @@ def main(argv=None) -> int:
     })
     settings = {**vars(args), "run": shown_path(args.run)}
     record = runtime.run_record(settings, time.perf_counter() - start, results=results)
-    runtime.write_json(record, args.out)
+    record = write_record(record, args.out)
     show_tables(render(record), args.out, args.markdown)
     return 0
 

@@ -35,7 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules below
 from rendering import (  # noqa: E402
-    markdown_table, measured_line, protocol_record, record_protocol, render_only, show_tables, summary,
+    markdown_table, measured_line, protocol_record, record_protocol, render_only, show_tables, summary, write_record,
 )
 from timing import log, timed  # noqa: E402
 
@@ -291,7 +291,7 @@ def main(argv=None) -> int:
     record = runtime.run_record(vars(args), time.perf_counter() - start,
                                 results={"variants": rows, "hoisted_max_difference": hoisted_gap,
                                          "protocol": protocol_record()})
-    runtime.write_json(record, args.out)
+    record = write_record(record, args.out)
     show_tables(render(record), args.out, args.markdown)
     return 0
 

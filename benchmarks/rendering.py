@@ -3,13 +3,27 @@
 speed.py and profile_head.py each render their record as a summary (the figures the book's
 and the README's prose need, so that no figure is typed by hand) followed by pipe tables, and
 ``--render JSON`` redoes that from a committed record without measuring; tests/test_benchmark.py
-checks that book/measured/*.md is exactly that rendering of the JSON beside it.
+checks that book/measured/*.md is exactly that rendering of the JSON beside it. Every script
+writes its JSON with ``write_record``, which leaves no folder of the machine in it.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+
+def write_record(record: dict, path) -> dict:
+    """Write a script's JSON record as it is committed to book/measured/: every folder of the
+    machine that ran (``--data-dir``, the repository, temporary folders) replaced by its
+    placeholder (``cxr_utils.portable``), so that no committed record names one. Returns the
+    record as written: render that one, so that the Markdown matches the JSON."""
+    from cxr_utils import portable, runtime
+
+    record = json.loads(json.dumps(record, default=str))  # paths and the like as the JSON holds them
+    written = portable.portable_record(record, portable.machine_folders(record))
+    runtime.write_json(written, path)
+    return written
 
 
 def measured_line(record: dict, note: str = "") -> str:

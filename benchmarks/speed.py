@@ -48,7 +48,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules below
 from rendering import (  # noqa: E402
-    markdown_table, measured_line, protocol_record, record_protocol, render_only, show_tables, summary,
+    markdown_table, measured_line, protocol_record, record_protocol, render_only, show_tables, summary, write_record,
 )
 from timing import add_gpu_memory, log, peak_memory_mb, timed  # noqa: E402
 
@@ -432,8 +432,7 @@ def main(argv=None) -> int:
         result["goals"] = GOALS
         extra = {} if complete else {"incomplete": "stopped before every section ran"}
         record = runtime.run_record(vars(args), time.perf_counter() - start, results=result, **extra)
-        runtime.write_json(record, args.out)
-        return record
+        return write_record(record, args.out)
 
     def partial(key, value):  # after each measured row, so a run cut short keeps it
         sections[key] = value
