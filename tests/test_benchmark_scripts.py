@@ -162,12 +162,12 @@ def test_extended_memory_scores_the_set_in_a_fresh_process_and_renders_it(tmp_pa
     assert 0 < streamed["memory_after_imports_mb"] <= streamed["peak_memory_mb"]
     assert streamed["images_per_s"] == pytest.approx(streamed["images"] / streamed["seconds"], rel=0.1, abs=0.06)
     assert results["old_way"]["computed"] == extended_memory.old_way_array_mb(12, size)
-    assert results["full_scale"] is False and results["training"]["models_from"] == str(small_run)
+    assert results["full_scale"] is False and results["training"]["models_from"] == "MODELS_FROM_DIR/results"  # portable (write_record)
     assert results["feature_cache_files"] == streamed["images"]  # one backbone pass for both ResNet50 models
     text = markdown.read_text()
     assert text == extended_memory.render(record) == _rendered_again(extended_memory, out, tmp_path)
     assert f"peak host memory of the scoring process {streamed['peak_memory_mb']} MB" in text
-    assert "scaled down: the goal of under" in text and f"the saved models of {small_run}" in text
+    assert "scaled down: the goal of under" in text and "the saved models of MODELS_FROM_DIR/results" in text
 
     # The old way (every image in one array, each whole model on it), here in this process.
     old = extended_memory.score_worker({"way": "one_array", "rows": str(work / "extended_rows.csv"), "limit": 4,
