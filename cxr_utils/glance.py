@@ -328,6 +328,6 @@ def reproduce_markdown(record: dict) -> str:
         if slow and slow[0][0]:
             text += ", most of it in " + " and ".join(f"{name} ({_duration(s)})" for s, name in slow if s)
         text += f", on {machine}" if machine else ""
-        text += (", TensorFlow on one thread (`--one-thread`: the same weights on every run, slower)."
+        text += (", TensorFlow on one thread (`--one-thread`: the same weights on every run)."
                  if one_thread else ".")
     return "\n".join(lines) + text + "\n"

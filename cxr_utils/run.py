@@ -236,7 +236,7 @@ def execute_series(
     and return the run record. Executing only some notebooks into a folder that holds a run with
     the same parameters extends that run's record (each later pass listed under "continued").
     ``one_thread``: every kernel's TensorFlow on one thread (``runtime.ONE_THREAD_ENVIRONMENT``):
-    bit-identical weights on a CPU, slower."""
+    bit-identical weights on a CPU, without the other cores' help."""
     with _environment(kernel_environment(one_thread)):
         return _execute_series(parameters, notebooks, progress, log, one_thread)
 
@@ -327,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--book", action="store_true", help="publish the run into the book and build it")
     parser.add_argument("--one-thread", action="store_true",
                         help="TensorFlow on one thread in every notebook: the same weights on every run on a CPU, "
-                        "slower (see book/reproducibility)")
+                        "without the other cores' help (see book/reproducibility)")
     args = parser.parse_args(argv)
 
     try:

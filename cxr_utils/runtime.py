@@ -26,9 +26,9 @@ RECORDED_PACKAGES = (
 
 
 # TensorFlow sizes its thread pools from these when it starts, before its first operation. One
-# thread each makes ResNet50's training bit-identical run to run on a CPU, at a cost in speed
-# (measured: book/reproducibility); ``python -m cxr_utils.run --one-thread`` sets them for every
-# notebook, and any other command takes them from the shell.
+# thread each makes ResNet50's training bit-identical run to run on a CPU, without the other
+# cores' help (measured: book/reproducibility); ``python -m cxr_utils.run --one-thread`` sets them
+# for every notebook, and any other command takes them from the shell.
 ONE_THREAD_ENVIRONMENT = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
 
 
