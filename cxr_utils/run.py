@@ -166,20 +166,23 @@ class KernelMemory:
     host memory, recorded beside its wall time. A peak shorter than the interval can be missed."""
 
     def __init__(self, interval_s: float = 0.5):
+        # Imported here, not in the sampling thread: a missing psutil must stop the run, not
+        # leave a thread that died quietly and a peak of 0 MB in the record.
+        import psutil
+
+        self._psutil = psutil
         self.interval_s, self.peak_bytes = interval_s, 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self) -> None:
-        import psutil
-
-        this = psutil.Process()
+        this = self._psutil.Process()
         while True:
             total = 0
             for child in this.children(recursive=True):
                 try:
                     total += child.memory_info().rss
-                except psutil.Error:  # ended between being listed and being read
+                except self._psutil.Error:  # ended between being listed and being read
                     pass
             self.peak_bytes = max(self.peak_bytes, total)
             if self._stop.wait(self.interval_s):

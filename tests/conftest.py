@@ -94,8 +94,9 @@ def real_subset(real_data, tmp_path_factory):
 @pytest.fixture
 def kernel_environment(monkeypatch):
     """What ``run.execute_series`` sets for the papermill kernels it starts
-    (``run.kernel_environment``: this interpreter first on PATH, figures drawn inline). Returns a function executing one notebook of the series
-    alone with papermill (its PapermillExecutionError is not translated)."""
+    (``run.kernel_environment``: this interpreter first on PATH, figures drawn inline). Returns a
+    function executing one notebook of the series alone with papermill (its
+    PapermillExecutionError is not translated)."""
     from cxr_utils import run
 
     for name, value in run.kernel_environment().items():
