@@ -29,9 +29,37 @@ Submodules (imported on use, so ``import cxr_utils`` is cheap and never touches 
   loading a run's models safely.
 """
 
+import ctypes
+import ctypes.util
 import importlib
+import platform
 
 __version__ = "0.1.0"
+
+# glibc gives each thread that allocates under contention its own heap ("arena"), up to 8 per
+# core, and a freed block returns to the system only from the top of its arena. Keras' training
+# loop gathers each batch on TensorFlow's worker threads, so freed batches end up scattered over
+# many arenas. Measured on the 2-core CPU: fitting the ResNet50 head on 800 cached feature maps
+# peaked 1.3 GB above its inputs and kept 0.5 GB after fit returned, with at most two arenas
+# 0.6 GB and under 0.1 GB; chapter 4's kernel peaked at 3.5 GB, 2.3 GB with the limit from its
+# start (benchmarks/imagenet_path.py measures whole series). Set on import for the threads
+# started after it (TensorFlow's); `python -m cxr_utils.run` gives its kernels the limit from
+# their start (MALLOC_ARENA_MAX), since ipykernel's threads take their heaps before any cell
+# runs. A no-op elsewhere than glibc.
+MALLOC_ARENAS = 2
+_M_ARENA_MAX = -8  # glibc's malloc.h
+
+
+def _limit_malloc_arenas() -> bool:
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        return bool(ctypes.CDLL(ctypes.util.find_library("c")).mallopt(_M_ARENA_MAX, MALLOC_ARENAS))
+    except (OSError, AttributeError):
+        return False
+
+
+MALLOC_ARENAS_LIMITED = _limit_malloc_arenas()
 
 _SUBMODULES = (
     "config", "data", "models", "training", "metrics", "paper", "plots", "runtime", "evaluation",

@@ -130,12 +130,11 @@ def _signs(z, target: str):
 
 
 def _backbone_features(backbone, images):
-    if keras.backend.backend() == "torch":
-        import torch
-
-        with torch.no_grad():  # no graph for the backbone: only the head is differentiated
-            return backbone(images, training=False)
-    return backbone(images, training=False)
+    # predict_on_batch runs the backbone as one compiled function, which frees each activation as
+    # soon as the next layer has read it; called eagerly, a Keras model keeps every layer's output
+    # until it returns (measured in chapter 8: about 2.7 GB for ResNet50 on 16 images at 224 px).
+    # No gradient flows through the backbone: only the head is differentiated.
+    return ops.convert_to_tensor(backbone.predict_on_batch(images))
 
 
 def grad_cam(model: keras.Model, images, target: str = "predicted", batch_size: int = 16) -> np.ndarray:

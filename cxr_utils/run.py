@@ -203,6 +203,7 @@ class KernelMemory:
 
 def kernel_environment(one_thread: bool = False) -> dict:
     """The environment ``execute_series`` gives the papermill kernels it starts."""
+    from cxr_utils import MALLOC_ARENAS
     from cxr_utils.runtime import ONE_THREAD_ENVIRONMENT
 
     return {
@@ -213,6 +214,9 @@ def kernel_environment(one_thread: bool = False) -> dict:
         # TensorFlow's C++ log lines (start-up notes, harmless graph warnings) would land in every
         # executed notebook; Python errors still raise.
         "TF_CPP_MIN_LOG_LEVEL": "3",
+        # glibc reads this as the kernel starts, before ipykernel's threads take their own heaps;
+        # importing cxr_utils sets the same limit only for threads started after it (see there).
+        "MALLOC_ARENA_MAX": str(MALLOC_ARENAS),
         **(ONE_THREAD_ENVIRONMENT if one_thread else {}),
     }
 

@@ -135,30 +135,32 @@ def test_running_only_some_notebooks_continues_the_runs_record(tmp_path, monkeyp
 def test_one_thread_reaches_every_kernel_and_is_recorded(tmp_path, monkeypatch):
     import nbformat
 
-    from cxr_utils import runtime
+    from cxr_utils import MALLOC_ARENAS, runtime
+
+    seen = {**runtime.ONE_THREAD_ENVIRONMENT, "MALLOC_ARENA_MAX": str(MALLOC_ARENAS)}
 
     _two_notebooks(tmp_path, monkeypatch)
-    for name in ("01_first", "02_second"):  # each kernel writes the thread settings it sees
+    for name in ("01_first", "02_second"):  # each kernel writes the thread and heap settings it sees
         path = run.NOTEBOOKS_DIR / f"{name}.ipynb"
         notebook = nbformat.read(path, as_version=4)
         notebook.cells.append(nbformat.v4.new_code_cell(
             "import json, os\n"
-            f"json.dump({{k: os.environ.get(k) for k in {sorted(runtime.ONE_THREAD_ENVIRONMENT)}}}, "
+            f"json.dump({{k: os.environ.get(k) for k in {sorted(seen)}}}, "
             f"open({str(tmp_path / name)!r} + '.json', 'w'))"))
         nbformat.write(notebook, path)
-    for variable in runtime.ONE_THREAD_ENVIRONMENT:
+    for variable in seen:
         monkeypatch.delenv(variable, raising=False)
     results = tmp_path / "results"
     run.execute_series({"results_dir": str(results), "epochs": 1}, progress=False, log=lambda _: None,
                        one_thread=True)
     for name in ("01_first", "02_second"):
-        assert json.loads((tmp_path / f"{name}.json").read_text()) == runtime.ONE_THREAD_ENVIRONMENT
+        assert json.loads((tmp_path / f"{name}.json").read_text()) == seen
     record = json.loads((results / "run.json").read_text())
     assert record["one_thread"] is True
     assert all(entry["peak_memory_mb"] > 0 for entry in record["notebooks"].values())  # each kernel sampled
     assert record["hardware"]["tensorflow_threads"] == runtime.ONE_THREAD_ENVIRONMENT
     # The caller's environment is as it was, also after a refused call.
-    assert not any(variable in os.environ for variable in runtime.ONE_THREAD_ENVIRONMENT)
+    assert not any(variable in os.environ for variable in seen)
     with pytest.raises(run.SeriesError):
         run.execute_series({"results_dir": str(results), "epochs": 2}, notebooks=["02_second"], progress=False,
                            log=lambda _: None, one_thread=True)
