@@ -63,7 +63,9 @@ def test_imagenet_path_measures_both_ways_side_by_side_and_renders_them(tmp_path
                 seen[parameters["results_dir"]] = (features / "image.npy").is_file()
         time.sleep(0.2)  # a series that takes time
         cost = {"05_resnet50_lstm": 2.0 if seen[parameters["results_dir"]] else 5.0}
-        return {"wall_time_s": 9.0, "notebooks": {name: {"status": "ok", "wall_time_s": cost.get(name, 1.0)}
+        memory = {"08_shortcuts": 900}
+        return {"wall_time_s": 9.0, "notebooks": {name: {"status": "ok", "wall_time_s": cost.get(name, 1.0),
+                                                         "peak_memory_mb": memory.get(name, 500)}
                                                   for name in notebooks}}
 
     monkeypatch.setattr(imagenet_path, "run_mode", lambda spec: imagenet_path.series_worker(spec, execute_series))
@@ -86,13 +88,18 @@ def test_imagenet_path_measures_both_ways_side_by_side_and_renders_them(tmp_path
     rows = {row["notebook"]: row for row in results["notebooks"]}
     assert list(rows) == list(run.series())
     assert rows["05_resnet50_lstm"] == {"notebook": "05_resnet50_lstm", "shared_s": 2.0, "per_chapter_s": 5.0,
-                                        "difference_s": 3.0}
+                                        "shared_peak_mb": 500, "per_chapter_peak_mb": 500, "difference_s": 3.0}
+    whole = shared["runner_peak_memory_mb"] + shared["kernel_peak_memory_mb"]
+    assert shared["runner_peak_memory_mb"] > 0 and shared["notebooks_peak_mb"]["08_shortcuts"] == 900
     text = markdown.read_text()
     assert text == imagenet_path.render(record) == _rendered_again(imagenet_path, out, tmp_path)
     assert text.index("**In short**") < text.index("| mode")
     assert f"{results['per_chapter_vs_shared']}x the shared cache's time" in text
     assert "05_resnet50_lstm takes 5.0 s with its own backbone pass vs 2.0 s" in text
     assert "scaled down to n_per_class=4" in text
+    assert (f"at most {whole} MB, the runner's peak ({shared['runner_peak_memory_mb']} MB) plus the largest "
+            "kernel's (the goal of under 4000 MB is for the paper's settings); the largest notebook, "
+            "08_shortcuts, 900 MB") in text
 
 
 def test_extended_memory_records_and_renders_a_tiny_run(tmp_path, benchmark_module, monkeypatch):
