@@ -102,6 +102,27 @@ def test_imagenet_path_measures_both_ways_side_by_side_and_renders_them(tmp_path
             "08_shortcuts, 900 MB") in text
 
 
+def test_imagenet_path_explains_a_missed_time_goal_with_the_passes_no_cache_shares(benchmark_module):
+    """At the paper's settings a missed time goal comes with the backbone passes every series
+    needs (the sample, the extended set, the blanked sample), timed at the rate of the chapter
+    whose own pass made the largest difference; a met goal needs no such line."""
+    imagenet_path = benchmark_module("imagenet_path")
+    row = {"notebook": "05_resnet50_lstm", "shared_s": 65.0, "per_chapter_s": 179.0, "difference_s": 114.0}
+    settings = {"n_per_class": 500, "epochs": 15, "image_size": 224}
+    modes = {"shared": {"status": "ok", "series_s": 800.0, "sampled_images": 1000, "extended_images": 983,
+                        "notebooks_s": {}},
+             "per_chapter": {"status": "ok", "series_s": 900.0, "notebooks_s": {}}}
+    results = {"settings": settings, "paper_scale": True, "modes": modes, "notebooks": [row],
+               "weights_source": "a stand-in", "per_chapter_vs_shared": 1.12}
+    lines = imagenet_path.headlines(results)
+    passes = [line for line in lines if line.startswith("**The backbone passes sharing cannot remove**")]
+    assert len(passes) == 1
+    assert "about 114.0 s (its difference above, 114 ms an image)" in passes[0]
+    assert "2983 images: about 340 s at that rate, against the goal of 180 s" in passes[0]
+    modes["shared"]["series_s"] = 170.0
+    assert not any(line.startswith("**The backbone passes") for line in imagenet_path.headlines(results))
+
+
 def test_extended_memory_records_and_renders_a_tiny_run(tmp_path, benchmark_module, monkeypatch):
     """The script's own steps on 12 synthetic images (synthesis, manifest, duplicate check, the
     extended set, the record, its rendering), with the scoring process a stand-in: no model runs."""
