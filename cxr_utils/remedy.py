@@ -12,7 +12,8 @@ runs side by side, the same split and seed, one with the option.
     python -m cxr_utils.training --model resnet50 --weights none --results-dir results/remedy \\
         --recompute-batchnorm-images 320
 
-No chapter shows it yet: the book's side-by-side comparison of the two protocols is to come.
+The report shows the comparison for seed studies run with and without the option
+(``cxr_utils.study.publish``).
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@
         [--out results/study/seeds] [-p NAME=VALUE ...] [--mixed-precision auto|on|off|bfloat16]
     python -m cxr_utils.study seeds --seed-list 42,7,1000 --data-dir DIR
     python -m cxr_utils.study summarise results/study/seeds
+    python -m cxr_utils.study publish --seeds results/study/seeds --remedy results/study/remedy
     python -m cxr_utils.study blanked --run RESULTS_DIR [-p epochs=N] [--models lstm ...]
 
 ``seeds`` runs the first N seeds of 42, 43, 44, ... (the protocol's seed first; ``--seed-list``
@@ -30,6 +31,10 @@ times the models left). ``--mixed-precision``: "auto" (mixed float16 on a GPU, f
 features in a cache folder of its own. The study calls only the package's Keras 3 code (nothing
 TensorFlow-specific), so it runs under KERAS_BACKEND=jax or torch as under TensorFlow.
 
+``publish`` copies a seed study and the same seeds run with this project's BatchNorm remedy
+(``-p recompute_batchnorm_images=320``) into ``book/studies/``, where the report renders them
+(``cxr_utils.study.publish``).
+
 ``blanked`` trains the models of a finished run again, on its split with its protocol, with the
 lungs blanked in every image (``cxr_utils.study.blanked``; chapter 8 reads the results).
 """
@@ -40,11 +45,11 @@ from cxr_utils.study.seeds import (
     DEFAULT_OUT, STUDY_RECORD, SUMMARY_FILES, SUMMARY_METRICS, StudyError, duration_text, run_seeds,
     seed_complete, seed_dir, seed_list, study_parameters, time_left,
 )
-from cxr_utils.study.summary import metric_summary, summarise, summary_markdown, verdict_summary
+from cxr_utils.study.summary import metric_summary, summarise, summary_markdown, summary_tables, verdict_summary
 
 __all__ = [
     "DEFAULT_OUT", "STUDY_RECORD", "SUMMARY_FILES", "SUMMARY_METRICS", "StudyError", "blanked_results",
     "command_line",
     "duration_text", "main", "metric_summary", "run_seeds", "seed_complete", "seed_dir", "seed_list",
-    "study_parameters", "summarise", "summary_markdown", "time_left", "train_blanked", "verdict_summary",
+    "study_parameters", "summarise", "summary_markdown", "summary_tables", "time_left", "train_blanked", "verdict_summary",
 ]

@@ -30,7 +30,7 @@ def command_line() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m cxr_utils.study",
                      description="Studies beside the notebook series: the comparison over several seeds; "
                                  "the models again with the lungs blanked.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{seeds,summarise,blanked}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{seeds,summarise,publish,blanked}")
     seeds = commands.add_parser("seeds", help="train, test and judge every model once per seed (resumable)",
                                 description="Every model of the comparison, trained and tested once per seed; "
                                             "a seed sets the sample, the split and the initial weights. "
@@ -49,6 +49,16 @@ def command_line() -> argparse.ArgumentParser:
                        help="auto: mixed float16 on a GPU; on; off; bfloat16 (default auto)")
     summary = commands.add_parser("summarise", aliases=["summarize"], help="write the summary of a study's seeds")
     summary.add_argument("study_dir", metavar="DIR", help="the study's folder")
+    publish = commands.add_parser(
+        "publish", help="copy a seed study and its remedy study into the book's report (book/studies/)",
+        description="Copy two seed studies where the report renders them: the paper's protocol (--seeds) and the "
+                    "same seeds with -p recompute_batchnorm_images=N (--remedy); numbers only (no weights), no "
+                    "folder of this machine named; the pages are written from the copy. Exit 0 done, 2 a folder "
+                    "is not a study.")
+    publish.add_argument("--seeds", required=True, metavar="DIR", help="the seed study at the paper's protocol")
+    publish.add_argument("--remedy", required=True, metavar="DIR",
+                         help="the same seeds with -p recompute_batchnorm_images=N")
+    publish.add_argument("--book-dir", default=None, metavar="DIR", help="where to publish (default: book/studies)")
     blanked = commands.add_parser(
         "blanked", help="train every model on images with the lungs blanked, beside a run (resumable)",
         description="The run's models trained and tested again with the lung rectangle (shortcuts.LungBox) "
@@ -111,6 +121,15 @@ def main(argv: list[str] | None = None) -> int:
     args = command_line().parse_args(argv)
     if args.command == "blanked":
         return _blanked(args)
+    if args.command == "publish":
+        from cxr_utils.study import publish
+
+        try:
+            publish.publish_studies(args.seeds, args.remedy, args.book_dir or publish.BOOK_STUDIES_DIR)
+        except (StudyError, ValueError) as error:  # ValueError: remedy runs that differ in more than the option
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        return 0
     if args.command in ("summarise", "summarize"):
         try:
             result = summarise(args.study_dir)

@@ -106,10 +106,12 @@ def _number(value: float, metric: str) -> str:
 
 
 def summary_markdown(metrics: pd.DataFrame, verdicts: pd.DataFrame, seeds: list[int], record: dict | None,
-                     left_out: list[int] = ()) -> str:
-    """summary.md: a sentence with the seeds, the profile and the weights, then both tables."""
+                     left_out: list[int] = (), level: int = 1) -> str:
+    """summary.md: a sentence with the seeds, the profile and the weights, then both tables; its
+    title a heading of ``level`` (1: ``#``), its sections one level below."""
     from cxr_utils import report
 
+    title, section = "#" * level, "#" * (level + 1)
     settings = (record or {}).get("settings", {})
     if settings:
         setting = (f"profile {settings.get('profile')!s}, {config.weights_label(settings.get('weights'))}, "
@@ -119,7 +121,7 @@ def summary_markdown(metrics: pd.DataFrame, verdicts: pd.DataFrame, seeds: list[
     else:
         setting = f"settings not recorded (no {STUDY_RECORD})"
     lines = [
-        f"# Seed study: {_count(len(seeds), 'seed')}",
+        f"{title} Seed study: {_count(len(seeds), 'seed')}",
         "",
         f"{_count(len(seeds), 'seed')} ({', '.join(map(str, seeds))}): {setting}. Each seed draws its own "
         "sample, split and initial weights; each model is tested on its seed's test images.",
@@ -132,17 +134,17 @@ def summary_markdown(metrics: pd.DataFrame, verdicts: pd.DataFrame, seeds: list[
            for column in ("mean", "std", "min", "max")},
         "seeds": metrics["n_seeds"].astype(int),
     })
-    lines += ["", "## Test metrics over the seeds", "",
+    lines += ["", f"{section} Test metrics over the seeds", "",
               "Mean, standard deviation (n - 1), smallest and largest value over the seeds; Brier to 3 "
               "decimals.", "", shown.to_markdown(index=False, disable_numparse=True,
                                                        colalign=("left", "left", *["right"] * 5))]
     outcomes = list(report.OUTCOMES)
-    lines += ["", "## Verdicts: how many seeds give each outcome", "",
+    lines += ["", f"{section} Verdicts: how many seeds give each outcome", "",
               verdicts[["claim", "text", *outcomes, "n_seeds"]].rename(columns={"n_seeds": "seeds"})
               .to_markdown(index=False)]
     if verdicts[report.NOT_PAPER_SETTING].sum():
         indicated = [c for c in verdicts.columns if c.startswith("indicated_")]
-        lines += ["", "## What the numbers alone would indicate", "",
+        lines += ["", f"{section} What the numbers alone would indicate", "",
                   f"Seeds outside the paper's setting get *{report.NOT_PAPER_SETTING}*; taken alone, their "
                   "numbers would indicate:", "",
                   verdicts[["claim", *indicated, "n_seeds"]]
@@ -152,11 +154,10 @@ def summary_markdown(metrics: pd.DataFrame, verdicts: pd.DataFrame, seeds: list[
     return "\n".join(lines) + "\n"
 
 
-def summarise(study_dir) -> dict:
+def summary_tables(study_dir) -> dict:
     """Each model's test metrics (mean, std, min, max, n_seeds) and each claim's outcome counts
-    over the evaluated seeds of a study; written as summary_metrics.csv, summary_verdicts.csv and
-    summary.md in ``study_dir``. Returns {"metrics", "verdicts", "seeds", "left_out", "per_seed_metrics",
-    "per_seed_verdicts"}."""
+    over the evaluated seeds of a study, written nowhere. Returns {"metrics", "verdicts", "seeds",
+    "left_out", "per_seed_metrics", "per_seed_verdicts", "record"}."""
     study_dir = Path(study_dir)
     if not study_dir.is_dir():
         raise StudyError(f"{study_dir} is not a folder; give the folder of a study (--out of `seeds`)")
@@ -169,10 +170,18 @@ def summarise(study_dir) -> dict:
                          "run `python -m cxr_utils.study seeds` first")
     per_seed_metrics, per_seed_verdicts = _seed_tables(done)
     metrics, verdicts = metric_summary(per_seed_metrics), verdict_summary(per_seed_verdicts)
-    seeds = [seed for seed, _ in done]
+    return {"metrics": metrics, "verdicts": verdicts, "seeds": [seed for seed, _ in done], "left_out": left_out,
+            "per_seed_metrics": per_seed_metrics, "per_seed_verdicts": per_seed_verdicts, "record": record}
+
+
+def summarise(study_dir) -> dict:
+    """``summary_tables``, written as summary_metrics.csv, summary_verdicts.csv and summary.md in
+    ``study_dir``; returns the same dict."""
+    study_dir = Path(study_dir)
+    result = summary_tables(study_dir)
+    metrics, verdicts = result["metrics"], result["verdicts"]
     atomic_write(study_dir / SUMMARY_FILES[0], lambda path: metrics.to_csv(path, index=False))
     atomic_write(study_dir / SUMMARY_FILES[1], lambda path: verdicts.to_csv(path, index=False))
-    text = summary_markdown(metrics, verdicts, seeds, record, left_out)
+    text = summary_markdown(metrics, verdicts, result["seeds"], result["record"], result["left_out"])
     atomic_write(study_dir / SUMMARY_FILES[2], lambda path: path.write_text(text))
-    return {"metrics": metrics, "verdicts": verdicts, "seeds": seeds, "left_out": left_out,
-            "per_seed_metrics": per_seed_metrics, "per_seed_verdicts": per_seed_verdicts}
+    return result

@@ -1,0 +1,180 @@
+"""The studies beside the notebook series, published into the book's report: the seed study's
+summary (test metrics and verdicts over the seeds) and the paper's protocol beside this project's
+BatchNorm remedy, epoch by epoch, on the same split and seed (issue 12).
+
+    python -m cxr_utils.study publish --seeds results/study/seeds --remedy results/study/remedy
+
+``--remedy`` names a seed study run with ``-p recompute_batchnorm_images=N``; each of its seeds
+that the seed study also holds is set beside it (``cxr_utils.remedy``). The published copy
+(``book/studies/``) keeps the numbers behind the pages (histories, predictions, metrics,
+verdicts, the split), never the weights, the dataset listing or a folder of the machine that ran
+(``cxr_utils.portable``); the pages are written from that copy, so ``render_pages`` can check them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from cxr_utils import config, remedy
+from cxr_utils.atomic import replace_folder
+from cxr_utils.portable import (
+    dataset_relative_paths, machine_folders, machine_paths, make_portable, portable_record,
+)
+from cxr_utils.run import REPO_ROOT
+from cxr_utils.study.seeds import SEED_PREFIX, STUDY_RECORD, StudyError, _count, duration_text, seed_dir
+
+BOOK_STUDIES_DIR = REPO_ROOT / "book" / "studies"
+STUDIES = ("seeds", "remedy")  # the published folders, as the report's includes name them
+PAGES = {"seeds": "seeds.md", "remedy": "remedy.md"}  # the pages the report includes
+FIGURES_DIR = "figures"
+# Left out of the published copy: weights, logs and pages written again from the numbers, the
+# dataset listing (the same for every seed) and sample.csv (split.csv holds every column of it).
+LEFT_OUT = ("*.keras", "*.md", ".*", "__pycache__", "*.settings.json", "manifest.csv", "sample.csv")
+
+
+def _record(study_dir: Path) -> dict:
+    path = Path(study_dir) / STUDY_RECORD
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise StudyError(f"{path} not found: give the --out folder of `python -m cxr_utils.study seeds`") from None
+    except ValueError:
+        raise StudyError(f"{path} is not readable JSON: run the study command again to rewrite it") from None
+
+
+def _copy_study(study_dir: Path, target: Path) -> list[str]:
+    """Copy a study portable into ``target``; returns the machine paths still named (none expected)."""
+    record = _record(study_dir)
+    shutil.copytree(study_dir, target, ignore=shutil.ignore_patterns(*LEFT_OUT))
+    shutil.copy2(study_dir / "manifest.csv", target / "manifest.csv")  # anchors the image paths, then goes
+    dataset = dataset_relative_paths(target)
+    (target / "manifest.csv").unlink()
+    folders = machine_folders({"settings": {"data_dir": dataset, "study_dir": str(study_dir.resolve())}})
+    # study.json, with placeholders for the folders its commands name
+    (target / STUDY_RECORD).write_text(json.dumps(portable_record(record, folders), indent=2) + "\n")
+    make_portable(target, folders)
+    return machine_paths(target, folders)
+
+
+def remedy_pairs(studies_dir) -> list[int]:
+    """The seeds that both published studies hold with every model complete, in the remedy study's order."""
+    studies_dir = Path(studies_dir)
+    seeds = json.loads((studies_dir / "remedy" / STUDY_RECORD).read_text())["settings"]["seeds"]
+    return [seed for seed in seeds
+            if all((seed_dir(studies_dir / study, seed) / model_id / "metrics.json").is_file()
+                   for study in STUDIES for model_id in config.REGISTRY)]
+
+
+def _settings_sentence(record: dict) -> str:
+    settings = record["settings"]
+    sizes = config.PROTOCOL.split_sizes(settings["n_per_class"])
+    return (f"{config.weights_label(settings['weights'])}, {settings['n_per_class']} images per class "
+            f"({sizes['train']} training, {sizes['val']} validation, {sizes['test']} test), "
+            f"{_count(settings['epochs'], 'epoch')}, batch {settings['batch_size']}, {settings['image_size']} px, "
+            f"dtype policy {settings['dtype_policy']}, Keras on {record['hardware']['keras_backend']}, "
+            f"{record['hardware']['accelerator']}")
+
+
+def _wall_times(record: dict, seed: int) -> str:
+    runs = record.get("runs", {}).get(str(seed), {})
+    return ", ".join(f"{config.model_spec(model_id).paper_name} {duration_text(runs[model_id]['wall_time_s'])}"
+                     for model_id in config.REGISTRY if model_id in runs)
+
+
+def remedy_page(studies_dir, figures: bool = True) -> str:
+    """remedy.md: for each seed of both studies, the settings, the comparison table and its reading
+    (``remedy.remedy_markdown``), and per model with BatchNorm layers recomputed two figures: the
+    paper's protocol epoch by epoch (training mode, training images in inference mode, validation)
+    and the two protocols' validation and inference-mode accuracy side by side. ``figures=False``
+    writes the text only (the figures' files are named but not drawn)."""
+    from cxr_utils import plots
+
+    studies_dir = Path(studies_dir)
+    records = {study: _record(studies_dir / study) for study in STUDIES}
+    seeds = remedy_pairs(studies_dir)
+    if not seeds:
+        return ("No seed of the remedy study is complete in both studies yet: run `python -m cxr_utils.study "
+                "seeds` with and without `-p recompute_batchnorm_images=320` on the same seeds.\n")
+    option = records["remedy"]["settings"][remedy.OPTION]
+    lines = [f"Both studies: {_settings_sentence(records['seeds'])}. The remedy's study recomputes BatchNorm's "
+             f"statistics from {option} training images before every evaluation; nothing else differs "
+             "(`cxr_utils.remedy` refuses two runs that differ in anything else)."]
+    for seed in seeds:
+        paper_dir, remedy_dir = (seed_dir(studies_dir / study, seed) for study in STUDIES)
+        table = remedy.remedy_table(paper_dir, remedy_dir)
+        shown = table.assign(
+            protocol=table["protocol"].map(remedy.PROTOCOLS),
+            validation=[f"{a:.2f}-{b:.2f}" for a, b in zip(table.val_accuracy_min, table.val_accuracy_max)],
+            inference=[f"{v:.2f}" for v in table.train_inference_accuracy_min],
+            test=[f"{a:.2f} [{lo:.2f}, {hi:.2f}]" for a, lo, hi in zip(table.test_accuracy, table.test_low,
+                                                                        table.test_high)],
+        )[["model", "protocol", "epochs_near_chance", "validation", "inference", "best_epoch", "test"]]
+        shown.columns = ["model", "protocol", f"epochs near chance (val. acc. <= {remedy.NEAR_CHANCE})",
+                         "validation accuracy over the epochs", "lowest inference-mode accuracy, training images",
+                         "kept epoch", f"test accuracy (n={int(table.test_n.max())}), 95% interval"]
+        lines += ["", f"### Seed {seed}", "",
+                  f"Wall time on this machine: the paper's protocol {_wall_times(records['seeds'], seed)}; "
+                  f"the remedy {_wall_times(records['remedy'], seed)}.", "",
+                  shown.to_markdown(index=False), "", remedy.remedy_markdown(table)]
+        for row in table[(table.protocol == "remedy") & (table.batchnorm_layers_recomputed > 0)].itertuples():
+            curves = f"{FIGURES_DIR}/seed-{seed}_{row.model_id}_paper_protocol.png"
+            side = f"{FIGURES_DIR}/seed-{seed}_{row.model_id}_remedy.png"
+            if figures:
+                history = remedy._history(paper_dir / row.model_id)
+                plots.plot_training_curves(history, f"{row.model}, the paper's protocol (seed {seed})",
+                                           path=studies_dir / curves)
+                remedy.plot_remedy_curves(paper_dir, remedy_dir, row.model_id, path=studies_dir / side)
+            lines += ["", f"```{{figure}} {curves}", f":name: studies-{seed}-{row.model_id}-paper", "",
+                      f"{row.model} under the paper's protocol, seed {seed}, epoch by epoch: loss and accuracy in "
+                      "training mode (as Keras reports them, dropout on), on the same training images in "
+                      "inference mode (the model that validation and the test see), and on the validation "
+                      "images; the dashed line marks the kept epoch.", "```",
+                      "", f"```{{figure}} {side}", f":name: studies-{seed}-{row.model_id}-remedy", "",
+                      f"{row.model}, seed {seed}: validation accuracy (left) and the training images' accuracy "
+                      "in inference mode (right) per epoch, the paper's protocol beside BatchNorm statistics "
+                      "recomputed; chance and the near-chance bound dashed.", "```"]
+    return "\n".join(lines) + "\n"
+
+
+def seeds_page(studies_dir) -> str:
+    """seeds.md: the seed study's summary over its evaluated seeds (``summary.summary_tables`` on
+    the published copy), its title a third-level heading, below the report's section."""
+    from cxr_utils.study.summary import summary_markdown, summary_tables
+
+    result = summary_tables(Path(studies_dir) / "seeds")
+    return summary_markdown(result["metrics"], result["verdicts"], result["seeds"], result["record"],
+                            result["left_out"], level=3)
+
+
+def render_pages(studies_dir, figures: bool = True) -> dict[str, str]:
+    """Every page of ``PAGES``, written from the published numbers in ``studies_dir``."""
+    return {PAGES["seeds"]: seeds_page(studies_dir), PAGES["remedy"]: remedy_page(studies_dir, figures)}
+
+
+def publish_studies(seeds_dir, remedy_dir, book_dir=BOOK_STUDIES_DIR, log=print) -> Path:
+    """Copy both studies portable into ``book_dir`` and write their pages; the earlier copy stays
+    until the new one is complete. StudyError when a folder is not a study."""
+    book_dir = Path(book_dir)
+    staging = book_dir.with_name(book_dir.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        left = []
+        for study, folder in zip(STUDIES, (seeds_dir, remedy_dir)):
+            folder = Path(folder)
+            if not any(folder.glob(f"{SEED_PREFIX}*")):
+                raise StudyError(f"{folder} holds no {SEED_PREFIX}N folder: give the --out folder of a seed study")
+            left += _copy_study(folder, staging / study)
+        (staging / FIGURES_DIR).mkdir()
+        for name, text in render_pages(staging).items():
+            (staging / name).write_text(text)
+        left += machine_paths(staging)
+        if left:
+            raise StudyError(f"{len(left)} machine path(s) left in the published copy, e.g. " + "; ".join(left[:3]))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # the published copy stays as it was
+        raise
+    log(f"published {', '.join(STUDIES)} into {book_dir}")
+    return replace_folder(staging, book_dir)

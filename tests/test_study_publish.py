@@ -1,0 +1,126 @@
+"""The studies in the book (issue 12): a seed study and the same seed with the BatchNorm remedy,
+published portable (no weights, no folder of the machine), their pages written from the published
+numbers; the committed copy in book/studies/ is what its own files say. The slow test runs two
+tiny studies on the real images (ResNet50 and the hybrid from scratch, so BatchNorm trains)."""
+
+import contextlib
+import io
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from cxr_utils import config, portable, remedy
+from cxr_utils.study import StudyError, main, publish
+
+COMMITTED = Path(__file__).resolve().parents[1] / "book" / "studies"
+REPORT = Path(__file__).resolve().parents[1] / "book" / "report.md"
+
+
+def _committed():
+    if not (COMMITTED / "seeds" / "study.json").is_file():
+        pytest.fail(f"{COMMITTED} holds no published study: publish one with `python -m cxr_utils.study publish`")
+    return COMMITTED
+
+
+def test_committed_pages_are_what_the_published_numbers_say():
+    studies = _committed()
+    for name, text in publish.render_pages(studies, figures=False).items():
+        assert (studies / name).read_text() == text, f"{name} differs from its numbers: publish again"
+
+
+def test_committed_studies_name_no_machine_folder_and_keep_no_weights():
+    studies = _committed()
+    assert portable.machine_paths(studies) == []
+    assert not list(studies.rglob("*.keras")) and not list(studies.rglob("manifest.csv"))
+    for path in studies.rglob("*.csv"):
+        table = pd.read_csv(path, nrows=5)
+        if "path" in table:
+            assert not table["path"].str.startswith("/").any(), path
+
+
+def test_committed_figures_exist_and_the_report_includes_both_pages():
+    studies = _committed()
+    text = (studies / publish.PAGES["remedy"]).read_text()
+    figures = [line.split(maxsplit=1)[1] for line in text.splitlines() if line.startswith("```{figure}")]
+    assert all((studies / figure).is_file() for figure in figures)
+    if publish.remedy_pairs(studies):
+        assert figures, "a remedy pair is published but its page shows no figure"
+    report = REPORT.read_text()
+    for page in publish.PAGES.values():
+        assert f"```{{include}} studies/{page}" in report
+
+
+def test_remedy_seeds_are_those_both_studies_complete():
+    studies = _committed()
+    for seed in publish.remedy_pairs(studies):
+        table = remedy.remedy_table(*(studies / study / f"seed-{seed}" for study in publish.STUDIES))
+        assert set(table["model_id"]) == set(config.REGISTRY)
+        assert (table.loc[table.protocol == "remedy", remedy.OPTION] > 0).all()
+
+
+def test_publish_refuses_a_folder_that_is_no_study(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["publish", "--seeds", str(tmp_path / "empty"), "--remedy", str(tmp_path / "empty"),
+                 "--book-dir", str(tmp_path / "book")]) == 2
+    assert "holds no seed-N folder" in capsys.readouterr().err
+    assert not (tmp_path / "book").exists()
+
+
+# -- two tiny studies on the real images (slow) ---------------------------------------------------
+
+
+def _study(out, real_data, *overrides):
+    argv = ["seeds", "--seed-list", "42", "--data-dir", str(real_data), "--out", str(out)]
+    for item in ("n_per_class=8", "epochs=2", "batch_size=8", "image_size=32", "weights=None", *overrides):
+        argv += ["-p", item]
+    with contextlib.redirect_stdout(io.StringIO()) as stdout:
+        assert main(argv) == 0, stdout.getvalue()
+
+
+@pytest.mark.slow
+def test_two_tiny_studies_publish_portable_with_pages_from_their_numbers(real_subset, tmp_path):
+    _study(tmp_path / "seeds", real_subset)
+    _study(tmp_path / "remedy", real_subset, "recompute_batchnorm_images=8")
+    book = tmp_path / "book" / "studies"
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+
+    assert main(["publish", "--seeds", str(tmp_path / "seeds"), "--remedy", str(tmp_path / "remedy"),
+                 "--book-dir", str(book)]) == 0
+    assert all(path.read_bytes() == data for path, data in before.items())  # the studies are not touched
+    assert portable.machine_paths(book, [str(tmp_path), str(real_subset)]) == []
+    assert not list(book.rglob("*.keras"))
+    split = pd.read_csv(book / "seeds" / "seed-42" / "split.csv")
+    assert len(split) == 16 and not split["path"].str.startswith("/").any()
+
+    pages = publish.render_pages(book, figures=False)
+    assert all((book / name).read_text() == text for name, text in pages.items())
+    seeds_page, remedy_page = pages[publish.PAGES["seeds"]], pages[publish.PAGES["remedy"]]
+    assert seeds_page.startswith("### Seed study: 1 seed") and "\n#### Test metrics over the seeds" in seeds_page
+    assert "### Seed 42" in remedy_page and "from 8 training images" in remedy_page
+    for model_id in ("resnet50", "resnet50_lstm"):  # BatchNorm trains from scratch: both figures
+        for name in (f"seed-42_{model_id}_paper_protocol.png", f"seed-42_{model_id}_remedy.png"):
+            assert (book / publish.FIGURES_DIR / name).stat().st_size > 0
+    assert not (book / publish.FIGURES_DIR / "seed-42_lstm_remedy.png").exists()  # the LSTM has no BatchNorm
+    record = json.loads((book / "seeds" / "study.json").read_text())
+    assert record["settings"]["seeds"] == [42] and set(record["runs"]["42"]) == set(config.REGISTRY)
+
+    # Published again over itself, the earlier copy is replaced whole; a remedy study whose runs
+    # differ in more than the option is refused and leaves the published copy as it was.
+    shutil.copytree(tmp_path / "remedy", tmp_path / "other")
+    run_json = tmp_path / "other" / "seed-42" / "resnet50" / "run.json"
+    record = json.loads(run_json.read_text())
+    record["settings"]["training"]["epochs"] = 3
+    run_json.write_text(json.dumps(record))
+    published = {p: p.read_bytes() for p in book.rglob("*") if p.is_file()}
+    with pytest.raises(ValueError, match="differ in training.epochs"):
+        publish.publish_studies(tmp_path / "seeds", tmp_path / "other", book)
+    assert {p: p.read_bytes() for p in book.rglob("*") if p.is_file()} == published
+
+
+def test_no_study_record_is_a_clear_error(tmp_path):
+    (tmp_path / "seeds" / "seed-42").mkdir(parents=True)
+    with pytest.raises(StudyError, match="study.json not found"):
+        publish.publish_studies(tmp_path / "seeds", tmp_path / "seeds", tmp_path / "book")
