@@ -186,8 +186,11 @@ def plot_remedy_curves(paper_dir, remedy_dir, model_id: str, path=None):
         ax.axhline(NEAR_CHANCE, color="grey", linestyle=":", linewidth=1, label=f"near chance ({NEAR_CHANCE})")
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_title(f"{spec.paper_name}: {title}")
+        ax.set_title(title)
         ax.set_ylim(0, 1.02)
     axes[0].set_ylabel("accuracy")
-    axes[0].legend(loc="upper center", bbox_to_anchor=(1.0, -0.2), ncol=2, fontsize=MIN_POINTS, frameon=False)
+    figure.suptitle(spec.paper_name)
+    # One legend for both panels, below them, so that neither panel is squeezed by it.
+    figure.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize=MIN_POINTS,
+                  frameon=False)
     return _finish(figure, path)

@@ -123,8 +123,7 @@ def remedy_page(studies_dir, figures: bool = True) -> str:
             side = f"{FIGURES_DIR}/seed-{seed}_{row.model_id}_remedy.png"
             if figures:
                 history = remedy._history(paper_dir / row.model_id)
-                plots.plot_training_curves(history, f"{row.model}, the paper's protocol (seed {seed})",
-                                           path=studies_dir / curves)
+                plots.plot_training_curves(history, row.model, path=studies_dir / curves)
                 remedy.plot_remedy_curves(paper_dir, remedy_dir, row.model_id, path=studies_dir / side)
             lines += ["", f"```{{figure}} {curves}", f":name: studies-{seed}-{row.model_id}-paper", "",
                       f"{row.model} under the paper's protocol, seed {seed}, epoch by epoch: loss and accuracy in "
