@@ -74,11 +74,13 @@ def _chance_epochs(epochs, values) -> list[int]:
     return [int(e) for e, v in zip(epochs, values) if at_most(v, NEAR_CHANCE)]
 
 
-def training_summary(results_dir, model_id: str) -> str:
+def training_summary(results_dir, model_id: str, name_the_hypothesis: bool = True) -> str:
     """What one model's training run shows, in a few sentences written from its saved files
     (history.csv, predictions.csv, metrics.json): the kept epoch beside the paper's, how steady
     validation was, what the inference-mode check of the training images shows, and the last
     epoch's test accuracy beside the kept one's. Explained in notebooks/03_resnet50.
+    ``name_the_hypothesis=False`` leaves out the sentence on BatchNorm as a candidate cause, for a
+    page that tests it beside (``cxr_utils.study.publish``).
     """
     spec = config.model_spec(model_id)
     folder = Path(results_dir) / model_id
@@ -113,7 +115,7 @@ def training_summary(results_dir, model_id: str) -> str:
                 f"or more while inference mode was at or below {NEAR_CHANCE}: the weights fit the training images, "
                 "but the model used for evaluation does not reproduce it."
             )
-            if spec.has_backbone:
+            if spec.has_backbone and name_the_hypothesis:
                 text += (" One candidate cause is BatchNorm's moving statistics lagging behind fast-changing weights: "
                          "a hypothesis, not tested by this run (`recompute_batchnorm_images` is the option that "
                          "tests it; see the method page).")

@@ -55,10 +55,24 @@ def test_committed_figures_exist_and_the_report_includes_both_pages():
 
 def test_remedy_seeds_are_those_both_studies_complete():
     studies = _committed()
-    for seed in publish.remedy_pairs(studies):
+    for seed, model_ids in publish.remedy_pairs(studies).items():
         table = remedy.remedy_table(*(studies / study / f"seed-{seed}" for study in publish.STUDIES))
-        assert set(table["model_id"]) == set(config.REGISTRY)
+        assert set(table["model_id"]) == set(model_ids)
         assert (table.loc[table.protocol == "remedy", remedy.OPTION] > 0).all()
+
+
+def test_a_model_missing_from_the_remedy_study_is_named_not_compared(tmp_path):
+    studies = shutil.copytree(_committed(), tmp_path / "studies")
+    seed, model_ids = next(iter(publish.remedy_pairs(studies).items()), (None, None))
+    if seed is None:
+        pytest.fail("the committed remedy study has no model complete in both studies")
+    dropped = model_ids[-1]
+    (studies / "remedy" / f"seed-{seed}" / dropped / "metrics.json").unlink()
+    assert publish.remedy_pairs(studies).get(seed, []) == model_ids[:-1]
+    page = publish.remedy_page(studies, figures=False)
+    assert f"Not compared yet for this seed (not complete in both studies): {config.model_spec(dropped).paper_name}." \
+        in page
+    assert f"seed-{seed}_{dropped}_remedy.png" not in page
 
 
 def test_publish_refuses_a_folder_that_is_no_study(tmp_path, capsys):

@@ -58,13 +58,16 @@ def _copy_study(study_dir: Path, target: Path) -> list[str]:
     return machine_paths(target, folders)
 
 
-def remedy_pairs(studies_dir) -> list[int]:
-    """The seeds that both published studies hold with every model complete, in the remedy study's order."""
+def remedy_pairs(studies_dir) -> dict[int, list[str]]:
+    """Per seed of the remedy study (in its order), the models complete in both published studies;
+    a seed with none is left out."""
     studies_dir = Path(studies_dir)
     seeds = json.loads((studies_dir / "remedy" / STUDY_RECORD).read_text())["settings"]["seeds"]
-    return [seed for seed in seeds
-            if all((seed_dir(studies_dir / study, seed) / model_id / "metrics.json").is_file()
-                   for study in STUDIES for model_id in config.REGISTRY)]
+    pairs = {seed: [model_id for model_id in config.REGISTRY
+                    if all((seed_dir(studies_dir / study, seed) / model_id / "metrics.json").is_file()
+                           for study in STUDIES)]
+             for seed in seeds}
+    return {seed: model_ids for seed, model_ids in pairs.items() if model_ids}
 
 
 def _settings_sentence(record: dict) -> str:
@@ -84,26 +87,28 @@ def _wall_times(record: dict, seed: int) -> str:
 
 
 def remedy_page(studies_dir, figures: bool = True) -> str:
-    """remedy.md: for each seed of both studies, the settings, the comparison table and its reading
-    (``remedy.remedy_markdown``), and per model with BatchNorm layers recomputed two figures: the
-    paper's protocol epoch by epoch (training mode, training images in inference mode, validation)
-    and the two protocols' validation and inference-mode accuracy side by side. ``figures=False``
-    writes the text only (the figures' files are named but not drawn)."""
-    from cxr_utils import plots
+    """remedy.md: for each seed of both studies, the settings, the comparison table of the models
+    complete in both (the others named) and its reading (``remedy.remedy_markdown``); then, per
+    model with BatchNorm layers recomputed, what its paper-protocol run shows epoch by epoch
+    (``summaries.training_summary``) and two figures: that run's curves (training mode, training
+    images in inference mode, validation) and the two protocols' validation and inference-mode
+    accuracy side by side. ``figures=False`` writes the text only (the figures are named, not drawn)."""
+    from cxr_utils import plots, summaries
 
     studies_dir = Path(studies_dir)
     records = {study: _record(studies_dir / study) for study in STUDIES}
     seeds = remedy_pairs(studies_dir)
     if not seeds:
-        return ("No seed of the remedy study is complete in both studies yet: run `python -m cxr_utils.study "
+        return ("No model of the remedy study is complete in both studies yet: run `python -m cxr_utils.study "
                 "seeds` with and without `-p recompute_batchnorm_images=320` on the same seeds.\n")
     option = records["remedy"]["settings"][remedy.OPTION]
     lines = [f"Both studies: {_settings_sentence(records['seeds'])}. The remedy's study recomputes BatchNorm's "
              f"statistics from {option} training images before every evaluation; nothing else differs "
              "(`cxr_utils.remedy` refuses two runs that differ in anything else)."]
-    for seed in seeds:
+    for seed, model_ids in seeds.items():
         paper_dir, remedy_dir = (seed_dir(studies_dir / study, seed) for study in STUDIES)
-        table = remedy.remedy_table(paper_dir, remedy_dir)
+        table = remedy.remedy_table(paper_dir, remedy_dir, model_ids)
+        missing = [spec.paper_name for model_id, spec in config.REGISTRY.items() if model_id not in model_ids]
         shown = table.assign(
             protocol=table["protocol"].map(remedy.PROTOCOLS),
             validation=[f"{a:.2f}-{b:.2f}" for a, b in zip(table.val_accuracy_min, table.val_accuracy_max)],
@@ -117,7 +122,10 @@ def remedy_page(studies_dir, figures: bool = True) -> str:
         lines += ["", f"### Seed {seed}", "",
                   f"Wall time on this machine: the paper's protocol {_wall_times(records['seeds'], seed)}; "
                   f"the remedy {_wall_times(records['remedy'], seed)}.", "",
-                  shown.to_markdown(index=False), "", remedy.remedy_markdown(table)]
+                  shown.to_markdown(index=False), ""]
+        if missing:
+            lines += [f"Not compared yet for this seed (not complete in both studies): {', '.join(missing)}.", ""]
+        lines += [remedy.remedy_markdown(table)]
         for row in table[(table.protocol == "remedy") & (table.batchnorm_layers_recomputed > 0)].itertuples():
             curves = f"{FIGURES_DIR}/seed-{seed}_{row.model_id}_paper_protocol.png"
             side = f"{FIGURES_DIR}/seed-{seed}_{row.model_id}_remedy.png"
@@ -125,7 +133,9 @@ def remedy_page(studies_dir, figures: bool = True) -> str:
                 history = remedy._history(paper_dir / row.model_id)
                 plots.plot_training_curves(history, row.model, path=studies_dir / curves)
                 remedy.plot_remedy_curves(paper_dir, remedy_dir, row.model_id, path=studies_dir / side)
-            lines += ["", f"```{{figure}} {curves}", f":name: studies-{seed}-{row.model_id}-paper", "",
+            lines += ["", f"**{row.model} under the paper's protocol**, epoch by epoch:", "",
+                      summaries.training_summary(paper_dir, row.model_id, name_the_hypothesis=False).rstrip(),
+                      "", f"```{{figure}} {curves}", f":name: studies-{seed}-{row.model_id}-paper", "",
                       f"{row.model} under the paper's protocol, seed {seed}, epoch by epoch: loss and accuracy in "
                       "training mode (as Keras reports them, dropout on), on the same training images in "
                       "inference mode (the model that validation and the test see), and on the validation "
