@@ -95,7 +95,7 @@ def _study(out, real_data, *overrides):
 
 
 @pytest.mark.slow
-def test_two_tiny_studies_publish_portable_with_pages_from_their_numbers(real_subset, tmp_path):
+def test_two_tiny_studies_publish_portable_with_pages_from_their_numbers(real_subset, tmp_path, monkeypatch):
     _study(tmp_path / "seeds", real_subset)
     _study(tmp_path / "remedy", real_subset, "recompute_batchnorm_images=8")
     book = tmp_path / "book" / "studies"
@@ -132,6 +132,19 @@ def test_two_tiny_studies_publish_portable_with_pages_from_their_numbers(real_su
     with pytest.raises(ValueError, match="differ in training.epochs"):
         publish.publish_studies(tmp_path / "seeds", tmp_path / "other", book)
     assert {p: p.read_bytes() for p in book.rglob("*") if p.is_file()} == published
+
+    # A published study copied back resumes: no model is trained again, the verdicts are the same.
+    from cxr_utils import training
+
+    def must_not_train(*args, **kwargs):
+        raise AssertionError("a model of the published study was trained again")
+
+    monkeypatch.setattr(training, "run_experiment", must_not_train)
+    resumed = shutil.copytree(book / "seeds", tmp_path / "resumed")
+    _study(resumed, real_subset)
+    for name in ("verdicts.csv", "metrics.csv"):
+        assert (resumed / "seed-42" / "evaluation" / name).read_bytes() == \
+            (book / "seeds" / "seed-42" / "evaluation" / name).read_bytes()
 
 
 def test_no_study_record_is_a_clear_error(tmp_path):
