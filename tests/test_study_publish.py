@@ -45,7 +45,7 @@ def test_committed_figures_exist_and_the_report_includes_both_pages():
     studies = _committed()
     text = (studies / publish.PAGES["remedy"]).read_text()
     figures = [line.split(maxsplit=1)[1] for line in text.splitlines() if line.startswith("```{figure}")]
-    assert all((studies / figure).is_file() for figure in figures)
+    assert all((REPORT.parent / figure).is_file() for figure in figures)  # paths as the including page sees them
     if publish.remedy_pairs(studies):
         assert figures, "a remedy pair is published but its page shows no figure"
     report = REPORT.read_text()
@@ -70,8 +70,8 @@ def test_a_model_missing_from_the_remedy_study_is_named_not_compared(tmp_path):
     (studies / "remedy" / f"seed-{seed}" / dropped / "metrics.json").unlink()
     assert publish.remedy_pairs(studies).get(seed, []) == model_ids[:-1]
     page = publish.remedy_page(studies, figures=False)
-    assert f"Not compared yet for this seed (not complete in both studies): {config.model_spec(dropped).paper_name}." \
-        in page
+    missing = [line for line in page.splitlines() if line.startswith("Not compared yet for this seed")]
+    assert len(missing) == 1 and config.model_spec(dropped).paper_name in missing[0].split(": ", 1)[1]
     assert f"seed-{seed}_{dropped}_remedy.png" not in page
 
 
@@ -117,6 +117,7 @@ def test_two_tiny_studies_publish_portable_with_pages_from_their_numbers(real_su
     for model_id in ("resnet50", "resnet50_lstm"):  # BatchNorm trains from scratch: both figures
         for name in (f"seed-42_{model_id}_paper_protocol.png", f"seed-42_{model_id}_remedy.png"):
             assert (book / publish.FIGURES_DIR / name).stat().st_size > 0
+            assert f"```{{figure}} {publish.INCLUDED_AS}/{publish.FIGURES_DIR}/{name}" in remedy_page
     assert not (book / publish.FIGURES_DIR / "seed-42_lstm_remedy.png").exists()  # the LSTM has no BatchNorm
     record = json.loads((book / "seeds" / "study.json").read_text())
     assert record["settings"]["seeds"] == [42] and set(record["runs"]["42"]) == set(config.REGISTRY)

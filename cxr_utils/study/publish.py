@@ -29,6 +29,8 @@ BOOK_STUDIES_DIR = REPO_ROOT / "book" / "studies"
 STUDIES = ("seeds", "remedy")  # the published folders, as the report's includes name them
 PAGES = {"seeds": "seeds.md", "remedy": "remedy.md"}  # the pages the report includes
 FIGURES_DIR = "figures"
+# The pages are included by book/report.md, so their figures are named from book/: studies/figures/...
+INCLUDED_AS = BOOK_STUDIES_DIR.name
 # Left out of the published copy: weights, logs and pages written again from the numbers, the
 # dataset listing (the same for every seed) and sample.csv (split.csv holds every column of it).
 LEFT_OUT = ("*.keras", "*.md", ".*", "__pycache__", "*.settings.json", "manifest.csv", "sample.csv")
@@ -135,12 +137,12 @@ def remedy_page(studies_dir, figures: bool = True) -> str:
                 remedy.plot_remedy_curves(paper_dir, remedy_dir, row.model_id, path=studies_dir / side)
             lines += ["", f"**{row.model} under the paper's protocol**, epoch by epoch:", "",
                       summaries.training_summary(paper_dir, row.model_id, name_the_hypothesis=False).rstrip(),
-                      "", f"```{{figure}} {curves}", f":name: studies-{seed}-{row.model_id}-paper", "",
+                      "", f"```{{figure}} {INCLUDED_AS}/{curves}", f":name: studies-{seed}-{row.model_id}-paper", "",
                       f"{row.model} under the paper's protocol, seed {seed}, epoch by epoch: loss and accuracy in "
                       "training mode (as Keras reports them, dropout on), on the same training images in "
                       "inference mode (the model that validation and the test see), and on the validation "
                       "images; the dashed line marks the kept epoch.", "```",
-                      "", f"```{{figure}} {side}", f":name: studies-{seed}-{row.model_id}-remedy", "",
+                      "", f"```{{figure}} {INCLUDED_AS}/{side}", f":name: studies-{seed}-{row.model_id}-remedy", "",
                       f"{row.model}, seed {seed}: validation accuracy (left) and the training images' accuracy "
                       "in inference mode (right) per epoch, the paper's protocol beside BatchNorm statistics "
                       "recomputed; chance and the near-chance bound dashed.", "```"]
