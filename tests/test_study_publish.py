@@ -75,6 +75,18 @@ def test_a_model_missing_from_the_remedy_study_is_named_not_compared(tmp_path):
     assert f"seed-{seed}_{dropped}_remedy.png" not in page
 
 
+def test_the_published_copy_published_again_gives_the_same_pages(tmp_path):
+    """Publishing is a function of the numbers: the committed copy (relative image paths, no dataset
+    listing) published again writes the same pages, figures and all."""
+    studies = _committed()
+    again = publish.publish_studies(studies / "seeds", studies / "remedy", tmp_path / "studies", log=lambda _: None)
+    for name in publish.PAGES.values():
+        assert (again / name).read_text() == (studies / name).read_text()
+    assert sorted(p.name for p in (again / publish.FIGURES_DIR).iterdir()) == \
+        sorted(p.name for p in (studies / publish.FIGURES_DIR).iterdir())
+    assert portable.machine_paths(again) == []
+
+
 def test_publish_refuses_a_folder_that_is_no_study(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["publish", "--seeds", str(tmp_path / "empty"), "--remedy", str(tmp_path / "empty"),

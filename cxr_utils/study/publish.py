@@ -50,9 +50,11 @@ def _copy_study(study_dir: Path, target: Path) -> list[str]:
     """Copy a study portable into ``target``; returns the machine paths still named (none expected)."""
     record = _record(study_dir)
     shutil.copytree(study_dir, target, ignore=shutil.ignore_patterns(*LEFT_OUT))
-    shutil.copy2(study_dir / "manifest.csv", target / "manifest.csv")  # anchors the image paths, then goes
-    dataset = dataset_relative_paths(target)
-    (target / "manifest.csv").unlink()
+    dataset = None  # without the study's dataset listing, its paths are taken as they are
+    if (study_dir / "manifest.csv").is_file():
+        shutil.copy2(study_dir / "manifest.csv", target / "manifest.csv")  # anchors the image paths, then goes
+        dataset = dataset_relative_paths(target)
+        (target / "manifest.csv").unlink()
     folders = machine_folders({"settings": {"data_dir": dataset, "study_dir": str(study_dir.resolve())}})
     # study.json, with placeholders for the folders its commands name
     (target / STUDY_RECORD).write_text(json.dumps(portable_record(record, folders), indent=2) + "\n")
@@ -70,6 +72,15 @@ def remedy_pairs(studies_dir) -> dict[int, list[str]]:
                            for study in STUDIES)]
              for seed in seeds}
     return {seed: model_ids for seed, model_ids in pairs.items() if model_ids}
+
+
+def _settings_sentences(records: dict) -> str:
+    """One sentence of the settings both studies share, or one per study where they differ (the
+    remedy run on another machine, backend or dtype policy)."""
+    sentences = {study: _settings_sentence(records[study]) for study in STUDIES}
+    if sentences["seeds"] == sentences["remedy"]:
+        return f"Both studies: {sentences['seeds']}."
+    return f"The paper's protocol: {sentences['seeds']}. The remedy: {sentences['remedy']}."
 
 
 def _settings_sentence(record: dict) -> str:
@@ -104,9 +115,9 @@ def remedy_page(studies_dir, figures: bool = True) -> str:
         return ("No model of the remedy study is complete in both studies yet: run `python -m cxr_utils.study "
                 "seeds` with and without `-p recompute_batchnorm_images=320` on the same seeds.\n")
     option = records["remedy"]["settings"][remedy.OPTION]
-    lines = [f"Both studies: {_settings_sentence(records['seeds'])}. The remedy's study recomputes BatchNorm's "
-             f"statistics from {option} training images before every evaluation; nothing else differs "
-             "(`cxr_utils.remedy` refuses two runs that differ in anything else)."]
+    lines = [f"{_settings_sentences(records)} The remedy's study recomputes BatchNorm's "
+             f"statistics from {option} training images before every evaluation; no other training setting "
+             "differs (`cxr_utils.remedy` refuses two runs whose settings differ in anything else)."]
     for seed, model_ids in seeds.items():
         paper_dir, remedy_dir = (seed_dir(studies_dir / study, seed) for study in STUDIES)
         table = remedy.remedy_table(paper_dir, remedy_dir, model_ids)
@@ -122,7 +133,7 @@ def remedy_page(studies_dir, figures: bool = True) -> str:
                          "validation accuracy over the epochs", "lowest inference-mode accuracy, training images",
                          "kept epoch", f"test accuracy (n={int(table.test_n.max())}), 95% interval"]
         lines += ["", f"### Seed {seed}", "",
-                  f"Wall time on this machine: the paper's protocol {_wall_times(records['seeds'], seed)}; "
+                  f"Wall time: the paper's protocol {_wall_times(records['seeds'], seed)}; "
                   f"the remedy {_wall_times(records['remedy'], seed)}.", "",
                   shown.to_markdown(index=False), ""]
         if missing:
