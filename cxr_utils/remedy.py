@@ -120,6 +120,22 @@ def _test(row) -> str:
     return f"{row.test_accuracy:.2f} [{row.test_low:.2f}, {row.test_high:.2f}]"
 
 
+def remedy_table_markdown(table: pd.DataFrame) -> str:
+    """``remedy_table`` as a Markdown table a reader can scan: per model and protocol, the epochs
+    near chance, the validation accuracy's range, the lowest inference-mode accuracy on training
+    images, the kept epoch and test accuracy with its 95% interval."""
+    shown = pd.DataFrame({
+        "model": table["model"],
+        "protocol": table["protocol"].map(PROTOCOLS),
+        f"epochs near chance (val. acc. <= {NEAR_CHANCE})": table["epochs_near_chance"],
+        "validation accuracy over the epochs": [_range(row) for row in table.itertuples()],
+        "lowest inference-mode accuracy, training images": [f"{v:.2f}" for v in table.train_inference_accuracy_min],
+        "kept epoch": table["best_epoch"],
+        f"test accuracy (n={int(table.test_n.max())}), 95% interval": [_test(row) for row in table.itertuples()],
+    })
+    return shown.to_markdown(index=False)
+
+
 def remedy_markdown(table: pd.DataFrame) -> str:
     """What ``remedy_table`` shows, in plain words written from its numbers: per model, how often
     validation sat near chance under each protocol, how the inference-mode check of the training

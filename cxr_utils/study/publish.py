@@ -23,7 +23,9 @@ from cxr_utils.portable import (
     dataset_relative_paths, machine_folders, machine_paths, make_portable, portable_record,
 )
 from cxr_utils.run import REPO_ROOT
-from cxr_utils.study.seeds import SEED_PREFIX, STUDY_RECORD, StudyError, _count, duration_text, seed_dir
+from cxr_utils.study.seeds import (
+    SEED_PREFIX, STUDY_RECORD, StudyError, _count, duration_text, model_complete, seed_dir,
+)
 
 BOOK_STUDIES_DIR = REPO_ROOT / "book" / "studies"
 STUDIES = ("seeds", "remedy")  # the published folders, as the report's includes name them
@@ -46,8 +48,9 @@ def _record(study_dir: Path) -> dict:
         raise StudyError(f"{path} is not readable JSON: run the study command again to rewrite it") from None
 
 
-def _copy_study(study_dir: Path, target: Path) -> list[str]:
-    """Copy a study portable into ``target``; returns the machine paths still named (none expected)."""
+def _copy_study(study_dir: Path, target: Path) -> dict[str, str]:
+    """Copy a study portable into ``target``; returns the machine's folders it replaced
+    (``portable.machine_folders``), for the check of the whole published copy."""
     record = _record(study_dir)
     shutil.copytree(study_dir, target, ignore=shutil.ignore_patterns(*LEFT_OUT))
     dataset = None  # without the study's dataset listing, its paths are taken as they are
@@ -59,17 +62,16 @@ def _copy_study(study_dir: Path, target: Path) -> list[str]:
     # study.json, with placeholders for the folders its commands name
     (target / STUDY_RECORD).write_text(json.dumps(portable_record(record, folders), indent=2) + "\n")
     make_portable(target, folders)
-    return machine_paths(target, folders)
+    return folders
 
 
 def remedy_pairs(studies_dir) -> dict[int, list[str]]:
     """Per seed of the remedy study (in its order), the models complete in both published studies;
     a seed with none is left out."""
     studies_dir = Path(studies_dir)
-    seeds = json.loads((studies_dir / "remedy" / STUDY_RECORD).read_text())["settings"]["seeds"]
+    seeds = _record(studies_dir / "remedy")["settings"]["seeds"]
     pairs = {seed: [model_id for model_id in config.REGISTRY
-                    if all((seed_dir(studies_dir / study, seed) / model_id / "metrics.json").is_file()
-                           for study in STUDIES)]
+                    if all(model_complete(seed_dir(studies_dir / study, seed) / model_id) for study in STUDIES)]
              for seed in seeds}
     return {seed: model_ids for seed, model_ids in pairs.items() if model_ids}
 
@@ -122,20 +124,10 @@ def remedy_page(studies_dir, figures: bool = True) -> str:
         paper_dir, remedy_dir = (seed_dir(studies_dir / study, seed) for study in STUDIES)
         table = remedy.remedy_table(paper_dir, remedy_dir, model_ids)
         missing = [spec.paper_name for model_id, spec in config.REGISTRY.items() if model_id not in model_ids]
-        shown = table.assign(
-            protocol=table["protocol"].map(remedy.PROTOCOLS),
-            validation=[f"{a:.2f}-{b:.2f}" for a, b in zip(table.val_accuracy_min, table.val_accuracy_max)],
-            inference=[f"{v:.2f}" for v in table.train_inference_accuracy_min],
-            test=[f"{a:.2f} [{lo:.2f}, {hi:.2f}]" for a, lo, hi in zip(table.test_accuracy, table.test_low,
-                                                                        table.test_high)],
-        )[["model", "protocol", "epochs_near_chance", "validation", "inference", "best_epoch", "test"]]
-        shown.columns = ["model", "protocol", f"epochs near chance (val. acc. <= {remedy.NEAR_CHANCE})",
-                         "validation accuracy over the epochs", "lowest inference-mode accuracy, training images",
-                         "kept epoch", f"test accuracy (n={int(table.test_n.max())}), 95% interval"]
         lines += ["", f"### Seed {seed}", "",
                   f"Wall time: the paper's protocol {_wall_times(records['seeds'], seed)}; "
                   f"the remedy {_wall_times(records['remedy'], seed)}.", "",
-                  shown.to_markdown(index=False), ""]
+                  remedy.remedy_table_markdown(table), ""]
         if missing:
             lines += [f"Not compared yet for this seed (not complete in both studies): {', '.join(missing)}.", ""]
         lines += [remedy.remedy_markdown(table)]
@@ -183,16 +175,16 @@ def publish_studies(seeds_dir, remedy_dir, book_dir=BOOK_STUDIES_DIR, log=print)
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        left = []
+        folders = {}
         for study, folder in zip(STUDIES, (seeds_dir, remedy_dir)):
             folder = Path(folder)
             if not any(folder.glob(f"{SEED_PREFIX}*")):
                 raise StudyError(f"{folder} holds no {SEED_PREFIX}N folder: give the --out folder of a seed study")
-            left += _copy_study(folder, staging / study)
+            folders.update(_copy_study(folder, staging / study))
         (staging / FIGURES_DIR).mkdir()
         for name, text in render_pages(staging).items():
             (staging / name).write_text(text)
-        left += machine_paths(staging)
+        left = machine_paths(staging, folders)
         if left:
             raise StudyError(f"{len(left)} machine path(s) left in the published copy, e.g. " + "; ".join(left[:3]))
     except BaseException:
