@@ -59,7 +59,8 @@ def _check_pair(paper: dict, remedy: dict, model_id: str) -> None:
 
 def _row(folder: Path, settings: dict) -> dict:
     history = pd.read_csv(folder / "history.csv")
-    test = json.loads((folder / "metrics.json").read_text())["test"]
+    record = json.loads((folder / "metrics.json").read_text())
+    test = record["test"]
     tp, fn, fp, tn = (int(test[k]) for k in ("tp", "fn", "fp", "tn"))
     labels = np.array([1] * (tp + fn) + [0] * (fp + tn))
     predicted = np.array([1] * tp + [0] * fn + [1] * fp + [0] * tn)
@@ -78,7 +79,16 @@ def _row(folder: Path, settings: dict) -> dict:
         "test_low": float(accuracy["low"]),
         "test_high": float(accuracy["high"]),
         "test_n": int(test["n"]),
+        # The last epoch's weights on the same test images (absent in runs older than issue 12).
+        "test_last_epoch_accuracy": float(last["accuracy"]) if (last := record.get("test_last_epoch")) else np.nan,
     }
+
+
+def run_figures(folder) -> dict:
+    """One training run's figures, as ``remedy_table`` gives them per protocol (and the last
+    epoch's test accuracy), from its results folder (run.json, history.csv, metrics.json)."""
+    folder = Path(folder)
+    return _row(folder, _run(folder))
 
 
 def _model_ids(paper_dir: Path, remedy_dir: Path, model_ids) -> list[str]:
@@ -124,16 +134,29 @@ def remedy_table_markdown(table: pd.DataFrame) -> str:
     """``remedy_table`` as a Markdown table a reader can scan: per model and protocol, the epochs
     near chance, the validation accuracy's range, the lowest inference-mode accuracy on training
     images, the kept epoch and test accuracy with its 95% interval."""
-    shown = pd.DataFrame({
-        "model": table["model"],
-        "protocol": table["protocol"].map(PROTOCOLS),
-        f"epochs near chance (val. acc. <= {NEAR_CHANCE})": table["epochs_near_chance"],
+    shown = pd.DataFrame({"model": table["model"], "protocol": table["protocol"].map(PROTOCOLS),
+                          **figure_columns(table)})
+    return figures_markdown(shown, text_columns=2)
+
+
+def figures_markdown(shown: pd.DataFrame, text_columns: int) -> str:
+    """A table of figures already formatted as text, as Markdown, each cell as written (no "0.60"
+    shown as 0.6); its first ``text_columns`` columns aligned left, the figures right."""
+    return shown.to_markdown(index=False, disable_numparse=True,
+                             colalign=["left"] * text_columns + ["right"] * (shown.shape[1] - text_columns))
+
+
+def figure_columns(table: pd.DataFrame) -> dict[str, list]:
+    """The columns a reader sees of ``remedy_table``'s (or ``run_figures``') figures, named for the
+    page: epochs near chance, the validation accuracy's range, the lowest inference-mode accuracy
+    on training images, the kept epoch and test accuracy with its 95% interval."""
+    return {
+        f"epochs near chance (val. acc. <= {NEAR_CHANCE})": table["epochs_near_chance"].tolist(),
         "validation accuracy over the epochs": [_range(row) for row in table.itertuples()],
         "lowest inference-mode accuracy, training images": [f"{v:.2f}" for v in table.train_inference_accuracy_min],
-        "kept epoch": table["best_epoch"],
+        "kept epoch": table["best_epoch"].tolist(),
         f"test accuracy (n={int(table.test_n.max())}), 95% interval": [_test(row) for row in table.itertuples()],
-    })
-    return shown.to_markdown(index=False)
+    }
 
 
 def remedy_markdown(table: pd.DataFrame) -> str:

@@ -13,6 +13,7 @@ from keras import layers
 from statsmodels.stats.proportion import proportion_confint
 
 from cxr_utils import callbacks, data, models, plots, remedy, report, runtime, training
+from training_runs import write_run
 
 SIZE = 32
 
@@ -251,37 +252,15 @@ def test_an_lstm_run_records_the_option_and_is_unchanged_by_it(real_subset, tmp_
 # -- the side-by-side comparison -------------------------------------------------------------------
 
 
-def _write_run(folder, model_id, val_accuracy, inference, best, counts, n_images=0, seed=42):
-    folder = folder / model_id
-    folder.mkdir(parents=True)
-    epochs = np.arange(1, len(val_accuracy) + 1)
-    pd.DataFrame({"epoch": epochs, "loss": 0.3, "accuracy": 0.9, "val_loss": 0.5, "val_accuracy": val_accuracy,
-                  "train_inference_loss": 0.6, "train_inference_accuracy": inference,
-                  "is_best": epochs == best}).to_csv(folder / "history.csv", index=False)
-    tp, fn, fp, tn = counts
-    labels = [1] * (tp + fn) + [0] * (fp + tn)
-    predicted = [1] * tp + [0] * fn + [1] * fp + [0] * tn
-    pd.DataFrame({"path": [f"x{i}.png" for i in range(len(labels))], "label": labels, "probability": predicted,
-                  "predicted": predicted}).to_csv(folder / "predictions.csv", index=False)
-    n = tp + fn + fp + tn
-    test = {"accuracy": (tp + tn) / n, "tp": tp, "fn": fn, "fp": fp, "tn": tn, "n": n}
-    (folder / "metrics.json").write_text(json.dumps({"model": model_id, "best_epoch": best, "test": test}))
-    settings = {"model": model_id, "model_options": {"weights": None}, "images": {"train": 80, "val": 10, "test": n},
-                "image_size": 224, "blanked": None, "batchnorm_layers_recomputed": 53 if n_images else 0,
-                "training": {"epochs": len(epochs), "batch_size": 32, "learning_rate": 0.001, "seed": seed,
-                             "restore_best": True, "recompute_batchnorm_images": n_images}}
-    (folder / "run.json").write_text(json.dumps({"settings": settings}))
-
-
 @pytest.fixture
 def two_runs(tmp_path):
     paper, remedied = tmp_path / "paper", tmp_path / "remedy"
     # 0.550000012: float32's 0.55, near chance like 0.55 itself (report.at_most's tolerance); 0.56 is not.
-    _write_run(paper, "resnet50", [0.5, 0.88, 0.550000012, 0.56, 0.55], [0.5, 0.9, 0.52, 0.6, 0.5], 2,
-               (35, 15, 17, 33))
-    _write_run(remedied, "resnet50", [0.83, 0.9, 0.86, 0.84, 0.87], [0.85, 0.9, 0.88, 0.86, 0.9], 2,
-               (45, 5, 8, 42), n_images=320)
-    _write_run(paper, "lstm", [0.6] * 5, [0.6] * 5, 1, (30, 20, 20, 30))  # only in one folder
+    write_run(paper, "resnet50", [0.5, 0.88, 0.550000012, 0.56, 0.55], [0.5, 0.9, 0.52, 0.6, 0.5], 2,
+              (35, 15, 17, 33))
+    write_run(remedied, "resnet50", [0.83, 0.9, 0.86, 0.84, 0.87], [0.85, 0.9, 0.88, 0.86, 0.9], 2,
+              (45, 5, 8, 42), n_images=320)
+    write_run(paper, "lstm", [0.6] * 5, [0.6] * 5, 1, (30, 20, 20, 30))  # only in one folder
     return paper, remedied
 
 
@@ -321,7 +300,7 @@ def test_remedy_table_refuses_runs_that_differ_otherwise(two_runs, tmp_path):
     with pytest.raises(ValueError, match="must be positive"):
         remedy.remedy_table(paper, paper, ["resnet50"])
     other = tmp_path / "other-seed"
-    _write_run(other, "resnet50", [0.8] * 5, [0.8] * 5, 1, (40, 10, 10, 40), n_images=320, seed=7)
+    write_run(other, "resnet50", [0.8] * 5, [0.8] * 5, 1, (40, 10, 10, 40), n_images=320, seed=7)
     with pytest.raises(ValueError, match="training.seed"):
         remedy.remedy_table(paper, other, ["resnet50"])
 

@@ -8,6 +8,7 @@ backbone is frozen: about 2 minutes on a 2-core CPU, against about 7 with weight
 import contextlib
 import io
 import json
+import re
 import shutil
 import time
 
@@ -16,6 +17,7 @@ import pandas as pd
 import pytest
 
 from cxr_utils import config, report, study
+from training_runs import write_run
 
 MODELS = list(config.paper_names().values())
 CLAIMS = ["1", "2a", "2b", "3"]
@@ -100,6 +102,40 @@ def test_summary_markdown_states_the_seeds_and_settings_with_2_decimals(hand_mad
     assert f" {accuracy:.2f} |" in text and f" {brier:.3f} |" in text
     assert "What the numbers alone would indicate" in text  # one seed outside the paper's setting
     assert report.DISCLAIMER in text
+
+
+def test_summary_says_how_steady_each_seed_trained(hand_made):
+    root, _ = hand_made
+    # Seed 8: ResNet50 near chance in 2 of 4 epochs (0.550000012 is float32's 0.55), its training
+    # images at chance in inference mode, the last epoch kept; seed 7: steady, epoch 2 kept, the
+    # last epoch worse on the test images. The LSTM only in seed 7.
+    write_run(root / "seed-8", "resnet50", [0.5, 0.7, 0.550000012, 0.8], [0.5, 0.7, 0.6, 0.8], 4, (40, 10, 10, 40),
+              seed=8, last_counts=(40, 10, 10, 40))
+    write_run(root / "seed-7", "resnet50", [0.8, 0.9, 0.85, 0.6], [0.8, 0.9, 0.85, 0.7], 2, (45, 5, 5, 45),
+              seed=7, last_counts=(30, 20, 10, 40))
+    write_run(root / "seed-7", "lstm", [0.6] * 4, [0.6] * 4, 1, (30, 20, 20, 30), seed=7)
+    result = study.summarise(root)
+    table = result["stability"]
+    assert table[["seed", "model_id"]].values.tolist() == [[8, "resnet50"], [7, "resnet50"], [7, "lstm"]]
+    rows = table.set_index(["seed", "model_id"])
+    assert rows.loc[(8, "resnet50"), "epochs_near_chance"] == 2 and rows.loc[(7, "resnet50"), "epochs_near_chance"] == 0
+    assert rows.loc[(7, "resnet50"), ["test_accuracy", "test_last_epoch_accuracy"]].tolist() == pytest.approx([0.9, 0.7])
+    assert np.isnan(rows.loc[(7, "lstm"), "test_last_epoch_accuracy"])  # a run without the last epoch's test
+
+    text = (root / "summary.md").read_text()
+    assert "## Training over the seeds" in text
+    assert (f"- **ResNet50**: validation near chance (at or below {report.NEAR_CHANCE}) in some epoch in 1 of 2 "
+            "seeds, 2 of 8 epochs in all; its training images near chance in inference mode in some epoch in 1 of "
+            "2 seeds; the kept epoch the last one in 1 of 2 seeds; test accuracy 0.80-0.90 at the kept epoch, "
+            "0.70-0.80 at the last.") in text
+    assert "- **LSTM**: validation near chance" in text and "test accuracy 0.60 at the kept epoch." in text
+    assert "| ResNet50 | 8 | 2 | 0.50-0.80 | 0.50 | 4 | 0.80 [0.71, 0.87] | 0.80 |" in re.sub(" +", " ", text)
+
+
+def test_a_summary_of_evaluation_files_alone_has_no_training_section(hand_made):
+    root, _ = hand_made
+    result = study.summarise(root)
+    assert result["stability"].empty and "Training over the seeds" not in (root / "summary.md").read_text()
 
 
 def test_summarise_command_and_its_errors(hand_made, tmp_path_factory, capsys):

@@ -159,7 +159,7 @@ def seeds_page(studies_dir) -> str:
 
     result = summary_tables(Path(studies_dir) / "seeds")
     return summary_markdown(result["metrics"], result["verdicts"], result["seeds"], result["record"],
-                            result["left_out"], level=3)
+                            result["left_out"], level=3, stability=result["stability"])
 
 
 def render_pages(studies_dir, figures: bool = True) -> dict[str, str]:

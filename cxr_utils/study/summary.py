@@ -99,6 +99,53 @@ def verdict_summary(per_seed: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+def stability_table(seeds: list[tuple[int, Path]]) -> pd.DataFrame:
+    """Per seed and model trained in it (registry order within a seed): how steady training was,
+    ``remedy.run_figures``' columns (epochs near chance on validation, the validation accuracy's
+    range, the lowest inference-mode accuracy on training images, the kept epoch, the test accuracy
+    with its interval and the last epoch's) with seed, model and model_id in front. Empty when no
+    seed folder holds a model's run (a summary of evaluation files alone)."""
+    from cxr_utils import remedy
+
+    rows = [{"seed": seed, "model": spec.paper_name, "model_id": model_id,
+             **remedy.run_figures(folder / model_id)}
+            for seed, folder in seeds for model_id, spec in config.REGISTRY.items()
+            if all((folder / model_id / name).is_file() for name in ("run.json", "history.csv", "metrics.json"))]
+    return pd.DataFrame(rows)
+
+
+def stability_markdown(stability: pd.DataFrame) -> str:
+    """``stability_table`` for a reader: per model, in how many seeds validation sat near chance in
+    at least one epoch and the inference-mode check of the training images fell near chance, and
+    how often the kept epoch was the last; then the table, one row per model and seed."""
+    from cxr_utils import remedy
+    from cxr_utils.report import NEAR_CHANCE, at_most
+
+    def span(values) -> str:
+        low, high = values.min(), values.max()
+        return f"{low:.2f}" if f"{low:.2f}" == f"{high:.2f}" else f"{low:.2f}-{high:.2f}"
+
+    lines = []
+    for model, rows in stability.groupby("model", sort=False):
+        seeds = _count(len(rows), "seed")
+        text = (f"- **{model}**: validation near chance (at or below {NEAR_CHANCE}) in some epoch in "
+                f"{int((rows['epochs_near_chance'] > 0).sum())} of {seeds}, "
+                f"{int(rows['epochs_near_chance'].sum())} of {int(rows['epochs'].sum())} epochs in all")
+        inference = rows["train_inference_accuracy_min"].dropna()
+        if len(inference):
+            text += (f"; its training images near chance in inference mode in some epoch in "
+                     f"{int(at_most(inference, NEAR_CHANCE).sum())} of {_count(len(inference), 'seed')}")
+        text += (f"; the kept epoch the last one in {int((rows['best_epoch'] == rows['epochs']).sum())} of {seeds}; "
+                 f"test accuracy {span(rows['test_accuracy'])} at the kept epoch")
+        if rows["test_last_epoch_accuracy"].notna().all():
+            text += f", {span(rows['test_last_epoch_accuracy'])} at the last"
+        lines.append(text + ".")
+    shown = pd.DataFrame({"model": stability["model"], "seed": stability["seed"].astype(str),
+                          **remedy.figure_columns(stability),
+                          "last epoch's test accuracy": [f"{v:.2f}" for v in stability["test_last_epoch_accuracy"]]})
+    return "\n".join(lines) + "\n\n" + remedy.figures_markdown(shown, text_columns=1) + "\n"
+
+
 def _number(value: float, metric: str) -> str:
     if pd.isna(value):
         return "n/a"
@@ -106,8 +153,9 @@ def _number(value: float, metric: str) -> str:
 
 
 def summary_markdown(metrics: pd.DataFrame, verdicts: pd.DataFrame, seeds: list[int], record: dict | None,
-                     left_out: list[int] = (), level: int = 1) -> str:
-    """summary.md: a sentence with the seeds, the profile and the weights, then both tables; its
+                     left_out: list[int] = (), level: int = 1, stability: pd.DataFrame | None = None) -> str:
+    """summary.md: a sentence with the seeds, the profile and the weights, then both tables and,
+    given a non-empty ``stability`` (``stability_table``), how steady training was per seed; its
     title a heading of ``level`` (1: ``#``), its sections one level below."""
     from cxr_utils import report
 
@@ -138,6 +186,12 @@ def summary_markdown(metrics: pd.DataFrame, verdicts: pd.DataFrame, seeds: list[
               "Mean, standard deviation (n - 1), smallest and largest value over the seeds; Brier to 3 "
               "decimals.", "", shown.to_markdown(index=False, disable_numparse=True,
                                                        colalign=("left", "left", *["right"] * 5))]
+    if stability is not None and len(stability):
+        lines += ["", f"{section} Training over the seeds", "",
+                  "Each model's training run, seed by seed: how often validation sat near chance, the lowest "
+                  "accuracy of the model in inference mode (as validation and the test see it) on its own "
+                  "training images, the kept epoch (the best validation accuracy) and its test accuracy beside "
+                  "the last epoch's.", "", stability_markdown(stability).rstrip()]
     outcomes = list(report.OUTCOMES)
     lines += ["", f"{section} Verdicts: how many seeds give each outcome", "",
               verdicts[["claim", "text", *outcomes, "n_seeds"]].rename(columns={"n_seeds": "seeds"})
@@ -156,8 +210,9 @@ def summary_markdown(metrics: pd.DataFrame, verdicts: pd.DataFrame, seeds: list[
 
 def summary_tables(study_dir) -> dict:
     """Each model's test metrics (mean, std, min, max, n_seeds) and each claim's outcome counts
-    over the evaluated seeds of a study, written nowhere. Returns {"metrics", "verdicts", "seeds",
-    "left_out", "per_seed_metrics", "per_seed_verdicts", "record"}."""
+    over the evaluated seeds of a study, and how steady each seed's training was, written nowhere.
+    Returns {"metrics", "verdicts", "seeds", "left_out", "per_seed_metrics", "per_seed_verdicts",
+    "record", "stability"}."""
     study_dir = Path(study_dir)
     if not study_dir.is_dir():
         raise StudyError(f"{study_dir} is not a folder; give the folder of a study (--out of `seeds`)")
@@ -171,7 +226,8 @@ def summary_tables(study_dir) -> dict:
     per_seed_metrics, per_seed_verdicts = _seed_tables(done)
     metrics, verdicts = metric_summary(per_seed_metrics), verdict_summary(per_seed_verdicts)
     return {"metrics": metrics, "verdicts": verdicts, "seeds": [seed for seed, _ in done], "left_out": left_out,
-            "per_seed_metrics": per_seed_metrics, "per_seed_verdicts": per_seed_verdicts, "record": record}
+            "per_seed_metrics": per_seed_metrics, "per_seed_verdicts": per_seed_verdicts, "record": record,
+            "stability": stability_table(done)}
 
 
 def summarise(study_dir) -> dict:
@@ -182,6 +238,7 @@ def summarise(study_dir) -> dict:
     metrics, verdicts = result["metrics"], result["verdicts"]
     atomic_write(study_dir / SUMMARY_FILES[0], lambda path: metrics.to_csv(path, index=False))
     atomic_write(study_dir / SUMMARY_FILES[1], lambda path: verdicts.to_csv(path, index=False))
-    text = summary_markdown(metrics, verdicts, result["seeds"], result["record"], result["left_out"])
+    text = summary_markdown(metrics, verdicts, result["seeds"], result["record"], result["left_out"],
+                            stability=result["stability"])
     atomic_write(study_dir / SUMMARY_FILES[2], lambda path: path.write_text(text))
     return result
