@@ -87,6 +87,21 @@ def test_the_published_copy_published_again_gives_the_same_pages(tmp_path):
     assert portable.machine_paths(again) == []
 
 
+def test_a_seed_without_a_finished_model_is_not_published(tmp_path):
+    """A study still running holds the next seed's sample and split before any of its models: that
+    seed is left out; a seed with a finished model is published and its page says it is not evaluated."""
+    studies = _committed()
+    seeds = shutil.copytree(studies / "seeds", tmp_path / "seeds")
+    started = seeds / "seed-1001"
+    started.mkdir()
+    shutil.copy2(seeds / "seed-42" / "split.csv", started / "split.csv")
+    halfway = shutil.copytree(seeds / "seed-42", seeds / "seed-1002", ignore=shutil.ignore_patterns("evaluation"))
+    book = publish.publish_studies(seeds, studies / "remedy", tmp_path / "book", log=lambda _: None)
+    assert not (book / "seeds" / "seed-1001").exists() and (book / "seeds" / halfway.name).is_dir()
+    page = (book / publish.PAGES["seeds"]).read_text()
+    assert "Left out, not evaluated yet: seed 1002." in page and "1001" not in page
+
+
 def test_publish_refuses_a_folder_that_is_no_study(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["publish", "--seeds", str(tmp_path / "empty"), "--remedy", str(tmp_path / "empty"),

@@ -52,7 +52,16 @@ def _copy_study(study_dir: Path, target: Path) -> dict[str, str]:
     """Copy a study portable into ``target``; returns the machine's folders it replaced
     (``portable.machine_folders``), for the check of the whole published copy."""
     record = _record(study_dir)
-    shutil.copytree(study_dir, target, ignore=shutil.ignore_patterns(*LEFT_OUT))
+    left_out = shutil.ignore_patterns(*LEFT_OUT)
+
+    def ignore(folder, names):
+        # A seed that has not finished a model yet holds only its sample and split: nothing to show.
+        started = [] if Path(folder) != study_dir else [
+            name for name in names if name.startswith(SEED_PREFIX)
+            and not any(model_complete(study_dir / name / model_id) for model_id in config.REGISTRY)]
+        return set(left_out(folder, names)) | set(started)
+
+    shutil.copytree(study_dir, target, ignore=ignore)
     dataset = None  # without the study's dataset listing, its paths are taken as they are
     if (study_dir / "manifest.csv").is_file():
         shutil.copy2(study_dir / "manifest.csv", target / "manifest.csv")  # anchors the image paths, then goes
@@ -169,7 +178,8 @@ def render_pages(studies_dir, figures: bool = True) -> dict[str, str]:
 
 def publish_studies(seeds_dir, remedy_dir, book_dir=BOOK_STUDIES_DIR, log=print) -> Path:
     """Copy both studies portable into ``book_dir`` and write their pages; the earlier copy stays
-    until the new one is complete. StudyError when a folder is not a study."""
+    until the new one is complete. A seed without a finished model (a study still running) is left
+    out. StudyError when a folder is not a study."""
     book_dir = Path(book_dir)
     staging = book_dir.with_name(book_dir.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
