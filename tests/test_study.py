@@ -132,6 +132,32 @@ def test_summary_says_how_steady_each_seed_trained(hand_made):
     assert "| ResNet50 | 8 | 2 | 0.50-0.80 | 0.50 | 4 | 0.80 [0.71, 0.87] | 0.80 |" in re.sub(" +", " ", text)
 
 
+def test_seed_curves_draw_each_seed_in_every_panel_of_its_models(hand_made, tmp_path):
+    import matplotlib.pyplot as plt
+
+    from cxr_utils.plots import MIN_POINTS, smallest_shown_points
+
+    root, _ = hand_made
+    with pytest.raises(ValueError, match="nothing to plot"):
+        study.plot_seed_curves([(8, root / "seed-8")])
+    write_run(root / "seed-8", "resnet50", [0.5, 0.7, 0.6], [0.45, 0.7, 0.6], 2, (40, 10, 10, 40), seed=8)
+    write_run(root / "seed-7", "resnet50", [0.8, 0.9, 0.85], [0.8, 0.9, 0.85], 2, (45, 5, 5, 45), seed=7)
+    write_run(root / "seed-7", "lstm", [0.6] * 3, [0.65] * 3, 1, (30, 20, 20, 30), seed=7)
+    figure = study.plot_seed_curves([(8, root / "seed-8"), (7, root / "seed-7")], path=tmp_path / "c.png")
+    assert (tmp_path / "c.png").stat().st_size > 0
+    axes = np.array(figure.axes[:4]).reshape(2, 2)  # ResNet50 and the LSTM; the hybrid trained in no seed
+    assert [ax.get_title() for ax in axes[0]] == ["ResNet50", "LSTM"]
+    seed_lines = [[line for line in ax.get_lines() if line.get_label().startswith("seed")] for ax in axes.flat]
+    assert [[line.get_label() for line in lines] for lines in seed_lines] == [
+        ["seed 8", "seed 7"], ["seed 7"], ["seed 8", "seed 7"], ["seed 7"]]
+    assert list(seed_lines[2][0].get_ydata()) == [0.45, 0.7, 0.6]  # bottom row: inference mode
+    assert seed_lines[0][1].get_color() == seed_lines[1][0].get_color()  # a seed keeps its colour
+    legend = [text.get_text() for text in figure.legends[0].get_texts()]
+    assert legend[:2] == ["seed 8", "seed 7"] and len(legend) == 4
+    assert smallest_shown_points(figure) >= MIN_POINTS
+    plt.close(figure)
+
+
 def test_a_summary_of_evaluation_files_alone_has_no_training_section(hand_made):
     root, _ = hand_made
     result = study.summarise(root)

@@ -43,11 +43,13 @@ def test_committed_studies_name_no_machine_folder_and_keep_no_weights():
 
 def test_committed_figures_exist_and_the_report_includes_both_pages():
     studies = _committed()
-    text = (studies / publish.PAGES["remedy"]).read_text()
-    figures = [line.split(maxsplit=1)[1] for line in text.splitlines() if line.startswith("```{figure}")]
-    assert all((REPORT.parent / figure).is_file() for figure in figures)  # paths as the including page sees them
+    figures = {page: [line.split(maxsplit=1)[1] for line in (studies / page).read_text().splitlines()
+                      if line.startswith("```{figure}")] for page in publish.PAGES.values()}
+    for named in figures.values():
+        assert all((REPORT.parent / figure).is_file() for figure in named)  # as the including page sees them
     if publish.remedy_pairs(studies):
-        assert figures, "a remedy pair is published but its page shows no figure"
+        assert figures[publish.PAGES["remedy"]], "a remedy pair is published but its page shows no figure"
+    assert figures[publish.PAGES["seeds"]] == [f"{publish.INCLUDED_AS}/{publish.SEED_CURVES_FIGURE}"]
     report = REPORT.read_text()
     for page in publish.PAGES.values():
         assert f"```{{include}} studies/{page}" in report

@@ -19,7 +19,7 @@ Each seed gets a folder laid out like a notebook run's results folder::
                               evaluation/ (metrics, McNemar, verdicts.csv) and report.md
     OUT/summary_metrics.csv   per model and metric: mean, std, min, max over the seeds
     OUT/summary_verdicts.csv  per claim: how many seeds give each outcome
-    OUT/summary.md            both as Markdown tables
+    OUT/summary.md            both as Markdown tables, and how steady each seed's training was
 
 The command resumes: a model whose folder is complete (metrics.json) is not trained again, a
 seed whose verdicts are newer than its models is skipped, and a run cut short (Ctrl-C, a lost
@@ -45,11 +45,13 @@ from cxr_utils.study.seeds import (
     DEFAULT_OUT, STUDY_RECORD, SUMMARY_FILES, SUMMARY_METRICS, StudyError, duration_text, run_seeds,
     seed_complete, seed_dir, seed_list, study_parameters, time_left,
 )
-from cxr_utils.study.summary import metric_summary, summarise, summary_markdown, summary_tables, verdict_summary
+from cxr_utils.study.summary import (
+    metric_summary, plot_seed_curves, stability_table, summarise, summary_markdown, summary_tables, verdict_summary,
+)
 
 __all__ = [
     "DEFAULT_OUT", "STUDY_RECORD", "SUMMARY_FILES", "SUMMARY_METRICS", "StudyError", "blanked_results",
-    "command_line",
-    "duration_text", "main", "metric_summary", "run_seeds", "seed_complete", "seed_dir", "seed_list",
-    "study_parameters", "summarise", "summary_markdown", "summary_tables", "time_left", "train_blanked", "verdict_summary",
+    "command_line", "duration_text", "main", "metric_summary", "plot_seed_curves", "run_seeds", "seed_complete",
+    "seed_dir", "seed_list", "stability_table", "study_parameters", "summarise", "summary_markdown", "summary_tables",
+    "time_left", "train_blanked", "verdict_summary",
 ]

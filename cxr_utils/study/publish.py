@@ -117,6 +117,8 @@ def remedy_page(studies_dir, figures: bool = True) -> str:
     (``summaries.training_summary``) and two figures: that run's curves (training mode, training
     images in inference mode, validation) and the two protocols' validation and inference-mode
     accuracy side by side. ``figures=False`` writes the text only (the figures are named, not drawn)."""
+    import matplotlib.pyplot as plt
+
     from cxr_utils import plots, summaries
 
     studies_dir = Path(studies_dir)
@@ -145,8 +147,8 @@ def remedy_page(studies_dir, figures: bool = True) -> str:
             side = f"{FIGURES_DIR}/seed-{seed}_{row.model_id}_remedy.png"
             if figures:
                 history = remedy._history(paper_dir / row.model_id)
-                plots.plot_training_curves(history, row.model, path=studies_dir / curves)
-                remedy.plot_remedy_curves(paper_dir, remedy_dir, row.model_id, path=studies_dir / side)
+                plt.close(plots.plot_training_curves(history, row.model, path=studies_dir / curves))
+                plt.close(remedy.plot_remedy_curves(paper_dir, remedy_dir, row.model_id, path=studies_dir / side))
             lines += ["", f"**{row.model} under the paper's protocol**, epoch by epoch:", "",
                       summaries.training_summary(paper_dir, row.model_id, name_the_hypothesis=False).rstrip(),
                       "", f"```{{figure}} {INCLUDED_AS}/{curves}", f":name: studies-{seed}-{row.model_id}-paper", "",
@@ -161,19 +163,36 @@ def remedy_page(studies_dir, figures: bool = True) -> str:
     return "\n".join(lines) + "\n"
 
 
-def seeds_page(studies_dir) -> str:
-    """seeds.md: the seed study's summary over its evaluated seeds (``summary.summary_tables`` on
-    the published copy), its title a third-level heading, below the report's section."""
-    from cxr_utils.study.summary import summary_markdown, summary_tables
+SEED_CURVES_FIGURE = f"{FIGURES_DIR}/seeds_curves.png"
 
-    result = summary_tables(Path(studies_dir) / "seeds")
+
+def seeds_page(studies_dir, figures: bool = True) -> str:
+    """seeds.md: the seed study's summary over its evaluated seeds (``summary.summary_tables`` on
+    the published copy), its title a third-level heading, below the report's section, with every
+    evaluated seed's validation and inference-mode curves in one figure (``summary.plot_seed_curves``;
+    ``figures=False`` names it without drawing it)."""
+    import matplotlib.pyplot as plt
+
+    from cxr_utils.study.summary import plot_seed_curves, summary_markdown, summary_tables
+
+    studies_dir = Path(studies_dir)
+    result = summary_tables(studies_dir / "seeds")
+    figure = ""
+    if len(result["stability"]):
+        if figures:
+            plt.close(plot_seed_curves(result["folders"], path=studies_dir / SEED_CURVES_FIGURE))
+        figure = "\n".join([
+            f"```{{figure}} {INCLUDED_AS}/{SEED_CURVES_FIGURE}", ":name: studies-seeds-curves", "",
+            f"Every evaluated seed ({', '.join(map(str, result['seeds']))}) under the paper's protocol: validation "
+            "accuracy (top) and the training images' accuracy in inference mode (bottom) per epoch, one line per "
+            "seed; chance and the near-chance bound dashed.", "```"])
     return summary_markdown(result["metrics"], result["verdicts"], result["seeds"], result["record"],
-                            result["left_out"], level=3, stability=result["stability"])
+                            result["left_out"], level=3, stability=result["stability"], figure=figure)
 
 
 def render_pages(studies_dir, figures: bool = True) -> dict[str, str]:
     """Every page of ``PAGES``, written from the published numbers in ``studies_dir``."""
-    return {PAGES["seeds"]: seeds_page(studies_dir), PAGES["remedy"]: remedy_page(studies_dir, figures)}
+    return {PAGES["seeds"]: seeds_page(studies_dir, figures), PAGES["remedy"]: remedy_page(studies_dir, figures)}
 
 
 def publish_studies(seeds_dir, remedy_dir, book_dir=BOOK_STUDIES_DIR, log=print) -> Path:

@@ -146,6 +146,53 @@ def stability_markdown(stability: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n\n" + remedy.figures_markdown(shown, text_columns=1) + "\n"
 
 
+SEED_CURVES = (("val_accuracy", "validation accuracy"), ("train_inference_accuracy", "training images,\ninference mode"))
+
+
+def plot_seed_curves(seeds: list[tuple[int, Path]], path=None):
+    """Per model (columns) and seed (one line each, the same colour in every panel): validation
+    accuracy (top row) and the training images' accuracy in inference mode (bottom row) per epoch,
+    chance (0.5) and the near-chance bound dashed. Returns the Figure; saves it as PNG at ``path``
+    when given (``cxr_utils.plots``). ValueError when no seed folder holds a model's history."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    from cxr_utils.plots import MIN_POINTS, PAGE_WIDTH_IN, _finish
+    from cxr_utils.report import NEAR_CHANCE
+
+    histories = {(seed, model_id): pd.read_csv(folder / model_id / "history.csv")
+                 for seed, folder in seeds for model_id in config.REGISTRY
+                 if (folder / model_id / "history.csv").is_file()}
+    model_ids = [m for m in config.REGISTRY if any(key[1] == m for key in histories)]
+    if not model_ids:
+        raise ValueError("no seed folder holds a model's history.csv: nothing to plot")
+    colours = {seed: f"C{i % 10}" for i, (seed, _) in enumerate(seeds)}
+    figure, axes = plt.subplots(len(SEED_CURVES), len(model_ids), figsize=(PAGE_WIDTH_IN, 5.2),
+                                layout="constrained", sharex=True, sharey=True, squeeze=False)
+    for column, model_id in enumerate(model_ids):
+        axes[0, column].set_title(config.model_spec(model_id).paper_name)
+        for row, (name, label) in enumerate(SEED_CURVES):
+            ax = axes[row, column]
+            for (seed, trained), history in histories.items():
+                if trained == model_id and name in history:
+                    ax.plot(history["epoch"], history[name], color=colours[seed], linewidth=1.2, label=f"seed {seed}")
+            ax.axhline(0.5, color="grey", linestyle="--", linewidth=1, label="chance (0.5)")
+            ax.axhline(NEAR_CHANCE, color="grey", linestyle=":", linewidth=1, label=f"near chance ({NEAR_CHANCE})")
+            ax.set_ylim(0, 1.02)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            if column == 0:
+                ax.set_ylabel(label)
+            if row == len(SEED_CURVES) - 1:
+                ax.set_xlabel("epoch")
+    handles = {}
+    for ax in axes.flat:  # one legend entry per seed, whichever model it trained
+        handles.update(zip(*reversed(ax.get_legend_handles_labels())))
+    seeds_first = sorted(handles, key=lambda label: (not label.startswith("seed"),))
+    figure.legend([handles[label] for label in seeds_first], seeds_first, loc="outside lower center",
+                  ncol=min(4, len(seeds_first)), fontsize=MIN_POINTS, frameon=False)
+    return _finish(figure, path)
+
+
 def _number(value: float, metric: str) -> str:
     if pd.isna(value):
         return "n/a"
@@ -153,9 +200,11 @@ def _number(value: float, metric: str) -> str:
 
 
 def summary_markdown(metrics: pd.DataFrame, verdicts: pd.DataFrame, seeds: list[int], record: dict | None,
-                     left_out: list[int] = (), level: int = 1, stability: pd.DataFrame | None = None) -> str:
+                     left_out: list[int] = (), level: int = 1, stability: pd.DataFrame | None = None,
+                     figure: str = "") -> str:
     """summary.md: a sentence with the seeds, the profile and the weights, then both tables and,
-    given a non-empty ``stability`` (``stability_table``), how steady training was per seed; its
+    given a non-empty ``stability`` (``stability_table``), how steady training was per seed,
+    followed by ``figure`` (Markdown showing ``plot_seed_curves``, as the page names it); its
     title a heading of ``level`` (1: ``#``), its sections one level below."""
     from cxr_utils import report
 
@@ -192,6 +241,8 @@ def summary_markdown(metrics: pd.DataFrame, verdicts: pd.DataFrame, seeds: list[
                   "accuracy of the model in inference mode (as validation and the test see it) on its own "
                   "training images, the kept epoch (the best validation accuracy) and its test accuracy beside "
                   "the last epoch's.", "", stability_markdown(stability).rstrip()]
+        if figure:
+            lines += ["", figure.rstrip()]
     outcomes = list(report.OUTCOMES)
     lines += ["", f"{section} Verdicts: how many seeds give each outcome", "",
               verdicts[["claim", "text", *outcomes, "n_seeds"]].rename(columns={"n_seeds": "seeds"})
@@ -212,7 +263,7 @@ def summary_tables(study_dir) -> dict:
     """Each model's test metrics (mean, std, min, max, n_seeds) and each claim's outcome counts
     over the evaluated seeds of a study, and how steady each seed's training was, written nowhere.
     Returns {"metrics", "verdicts", "seeds", "left_out", "per_seed_metrics", "per_seed_verdicts",
-    "record", "stability"}."""
+    "record", "stability", "folders"}; folders: (seed, folder) of the evaluated seeds."""
     study_dir = Path(study_dir)
     if not study_dir.is_dir():
         raise StudyError(f"{study_dir} is not a folder; give the folder of a study (--out of `seeds`)")
@@ -227,7 +278,7 @@ def summary_tables(study_dir) -> dict:
     metrics, verdicts = metric_summary(per_seed_metrics), verdict_summary(per_seed_verdicts)
     return {"metrics": metrics, "verdicts": verdicts, "seeds": [seed for seed, _ in done], "left_out": left_out,
             "per_seed_metrics": per_seed_metrics, "per_seed_verdicts": per_seed_verdicts, "record": record,
-            "stability": stability_table(done)}
+            "stability": stability_table(done), "folders": done}
 
 
 def summarise(study_dir) -> dict:
