@@ -100,16 +100,16 @@ def verdict_summary(per_seed: pd.DataFrame) -> pd.DataFrame:
 
 
 def stability_table(seeds: list[tuple[int, Path]]) -> pd.DataFrame:
-    """Per seed and model trained in it (registry order within a seed): how steady training was,
-    ``remedy.run_figures``' columns (epochs near chance on validation, the validation accuracy's
-    range, the lowest inference-mode accuracy on training images, the kept epoch, the test accuracy
-    with its interval and the last epoch's) with seed, model and model_id in front. Empty when no
-    seed folder holds a model's run (a summary of evaluation files alone)."""
+    """Per model and seed that trained it (the registry's order, then the seeds'): how steady
+    training was, ``remedy.run_figures``' columns (epochs near chance on validation, the validation
+    accuracy's range, the lowest inference-mode accuracy on training images, the kept epoch, the
+    test accuracy with its interval and the last epoch's) with seed, model and model_id in front.
+    Empty when no seed folder holds a model's run (a summary of evaluation files alone)."""
     from cxr_utils import remedy
 
     rows = [{"seed": seed, "model": spec.paper_name, "model_id": model_id,
              **remedy.run_figures(folder / model_id)}
-            for seed, folder in seeds for model_id, spec in config.REGISTRY.items()
+            for model_id, spec in config.REGISTRY.items() for seed, folder in seeds
             if all((folder / model_id / name).is_file() for name in ("run.json", "history.csv", "metrics.json"))]
     return pd.DataFrame(rows)
 
