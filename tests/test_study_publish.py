@@ -6,13 +6,15 @@ tiny studies on the real images (ResNet50 and the hybrid from scratch, so BatchN
 import contextlib
 import io
 import json
+import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from cxr_utils import config, portable, remedy
+from cxr_utils import config, paper, portable, remedy, report
 from cxr_utils.study import StudyError, main, publish
 
 COMMITTED = Path(__file__).resolve().parents[1] / "book" / "studies"
@@ -53,6 +55,32 @@ def test_committed_figures_exist_and_the_report_includes_both_pages():
     report = REPORT.read_text()
     for page in publish.PAGES.values():
         assert f"```{{include}} studies/{page}" in report
+    assert f"```{{include}} studies/{publish.GLANCE_PAGE}" in (REPORT.parent / "intro.md").read_text()
+
+
+def test_the_glance_gives_test_accuracy_over_the_seeds_beside_the_papers(tmp_path):
+    studies = _committed()
+    text = publish.glance_page(studies)
+    seeds = json.loads((studies / "seeds" / "study.json").read_text())["settings"]["seeds"]
+    folders = [studies / "seeds" / f"seed-{seed}" for seed in seeds if (studies / "seeds" / f"seed-{seed}").is_dir()]
+    assert f"{len(folders)} seed" in text and "from scratch, so not the paper's ImageNet setting" in text
+    for model_id, spec in config.REGISTRY.items():
+        accuracy = [json.loads((folder / model_id / "metrics.json").read_text())["test"]["accuracy"]
+                    for folder in folders]
+        unsteady = sum((pd.read_csv(folder / model_id / "history.csv")["val_accuracy"] <= report.NEAR_CHANCE + 1e-6).any()
+                       for folder in folders)
+        paper_accuracy = paper.table6().loc[spec.paper_name, "accuracy"]
+        row = re.search(rf"^\| {re.escape(spec.paper_name)} +\|(.*)\|$", text, re.MULTILINE)
+        assert [cell.strip() for cell in row.group(1).split("|")] == [
+            f"{paper_accuracy:.2f}", f"{np.mean(accuracy):.2f}", f"{min(accuracy):.2f}-{max(accuracy):.2f}",
+            f"{unsteady} of {len(folders)}"], spec.paper_name
+
+    # A study with ImageNet weights is not said to be outside the paper's setting.
+    copy = shutil.copytree(studies, tmp_path / "studies")
+    record = json.loads((copy / "seeds" / "study.json").read_text())
+    record["settings"]["weights"] = "imagenet"
+    (copy / "seeds" / "study.json").write_text(json.dumps(record))
+    assert "ImageNet weights)" in publish.glance_page(copy) and "not the paper's" not in publish.glance_page(copy)
 
 
 def test_remedy_seeds_are_those_both_studies_complete():
@@ -82,7 +110,7 @@ def test_the_published_copy_published_again_gives_the_same_pages(tmp_path):
     listing) published again writes the same pages, figures and all."""
     studies = _committed()
     again = publish.publish_studies(studies / "seeds", studies / "remedy", tmp_path / "studies", log=lambda _: None)
-    for name in publish.PAGES.values():
+    for name in [*publish.PAGES.values(), publish.GLANCE_PAGE]:
         assert (again / name).read_text() == (studies / name).read_text()
     assert sorted(p.name for p in (again / publish.FIGURES_DIR).iterdir()) == \
         sorted(p.name for p in (studies / publish.FIGURES_DIR).iterdir())

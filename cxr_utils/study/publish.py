@@ -1,6 +1,7 @@
 """The studies beside the notebook series, published into the book's report: the seed study's
-summary (test metrics and verdicts over the seeds) and the paper's protocol beside this project's
-BatchNorm remedy, epoch by epoch, on the same split and seed (issue 12).
+summary (test metrics, training and verdicts over the seeds) and the paper's protocol beside this
+project's BatchNorm remedy, epoch by epoch, on the same split and seed (issue 12); and the seed
+study at a glance on the book's first page.
 
     python -m cxr_utils.study publish --seeds results/study/seeds --remedy results/study/remedy
 
@@ -17,6 +18,8 @@ import json
 import shutil
 from pathlib import Path
 
+import pandas as pd
+
 from cxr_utils import config, remedy
 from cxr_utils.atomic import replace_folder
 from cxr_utils.portable import (
@@ -30,6 +33,7 @@ from cxr_utils.study.seeds import (
 BOOK_STUDIES_DIR = REPO_ROOT / "book" / "studies"
 STUDIES = ("seeds", "remedy")  # the published folders, as the report's includes name them
 PAGES = {"seeds": "seeds.md", "remedy": "remedy.md"}  # the pages the report includes
+GLANCE_PAGE = "glance.md"  # included by book/intro.md, under the committed run's results at a glance
 FIGURES_DIR = "figures"
 # The pages are included by book/report.md, so their figures are named from book/: studies/figures/...
 INCLUDED_AS = BOOK_STUDIES_DIR.name
@@ -190,9 +194,47 @@ def seeds_page(studies_dir, figures: bool = True) -> str:
                             result["left_out"], level=3, stability=result["stability"], figure=figure)
 
 
+def glance_page(studies_dir) -> str:
+    """glance.md: the seed study in a sentence and a table for the book's first page: its settings
+    (saying when they are not the paper's ImageNet setting), each model's test accuracy over the
+    evaluated seeds (mean and range) beside the paper's, and in how many seeds each model's
+    validation accuracy sat near chance in some epoch."""
+    from cxr_utils import paper
+    from cxr_utils.report import NEAR_CHANCE
+    from cxr_utils.study.summary import summary_tables
+
+    result = summary_tables(Path(studies_dir) / "seeds")
+    settings = result["record"]["settings"]
+    n_seeds = len(result["seeds"])
+    setting = (f"{settings['n_per_class']} images per class, {_count(settings['epochs'], 'epoch')}, batch "
+               f"{settings['batch_size']}, {settings['image_size']} px, {config.weights_label(settings['weights'])}")
+    if not config.is_paper_setting(settings["weights"]):
+        setting += ", so not the paper's ImageNet setting"
+    accuracy = result["metrics"].set_index(["model", "metric"]).xs("accuracy", level="metric")
+    stability = result["stability"]
+    test_n = f" (n={int(stability['test_n'].max())} each)" if len(stability) else ""
+    rows = []
+    for model, paper_accuracy in paper.table6()["accuracy"].items():
+        if model not in accuracy.index:
+            continue
+        row = accuracy.loc[model]
+        runs = stability[stability["model"] == model]
+        rows.append({"model": model, "the paper's accuracy": f"{paper_accuracy:.2f}",
+                     "mean over the seeds": f"{row['mean']:.2f}",
+                     f"range{test_n}": f"{row['min']:.2f}-{row['max']:.2f}",
+                     "seeds with validation near chance in some epoch":
+                         f"{int((runs['epochs_near_chance'] > 0).sum())} of {len(runs)}" if len(runs) else "n/a"})
+    table = remedy.figures_markdown(pd.DataFrame(rows), text_columns=1)
+    return (f"**At the paper's scale**, {_count(n_seeds, 'seed')} ({', '.join(map(str, result['seeds']))}) of the "
+            f"paper's protocol ({setting}); each seed draws its own sample, split and initial weights. Test "
+            f"accuracy over the seeds beside the paper's, and how often validation accuracy fell to {NEAR_CHANCE} or "
+            f"below during training:\n\n{table}\n")
+
+
 def render_pages(studies_dir, figures: bool = True) -> dict[str, str]:
-    """Every page of ``PAGES``, written from the published numbers in ``studies_dir``."""
-    return {PAGES["seeds"]: seeds_page(studies_dir, figures), PAGES["remedy"]: remedy_page(studies_dir, figures)}
+    """Every page of ``PAGES`` and ``GLANCE_PAGE``, written from the published numbers in ``studies_dir``."""
+    return {PAGES["seeds"]: seeds_page(studies_dir, figures), PAGES["remedy"]: remedy_page(studies_dir, figures),
+            GLANCE_PAGE: glance_page(studies_dir)}
 
 
 def publish_studies(seeds_dir, remedy_dir, book_dir=BOOK_STUDIES_DIR, log=print) -> Path:
