@@ -204,6 +204,13 @@ def _history(folder: Path) -> pd.DataFrame:
     return history
 
 
+def mark_chance(ax) -> None:
+    """Chance (0.5) dashed and the near-chance bound (``report.NEAR_CHANCE``) dotted, labelled for
+    the legend, on an accuracy panel."""
+    ax.axhline(0.5, color="grey", linestyle="--", linewidth=1, label="chance (0.5)")
+    ax.axhline(NEAR_CHANCE, color="grey", linestyle=":", linewidth=1, label=f"near chance ({NEAR_CHANCE})")
+
+
 def plot_remedy_curves(paper_dir, remedy_dir, model_id: str, path=None):
     """Validation accuracy (left) and inference-mode accuracy on training images (right) per epoch,
     the paper's protocol beside the remedy, with chance (0.5) and the near-chance bound dashed.
@@ -221,8 +228,7 @@ def plot_remedy_curves(paper_dir, remedy_dir, model_id: str, path=None):
         for (protocol, history), marker in zip(histories.items(), ("o", "s")):
             if column in history:
                 ax.plot(history["epoch"], history[column], marker=marker, label=PROTOCOLS[protocol])
-        ax.axhline(0.5, color="grey", linestyle="--", linewidth=1, label="chance (0.5)")
-        ax.axhline(NEAR_CHANCE, color="grey", linestyle=":", linewidth=1, label=f"near chance ({NEAR_CHANCE})")
+        mark_chance(ax)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(title)

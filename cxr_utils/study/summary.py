@@ -158,7 +158,7 @@ def plot_seed_curves(seeds: list[tuple[int, Path]], path=None):
     from matplotlib.ticker import MaxNLocator
 
     from cxr_utils.plots import MIN_POINTS, PAGE_WIDTH_IN, _finish
-    from cxr_utils.report import NEAR_CHANCE
+    from cxr_utils.remedy import mark_chance
 
     histories = {(seed, model_id): pd.read_csv(folder / model_id / "history.csv")
                  for seed, folder in seeds for model_id in config.REGISTRY
@@ -176,8 +176,7 @@ def plot_seed_curves(seeds: list[tuple[int, Path]], path=None):
             for (seed, trained), history in histories.items():
                 if trained == model_id and name in history:
                     ax.plot(history["epoch"], history[name], color=colours[seed], linewidth=1.2, label=f"seed {seed}")
-            ax.axhline(0.5, color="grey", linestyle="--", linewidth=1, label="chance (0.5)")
-            ax.axhline(NEAR_CHANCE, color="grey", linestyle=":", linewidth=1, label=f"near chance ({NEAR_CHANCE})")
+            mark_chance(ax)
             ax.set_ylim(0, 1.02)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             if column == 0:
