@@ -184,6 +184,21 @@ def git_commit(path: str | Path = ".") -> str | None:
     return out.stdout.strip() or None
 
 
+def invoked_command(argv: list[str] | None = None) -> str:
+    """The command line that started this process, as its user would type it again: a module of
+    this package run with ``python -m`` is named by its module (``python -m cxr_utils.study seeds
+    ...``, where ``sys.argv[0]`` says only ``__main__.py``); any other program by its file name."""
+    argv = list(sys.argv if argv is None else argv) or ["python"]
+    program = Path(argv[0] or "python")
+    package = Path(__file__).resolve().parent
+    if program.suffix == ".py" and program.resolve().is_relative_to(package):
+        module = program.resolve().relative_to(package.parent).with_suffix("")
+        program_name = "python -m " + ".".join(part for part in module.parts if part != "__main__")
+    else:
+        program_name = program.name
+    return " ".join([program_name, *argv[1:]])
+
+
 def run_record(settings: dict, wall_time_s: float | None = None, **extra) -> dict:
     """Everything needed to tell how a result was obtained: settings, versions, hardware, time."""
     record = {
@@ -192,7 +207,7 @@ def run_record(settings: dict, wall_time_s: float | None = None, **extra) -> dic
         "versions": package_versions(),
         "hardware": hardware(),
         "git_commit": git_commit(Path(__file__).resolve().parent),
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "command": invoked_command(),
     }
     if wall_time_s is not None:
         record["wall_time_s"] = round(wall_time_s, 2)

@@ -211,6 +211,21 @@ def test_bad_arguments_give_one_line_and_exit_code_2(argv, message, capsys):
     assert err.count("\n") == 1 and message in err and "Traceback" not in err
 
 
+def test_the_recorded_command_names_the_module_to_run_again():
+    import cxr_utils.run
+    import cxr_utils.study.__main__ as study_main
+    from cxr_utils import runtime
+
+    # What sys.argv holds under `python -m cxr_utils.study seeds ...` and `python -m cxr_utils.run ...`.
+    assert runtime.invoked_command([study_main.__file__, "seeds", "--seeds", "5"]) == \
+        "python -m cxr_utils.study seeds --seeds 5"
+    assert runtime.invoked_command([cxr_utils.run.__file__, "--profile", "sample"]) == \
+        "python -m cxr_utils.run --profile sample"
+    # Programs outside the package keep their file name only (no folder of this machine).
+    assert runtime.invoked_command(["/opt/conda/bin/ipykernel_launcher.py", "-f", "k.json"]) == \
+        "ipykernel_launcher.py -f k.json"
+
+
 def test_bfloat16_policy_is_set_and_recorded_by_name():
     import keras
 

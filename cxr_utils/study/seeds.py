@@ -286,7 +286,7 @@ def run_seeds(study_dir, seeds: list[int], parameters: dict, mixed_precision: bo
     known_seeds = [int(s) for s in record.get("settings", {}).get("seeds", [])]
     settings["seeds"] = known_seeds + [s for s in seeds if s not in known_seeds]
     runs = record.setdefault("runs", {})
-    session = {"started_utc": _now(), "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+    session = {"started_utc": _now(), "command": runtime.invoked_command(),
                "seeds": list(seeds), "keras_backend": runtime.backend(), "dtype_policy": policy,
                "accelerator": (runtime.gpu_names() or ["CPU only"])[0], "trained": [], "wall_time_s": 0.0}
     sessions = record.setdefault("sessions", [])
