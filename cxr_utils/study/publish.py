@@ -170,17 +170,18 @@ def remedy_page(studies_dir, figures: bool = True) -> str:
 SEED_CURVES_FIGURE = f"{FIGURES_DIR}/seeds_curves.png"
 
 
-def seeds_page(studies_dir, figures: bool = True) -> str:
+def seeds_page(studies_dir, figures: bool = True, tables: dict | None = None) -> str:
     """seeds.md: the seed study's summary over its evaluated seeds (``summary.summary_tables`` on
     the published copy), its title a third-level heading, below the report's section, with every
     evaluated seed's validation and inference-mode curves in one figure (``summary.plot_seed_curves``;
-    ``figures=False`` names it without drawing it)."""
+    ``figures=False`` names it without drawing it). ``tables``: ``summary_tables`` of the published
+    seeds when the caller has them already."""
     import matplotlib.pyplot as plt
 
     from cxr_utils.study.summary import plot_seed_curves, summary_markdown, summary_tables
 
     studies_dir = Path(studies_dir)
-    result = summary_tables(studies_dir / "seeds")
+    result = tables or summary_tables(studies_dir / "seeds")
     figure = ""
     if len(result["stability"]):
         if figures:
@@ -194,16 +195,16 @@ def seeds_page(studies_dir, figures: bool = True) -> str:
                             result["left_out"], level=3, stability=result["stability"], figure=figure)
 
 
-def glance_page(studies_dir) -> str:
+def glance_page(studies_dir, tables: dict | None = None) -> str:
     """glance.md: the seed study in a sentence and a table for the book's first page: its settings
     (saying when they are not the paper's ImageNet setting), each model's test accuracy over the
     evaluated seeds (mean and range) beside the paper's, and in how many seeds each model's
-    validation accuracy sat near chance in some epoch."""
+    validation accuracy sat near chance in some epoch. ``tables`` as for ``seeds_page``."""
     from cxr_utils import paper
     from cxr_utils.report import NEAR_CHANCE
     from cxr_utils.study.summary import summary_tables
 
-    result = summary_tables(Path(studies_dir) / "seeds")
+    result = tables or summary_tables(Path(studies_dir) / "seeds")
     settings = result["record"]["settings"]
     n_seeds = len(result["seeds"])
     setting = (f"{settings['n_per_class']} images per class, {_count(settings['epochs'], 'epoch')}, batch "
@@ -233,8 +234,11 @@ def glance_page(studies_dir) -> str:
 
 def render_pages(studies_dir, figures: bool = True) -> dict[str, str]:
     """Every page of ``PAGES`` and ``GLANCE_PAGE``, written from the published numbers in ``studies_dir``."""
-    return {PAGES["seeds"]: seeds_page(studies_dir, figures), PAGES["remedy"]: remedy_page(studies_dir, figures),
-            GLANCE_PAGE: glance_page(studies_dir)}
+    from cxr_utils.study.summary import summary_tables
+
+    tables = summary_tables(Path(studies_dir) / "seeds")
+    return {PAGES["seeds"]: seeds_page(studies_dir, figures, tables),
+            PAGES["remedy"]: remedy_page(studies_dir, figures), GLANCE_PAGE: glance_page(studies_dir, tables)}
 
 
 def publish_studies(seeds_dir, remedy_dir, book_dir=BOOK_STUDIES_DIR, log=print) -> Path:
