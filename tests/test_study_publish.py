@@ -31,6 +31,16 @@ def test_committed_pages_are_what_the_published_numbers_say():
     studies = _committed()
     for name, text in publish.render_pages(studies, figures=False).items():
         assert (studies / name).read_text() == text, f"{name} differs from its numbers: publish again"
+    _assert_summary_files_match_seeds(studies / "seeds")
+
+
+def _assert_summary_files_match_seeds(seeds_dir):
+    from cxr_utils.study.summary import summary_tables
+
+    expected = summary_tables(seeds_dir)
+    for name, table in (("summary_metrics.csv", "metrics"), ("summary_verdicts.csv", "verdicts")):
+        published = pd.read_csv(seeds_dir / name, dtype={"claim": str})
+        pd.testing.assert_frame_equal(published, expected[table].reset_index(drop=True), check_dtype=False)
 
 
 def test_committed_studies_name_no_machine_folder_and_keep_no_weights():
@@ -130,6 +140,20 @@ def test_a_seed_without_a_finished_model_is_not_published(tmp_path):
     assert not (book / "seeds" / "seed-1001").exists() and (book / "seeds" / halfway.name).is_dir()
     page = (book / publish.PAGES["seeds"]).read_text()
     assert "Left out, not evaluated yet: seed 1002." in page and "1001" not in page
+
+
+def test_the_published_summary_files_are_those_of_the_published_seeds(tmp_path):
+    """A study's summary files are written when its command ends; published halfway through a
+    study, they would lag behind its seeds: the published ones are written from the seeds published."""
+    studies = _committed()
+    seeds = shutil.copytree(studies / "seeds", tmp_path / "seeds")
+    stale = pd.read_csv(seeds / "summary_metrics.csv")
+    stale.iloc[:0].to_csv(seeds / "summary_metrics.csv", index=False)  # as if written before any seed
+    (seeds / "summary_verdicts.csv").unlink()
+    book = publish.publish_studies(seeds, studies / "remedy", tmp_path / "book", log=lambda _: None)
+    _assert_summary_files_match_seeds(book / "seeds")
+    assert len(pd.read_csv(book / "seeds" / "summary_metrics.csv")) == len(stale)
+    assert (seeds / "summary_metrics.csv").read_text().count("\n") == 1  # the study's own folder untouched
 
 
 def test_publish_refuses_a_folder_that_is_no_study(tmp_path, capsys):

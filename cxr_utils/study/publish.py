@@ -75,6 +75,11 @@ def _copy_study(study_dir: Path, target: Path) -> dict[str, str]:
     # study.json, with placeholders for the folders its commands name
     (target / STUDY_RECORD).write_text(json.dumps(portable_record(record, folders), indent=2) + "\n")
     make_portable(target, folders)
+    # The study folder's summary was written when its command last ended, perhaps before a seed now
+    # published finished: the published one is written again from the seeds it holds.
+    from cxr_utils.study.summary import write_summary_tables
+
+    write_summary_tables(target)
     return folders
 
 

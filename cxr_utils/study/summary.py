@@ -280,14 +280,23 @@ def summary_tables(study_dir) -> dict:
             "stability": stability_table(done), "folders": done}
 
 
+def write_summary_tables(study_dir, result: dict | None = None) -> dict:
+    """``summary_tables`` of ``study_dir`` (or ``result``, already computed), written as
+    summary_metrics.csv and summary_verdicts.csv there; returns the dict."""
+    study_dir = Path(study_dir)
+    result = result or summary_tables(study_dir)
+    metrics, verdicts = result["metrics"], result["verdicts"]
+    atomic_write(study_dir / SUMMARY_FILES[0], lambda path: metrics.to_csv(path, index=False))
+    atomic_write(study_dir / SUMMARY_FILES[1], lambda path: verdicts.to_csv(path, index=False))
+    return result
+
+
 def summarise(study_dir) -> dict:
     """``summary_tables``, written as summary_metrics.csv, summary_verdicts.csv and summary.md in
     ``study_dir``; returns the same dict."""
     study_dir = Path(study_dir)
-    result = summary_tables(study_dir)
+    result = write_summary_tables(study_dir)
     metrics, verdicts = result["metrics"], result["verdicts"]
-    atomic_write(study_dir / SUMMARY_FILES[0], lambda path: metrics.to_csv(path, index=False))
-    atomic_write(study_dir / SUMMARY_FILES[1], lambda path: verdicts.to_csv(path, index=False))
     text = summary_markdown(metrics, verdicts, result["seeds"], result["record"], result["left_out"],
                             stability=result["stability"])
     atomic_write(study_dir / SUMMARY_FILES[2], lambda path: path.write_text(text))
