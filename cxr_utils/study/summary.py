@@ -280,11 +280,11 @@ def summary_tables(study_dir) -> dict:
             "stability": stability_table(done), "folders": done}
 
 
-def write_summary_tables(study_dir, result: dict | None = None) -> dict:
-    """``summary_tables`` of ``study_dir`` (or ``result``, already computed), written as
-    summary_metrics.csv and summary_verdicts.csv there; returns the dict."""
+def write_summary_tables(study_dir) -> dict:
+    """``summary_tables`` of ``study_dir``, written as summary_metrics.csv and summary_verdicts.csv
+    there; returns the dict."""
     study_dir = Path(study_dir)
-    result = result or summary_tables(study_dir)
+    result = summary_tables(study_dir)
     metrics, verdicts = result["metrics"], result["verdicts"]
     atomic_write(study_dir / SUMMARY_FILES[0], lambda path: metrics.to_csv(path, index=False))
     atomic_write(study_dir / SUMMARY_FILES[1], lambda path: verdicts.to_csv(path, index=False))
