@@ -34,6 +34,21 @@ def model_dir(results_dir, model_id) -> Path:
     return folder
 
 
+def run_seed(results_dir) -> int:
+    """The run's seed (its run.json, or a model's), which also seeds every bootstrap interval of the
+    run, so that the same interval is the same wherever it is written; the protocol's seed when
+    no record gives one."""
+    for path in (Path(results_dir) / "run.json", *(Path(results_dir) / m / "run.json" for m in config.REGISTRY)):
+        try:
+            settings = json.loads(path.read_text()).get("settings", {})
+        except (OSError, ValueError):
+            continue
+        seed = settings.get("seed", settings.get("training", {}).get("seed"))
+        if seed is not None:
+            return int(seed)
+    return config.PROTOCOL.seed
+
+
 def run_settings(results_dir) -> dict:
     """The settings the models of a run were trained with, read from their run records.
 

@@ -6,10 +6,12 @@
 DIR is any folder ``cxr_utils.data.find_dataset`` recognises: COVID/ and Normal/ (any letter
 case, ``COVID-19/`` too), their images directly inside or in ``images/``, at DIR or up to four
 levels below it; PNG or JPEG, 8- or 16-bit, any mode and size (decoded as training decoded).
-Unreadable files are listed and left out. Images that duplicate the run's training or validation
-images (the same SHA-256, or a perceptual hash within ``--max-hamming`` bits of one, default
-``data.DEFAULT_MAX_HAMMING``, linked as ``data.add_duplicate_groups`` links the dataset's) are
-excluded and counted: a model would recognise them, not classify them.
+Unreadable files are listed and left out, and so are images too small or too elongated as
+stored to be chest X-rays (the rule of ``cxr_utils.image_checks``). Images that duplicate the
+run's training or validation images (the same SHA-256, or a perceptual hash within
+``--max-hamming`` bits of one, default ``data.DEFAULT_MAX_HAMMING``, linked as
+``data.add_duplicate_groups`` links the dataset's) are excluded and counted: a model would
+recognise them, not classify them.
 
 The rest are scored by each model (``cxr_utils.predict``: safe-mode loading, each model once,
 images streamed), and evaluated with the tables of ``cxr_utils.evaluation`` (accuracy,
@@ -22,13 +24,15 @@ to DIR's folder name), written whole or not at all:
     evaluation/             confusion_<model>.csv, metrics.csv, probability_metrics.csv, mcnemar.csv
     excluded.csv            the duplicates left out, with the run's images they copy
     problems.csv            unreadable files and why
+    refused.csv             images the size rule leaves out: path, class, width, height, reason
     figures/                roc.png (both classes present) and confusion_<model>.png
     external.json           counts, settings, versions, date
     report.md               the above in short, with the not-a-medical-device notice
 
 ``cxr_utils.model_card`` adds every such folder to the run's model card. Exit status: 0 all
-files scored; 1 some files unreadable (listed; the rest evaluated); 2 a usage error (the folder
-is not a labelled dataset, the run folder cannot be used, or no image is left to evaluate).
+files scored; 1 some files unreadable or refused by size (listed; the rest evaluated); 2 a usage
+error (the folder is not a labelled dataset, the run folder cannot be used, or no image is left
+to evaluate).
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxr_utils import config, data, evaluation, predict, saved_models
+from cxr_utils import config, data, evaluation, image_checks, predict, saved_models
 from cxr_utils.config import CLASSES, PAPER_ORDER
 
 EXTERNAL_DIR = "external"
@@ -126,17 +130,6 @@ def exclude_seen(manifest: pd.DataFrame, seen: pd.DataFrame,
     return kept, excluded
 
 
-def _run_seed(results_dir) -> int:
-    # The seed chapter 6 gives the bootstrap intervals: the run's own.
-    for path in (Path(results_dir) / "run.json", *(Path(results_dir) / m / "run.json" for m in config.REGISTRY)):
-        record = saved_models._read_json(path) or {}
-        settings = record.get("settings", {})
-        seed = settings.get("seed", settings.get("training", {}).get("seed"))
-        if seed is not None:
-            return int(seed)
-    return config.PROTOCOL.seed
-
-
 def _relative(path: str, root: Path) -> str:
     try:
         return Path(path).relative_to(root).as_posix()
@@ -149,8 +142,9 @@ def _markdown_table(table: pd.DataFrame, index: bool = True) -> str:
 
 
 def report_markdown(record: dict, metrics_long: pd.DataFrame, confusions: dict, mcnemar: pd.DataFrame,
-                    excluded: pd.DataFrame, problems: list[dict]) -> str:
-    """The short report of one external evaluation, from its tables."""
+                    excluded: pd.DataFrame, problems: list[dict], refused: list[dict] = ()) -> str:
+    """The short report of one external evaluation, from its tables (``refused``: the files the
+    size rule left out, dicts path/reason)."""
     from cxr_utils import report
 
     counts = record["counts"]
@@ -160,7 +154,8 @@ def report_markdown(record: dict, metrics_long: pd.DataFrame, confusions: dict, 
         f"The labelled folder `{record['source_name']}` (layout: {record['layout']}) scored with the models of the "
         f"run `{record['run_name']}` ({', '.join(record['models'])}) at {record['image_size']} px, "
         f"{record['created_utc']}.", "",
-        f"- Image files found: {counts['files']}; unreadable: {counts['unreadable']}.",
+        f"- Image files found: {counts['files']}; unreadable: {counts['unreadable']}; refused by size: "
+        f"{counts.get('refused_size', 0)} (images must be {image_checks.RULE}).",
         f"- Excluded as copies of the run's training or validation images: {counts['excluded']} "
         f"({counts['excluded_exact']} byte-identical, {counts['excluded_near']} within {record['max_hamming']} of "
         f"{data.PHASH_BITS} bits of perceptual hash).",
@@ -181,6 +176,8 @@ def report_markdown(record: dict, metrics_long: pd.DataFrame, confusions: dict, 
             lines += [f"and {len(excluded) - len(shown)} more (excluded.csv).", ""]
     if problems:
         lines += ["## Unreadable files", ""] + [f"- `{p['path']}`: {p['reason']}" for p in problems] + [""]
+    if refused:
+        lines += ["## Files refused by size", ""] + [f"- `{r['path']}`: {r['reason']}" for r in refused] + [""]
     return "\n".join(lines)
 
 
@@ -191,9 +188,9 @@ def evaluate(data_dir, results_dir, name: str | None = None, models=None,
 
     Returns a dict: folder (where they were written), record (external.json), predictions
     (paper name -> path, label, probability, predicted), metrics, probability, mcnemar,
-    confusions, excluded, problems. Raises ``saved_models.RunFolderError`` or ``predict.UsageError``
-    (the command's exit status 2) and ``data.DatasetError`` for a folder that is not a labelled
-    dataset.
+    confusions, excluded, problems, refused (files the size rule left out, dicts path/reason).
+    Raises ``saved_models.RunFolderError`` or ``predict.UsageError`` (the command's exit status 2)
+    and ``data.DatasetError`` for a folder that is not a labelled dataset.
     """
     from cxr_utils import metrics, runtime
     from cxr_utils.atomic import replace_folder
@@ -208,14 +205,20 @@ def evaluate(data_dir, results_dir, name: str | None = None, models=None,
         warnings.simplefilter("ignore", data.DatasetWarning)  # the problems are listed below
         manifest = data.build_manifest(layout, on_problem="skip", progress=progress)
     problems = list(manifest.attrs.get("problems", []))
-    kept, excluded = exclude_seen(manifest, seen, max_hamming)
+    sized, refused = image_checks.refuse_by_size(manifest)
+    if sized.empty:
+        raise predict.UsageError(
+            f"none of the {len(manifest)} readable images of {layout.root} is {image_checks.RULE}; "
+            "there is nothing to evaluate"
+        )
+    kept, excluded = exclude_seen(sized, seen, max_hamming)
     if kept.empty:
         raise predict.UsageError(
-            f"all {len(manifest)} readable images of {layout.root} copy the run's training or validation "
-            "images; there is nothing left to evaluate"
+            f"all {len(sized)} readable images of {layout.root} of a size to score copy the run's training or "
+            "validation images; there is nothing left to evaluate"
         )
-    log(f"{len(manifest) + len(problems)} files in {layout.root}: {len(problems)} unreadable, {len(excluded)} "
-        f"copies of the run's training or validation images excluded, {len(kept)} to score")
+    log(f"{len(manifest) + len(problems)} files in {layout.root}: {len(problems)} unreadable, {len(refused)} refused "
+        f"by size, {len(excluded)} copies of the run's training or validation images excluded, {len(kept)} to score")
     loaded = saved_models.load_models(results_dir, ids)
     image_size = saved_models.model_image_size(loaded, results_dir)
     table, unreadable = predict.score_images(loaded, kept["path"], image_size, batch_size, progress=progress)
@@ -224,7 +227,7 @@ def evaluate(data_dir, results_dir, name: str | None = None, models=None,
     if kept.empty:
         raise predict.UsageError(f"no image of {layout.root} could be scored")
 
-    seed = _run_seed(results_dir)
+    seed = evaluation.run_seed(results_dir)
     labels = kept["label"].to_numpy()
     predictions = {
         entry.name: pd.DataFrame({
@@ -243,9 +246,12 @@ def evaluate(data_dir, results_dir, name: str | None = None, models=None,
 
     excluded_out = excluded.assign(path=[_relative(p, layout.root) for p in excluded["path"]])
     problems_out = [{"path": _relative(p["path"], layout.root), "reason": p["reason"]} for p in problems]
+    refused_table = refused.assign(path=[_relative(p, layout.root) for p in refused["path"]])
+    refused_out = refused_table[["path", "reason"]].to_dict("records")
     counts = {
         "files": int(len(manifest) + len(manifest.attrs.get("problems", []))),
         "unreadable": len(problems),
+        "refused_size": int(len(refused)),
         "excluded": int(len(excluded)),
         "excluded_exact": int((excluded["kind"] == "exact").sum()),
         "excluded_near": int((excluded["kind"] == "near").sum()),
@@ -276,18 +282,19 @@ def evaluate(data_dir, results_dir, name: str | None = None, models=None,
         excluded_out[["path", "class", "label", "sha256", "kind", "matches"]].to_csv(staging / "excluded.csv",
                                                                                       index=False)
         pd.DataFrame(problems_out, columns=["path", "reason"]).to_csv(staging / "problems.csv", index=False)
+        refused_table[["path", "class", "width", "height", "reason"]].to_csv(staging / "refused.csv", index=False)
         _figures(staging / "figures", predictions, confusions)
         (staging / RECORD).write_text(json.dumps(record, indent=2, default=str) + "\n")
         (staging / "report.md").write_text(
             report_markdown(record, metrics_long.pipe(_with_probability, probability), confusions, mcnemar,
-                            excluded_out, problems_out))
+                            excluded_out, problems_out, refused_out))
         replace_folder(staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return {"folder": final, "record": record, "predictions": predictions, "metrics": metrics_long,
             "probability": probability, "mcnemar": mcnemar, "confusions": confusions,
-            "excluded": excluded_out, "problems": problems_out}
+            "excluded": excluded_out, "problems": problems_out, "refused": refused_out}
 
 
 def _with_probability(metrics_long: pd.DataFrame, probability: pd.DataFrame) -> pd.DataFrame:
@@ -313,8 +320,9 @@ def command_line() -> argparse.ArgumentParser:
         "cxr_utils.external",
         "Evaluate a run's models on a labelled folder of chest X-rays (COVID/ and Normal/), leaving out "
         "copies of the run's training and validation images.",
-        "Exit status: 0 every file scored; 1 some files unreadable (listed; the rest evaluated); 2 usage "
-        "error (not a labelled folder, a run folder that cannot be used, nothing left to evaluate).",
+        f"Images must be {image_checks.RULE}. Exit status: 0 every file scored; 1 some files unreadable or "
+        "refused by size (listed; the rest evaluated); 2 usage error (not a labelled folder, a run folder "
+        "that cannot be used, nothing left to evaluate).",
         run_help="results folder of a run",
     )
     parser.add_argument("data_dir", metavar="DIR", help="folder holding COVID/ and Normal/ (or a folder above it)")
@@ -351,16 +359,19 @@ def main(argv: list[str] | None = None) -> int:
     counts = result["record"]["counts"]
     print(f"Evaluated {counts['evaluated']} images ({counts['evaluated_COVID']} COVID, {counts['evaluated_Normal']} "
           f"Normal); excluded {counts['excluded']} copies of the run's training or validation images "
-          f"({counts['excluded_exact']} exact, {counts['excluded_near']} near); {counts['unreadable']} unreadable.")
+          f"({counts['excluded_exact']} exact, {counts['excluded_near']} near); {counts['unreadable']} unreadable; "
+          f"{counts['refused_size']} refused by size (images must be {image_checks.RULE}).")
     with pd.option_context("display.width", 250):
         print(predict.metrics_wide(_with_probability(result["metrics"], result["probability"])).to_string())
     if len(result["mcnemar"]):
         print(result["mcnemar"].to_string(index=False))
     for problem in result["problems"]:
         print(f"  unreadable: {problem['path']}: {problem['reason']}")
+    for refused in result["refused"]:
+        print(f"  refused: {refused['path']}: {refused['reason']}")
     print(f"Results: {result['folder']}")
     print(report.DISCLAIMER)
-    return predict.EXIT_UNSCORED if result["problems"] else predict.EXIT_OK
+    return predict.EXIT_UNSCORED if result["problems"] or result["refused"] else predict.EXIT_OK
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from cxr_utils import config, data, evaluation, external
+from cxr_utils import config, data, evaluation, external, image_checks
 from cxr_utils.config import PROTOCOL
 from cxr_utils.model_card import (
     DATABASE, MITCHELL, PAPER, PITFALLS, SHORTCUT_DIR, SOURCES, _class_counts, _confusion_table, _count, _csv,
@@ -188,7 +188,8 @@ def evaluation_data(run: _Run) -> list[str]:
             f"{record.get('layout', '?')}): {counts.get('files', '?')} files, {counts.get('unreadable', '?')} "
             f"unreadable, {counts.get('excluded', '?')} excluded as copies of the run's training or validation "
             f"images ({counts.get('excluded_exact', '?')} byte-identical, {counts.get('excluded_near', '?')} within "
-            f"{record.get('max_hamming', '?')} bits of perceptual hash); {counts.get('evaluated', '?')} evaluated "
+            f"{record.get('max_hamming', '?')} bits of perceptual hash), {counts.get('refused_size', 0)} refused by "
+            f"size ({image_checks.RULE}); {counts.get('evaluated', '?')} evaluated "
             f"({counts.get('evaluated_COVID', '?')} COVID, {counts.get('evaluated_Normal', '?')} Normal), "
             f"{record.get('created_utc', '')}.")
     if not run.external:

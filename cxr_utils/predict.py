@@ -6,18 +6,19 @@ PATH is an image file or a folder (searched recursively for .png, .jpg, .jpeg, .
 a file named on the command line is tried whatever its suffix). Every image is decoded by
 ``cxr_utils.data`` exactly as training decoded its images (strictly; 8- or 16-bit; grey, RGB,
 RGBA, palette, CMYK; any size) and preprocessed at the run's image size, read from the run's
-records. For each image the command prints P(COVID) from each model and its decision at 0.5,
-then the models' test metrics with 95% intervals, as the run recorded them
+records; an image too small or too elongated as stored (the rule of ``image_checks``, checked
+before resizing) is not scored. For each image the command prints P(COVID) from each model and
+its decision at 0.5, then the models' test metrics with 95% intervals, as the run recorded them
 (``evaluation/metrics.csv`` and ``probability_metrics.csv``, or each model's ``metrics.json``),
 and the notice that this is not a medical device (``report.DISCLAIMER``). ``--csv OUT`` writes
 one row per scored image: path, then ``<model>_probability`` and ``<model>_decision`` (COVID or
 Normal) per model.
 
-Exit status: 0 every image scored; 1 some files could not be scored (each listed with the
-reason; the others are still scored); 2 a usage error: no images found, or a run folder that
-cannot be used (not a results folder, a model missing, as in a published copy without weights,
-or saved by an incompatible version: the message names the folder and the fix). Never a
-traceback.
+Exit status: 0 every image scored; 1 some files could not be scored (unreadable, or outside the
+size rule: each listed with the reason; the others are still scored); 2 a usage error: no
+images found, or a run folder that cannot be used (not a results folder, a model missing, as in
+a published copy without weights, or saved by an incompatible version: the message names the
+folder and the fix). Never a traceback.
 
 Models load with Keras' ``safe_mode=True``, after a check of each archive's configuration that
 refuses any layer outside Keras and this package (no code from the run folder runs); importing
@@ -40,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxr_utils import config, data, saved_models
+from cxr_utils import config, data, image_checks, saved_models
 from cxr_utils.config import REGISTRY
 from cxr_utils.saved_models import (
     LoadedModel, RunFolderError, _read_json, check_run_folder,
@@ -96,9 +97,12 @@ def find_images(paths) -> tuple[list[Path], list[dict]]:
 # --- scoring ---------------------------------------------------------------------------------
 
 def _decode(path: Path, image_size: int):
-    """The model input of one file, or the reason it cannot be read (as training decodes)."""
+    """The model input of one file, or the reason it is not scored: it cannot be read (as
+    training decodes), or its size as stored breaks ``image_checks.size_problem``."""
     try:
-        return data.preprocess(data.decode_grayscale(path), image_size), None
+        gray = data.decode_grayscale(path)
+        refused = image_checks.size_problem(width=gray.shape[1], height=gray.shape[0])
+        return (None, refused) if refused else (data.preprocess(gray, image_size), None)
     except data.DatasetError as error:
         from cxr_utils.data.decode import _FILE_FIX  # the dataset's fix; a scored file needs none
 
@@ -282,7 +286,8 @@ def command_line() -> argparse.ArgumentParser:
     parser = saved_models.run_command_parser(
         "cxr_utils.predict",
         "P(COVID) of chest X-ray images from the models of a finished run, with the run's test metrics.",
-        "Exit status: 0 every image scored; 1 some files could not be scored (listed); 2 usage error "
+        f"Images must be {image_checks.RULE}. Exit status: 0 every image scored; 1 some files could not be "
+        "scored (unreadable or outside that rule: listed); 2 usage error "
         "(no images, or a run folder without the models or from an incompatible version).",
     )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")

@@ -1,5 +1,6 @@
 """``python -m cxr_utils.external``: a labelled folder in another layout and other formats, its
-copies of training images excluded and counted, evaluated with chapter 6's tables."""
+copies of training images excluded and counted, images outside the size rule refused and named,
+evaluated with chapter 6's tables."""
 
 import json
 from pathlib import Path
@@ -8,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxr_utils import data, evaluation, external, predict, report, saved_models
+from cxr_utils import data, evaluation, external, image_checks, predict, report, saved_models
 
 
 def _flip_bits(phash: str, bits: int) -> str:
@@ -77,7 +78,7 @@ def test_external_folder_is_evaluated_with_copies_excluded_and_counted(small_run
 
     results = run / "external" / "hospital-x"
     record = json.loads((results / "external.json").read_text())
-    assert record["counts"] == {"files": 11, "unreadable": 1, "excluded": 2, "excluded_exact": 1, "excluded_near": 1,
+    assert record["counts"] == {"files": 11, "unreadable": 1, "refused_size": 0, "excluded": 2, "excluded_exact": 1, "excluded_near": 1,
                                 "evaluated": 8, "evaluated_COVID": 4, "evaluated_Normal": 4}
     assert record["image_size"] == saved_models.run_image_size(run) and record["layout"] == "flat"
 
@@ -118,3 +119,66 @@ def test_external_folder_is_evaluated_with_copies_excluded_and_counted(small_run
         "path", "class", "label", "lstm_probability", "lstm_predicted"]
     assert pd.read_csv(results / "evaluation" / "mcnemar.csv").empty
     assert external.evaluated_names(run) == sorted({"hospital-x", folder.name})
+
+
+def test_images_outside_the_size_rule_are_left_out_of_the_metrics_and_named(real_data, tmp_path, monkeypatch,
+                                                                             capsys):
+    # Real X-rays with a 1 x 1 px PNG, a 20 x 300 sliver and a 3:1 strip of a real X-ray among
+    # them, scored by a stand-in model (no run trained): the three are refused, named with their
+    # size and the rule, counted, and no metric includes them.
+    from PIL import Image
+
+    covid = sorted((real_data / "COVID" / "images").iterdir())
+    normal = sorted((real_data / "Normal" / "images").iterdir())
+    run = tmp_path / "run"
+    (run / "lstm").mkdir(parents=True)
+    (run / "lstm" / "model.keras").write_bytes(b"")
+    train = tmp_path / "train"
+    for name, images in (("COVID", covid[:2]), ("Normal", normal[:2])):
+        (train / name).mkdir(parents=True)
+        for image in images:
+            (train / name / image.name).symlink_to(image.resolve())
+    data.save_manifest(data.build_manifest(train, progress=False).assign(split="train"), run / "split.csv")
+
+    folder = tmp_path / "hospital-y"
+    for name, images in (("COVID", covid[10:13]), ("Normal", normal[10:13])):
+        (folder / name).mkdir(parents=True)
+        for image in images:
+            (folder / name / image.name).symlink_to(image.resolve())
+    Image.new("L", (1, 1), 200).save(folder / "COVID" / "dot.png")
+    Image.new("L", (20, 300), 90).save(folder / "Normal" / "sliver.png")
+    Image.fromarray(data.decode_grayscale(normal[20])[:70]).save(folder / "Normal" / "strip.png")  # 224 x 70
+
+    class Probe:
+        input_shape = (None, 32, 32, 3)
+        seen = 0
+
+        def predict_on_batch(self, batch):
+            Probe.seen += len(batch)
+            return np.asarray(batch).mean(axis=(1, 2, 3)).reshape(-1, 1)
+
+    monkeypatch.setattr(saved_models, "load_models", lambda results_dir, ids: {
+        "lstm": saved_models.LoadedModel(id="lstm", name="LSTM", model=Probe())})
+    assert external.main([str(folder), "--run", str(run), "--model", "lstm", "--no-progress"]) == 1
+    printed = capsys.readouterr().out
+
+    results = run / "external" / "hospital-y"
+    counts = json.loads((results / "external.json").read_text())["counts"]
+    assert counts == {"files": 9, "unreadable": 0, "refused_size": 3, "excluded": 0, "excluded_exact": 0,
+                      "excluded_near": 0, "evaluated": 6, "evaluated_COVID": 3, "evaluated_Normal": 3}
+    assert Probe.seen == 6
+    refused = pd.read_csv(results / "refused.csv")
+    reasons = dict(zip(refused["path"], refused["reason"]))
+    assert reasons == {"COVID/dot.png": image_checks.size_problem(1, 1),
+                       "Normal/sliver.png": image_checks.size_problem(20, 300),
+                       "Normal/strip.png": image_checks.size_problem(224, 70)}
+    assert "1 x 1 px, too small" in reasons["COVID/dot.png"] and "3.20:1 is too elongated" in reasons["Normal/strip.png"]
+    predictions = pd.read_csv(results / "predictions.csv")
+    assert len(predictions) == 6 and not set(predictions["path"]) & set(reasons)
+    metrics = pd.read_csv(results / "evaluation" / "metrics.csv")
+    assert (metrics["n"] == 6).all()
+    assert pd.read_csv(results / "evaluation" / "confusion_LSTM.csv", index_col=0).to_numpy().sum() == 6
+    for path, reason in reasons.items():
+        assert f"refused: {path}: {reason}" in printed
+        assert f"- `{path}`: {reason}" in (results / "report.md").read_text()
+    assert "3 refused by size" in printed

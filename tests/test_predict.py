@@ -1,5 +1,6 @@
 """``python -m cxr_utils.predict``: every readable image scored as training preprocessed it, the
-unreadable ones listed, one model or all, safe-mode loading, and clear exits for unusable runs."""
+unreadable ones and those outside the size rule listed, one model or all, safe-mode loading, and
+clear exits for unusable runs."""
 
 import json
 import os
@@ -12,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxr_utils import data, predict, report, saved_models
+from cxr_utils import data, image_checks, predict, report, saved_models
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -236,3 +237,71 @@ def test_an_exif_rotated_file_is_scored_upright(real_data, tmp_path):
     (batch,) = recorder.inputs
     np.testing.assert_array_equal(batch[0], batch[1])
     np.testing.assert_array_equal(batch[0], data.preprocess(upright, 64))
+
+
+class _Probe:
+    """A stand-in model (no run, no training): records the inputs it is given and scores each
+    image with its mean grey level."""
+
+    input_shape = (None, 64, 64, 3)
+
+    def __init__(self):
+        self.inputs = []
+
+    def predict_on_batch(self, batch):
+        self.inputs.append(np.array(batch))
+        return np.asarray(batch).mean(axis=(1, 2, 3)).reshape(-1, 1).astype(np.float32)
+
+
+@pytest.mark.parametrize("width, height, refused", [
+    (1, 1, "1 x 1 px, too small"), (20, 300, "20 x 300 px, too small"), (63, 100, "too small"),
+    (224, 100, "224 x 100 px, 2.24:1 is too elongated"), (64, 129, "too elongated"),
+    (64, 64, None), (64, 128, None), (224, 224, None), (299, 299, None), (1024, 1240, None),
+])
+def test_the_size_rule(width, height, refused):
+    reason = image_checks.size_problem(width, height)
+    if refused is None:
+        assert reason is None
+    else:
+        assert refused in reason and image_checks.RULE in reason
+        assert image_checks.size_problem(height, width) == reason.replace(f"{width} x {height}", f"{height} x {width}")
+
+
+def test_the_readme_states_the_size_rule_of_the_code():
+    readme = " ".join((REPO_ROOT / "README.md").read_text().split())
+    assert (f"at least {image_checks.MIN_SIDE} px on each side and at most {image_checks.MAX_ASPECT:g}:1 "
+            "(long side to short side)") in readme
+
+
+def test_images_too_small_or_too_elongated_are_named_and_not_scored(real_data, tmp_path, monkeypatch, capsys):
+    # The issue's case: a 1 x 1 px PNG scored P(COVID) = 0.500 with exit status 0. Now it, a
+    # sliver and a strip cut from a real X-ray are listed with their size and the rule, and the
+    # real X-ray beside them is still scored.
+    from PIL import Image
+
+    real = sorted((real_data / "COVID" / "images").iterdir())[0]
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    (scans / "a-real.png").write_bytes(real.read_bytes())
+    Image.new("L", (1, 1), 128).save(scans / "b-dot.png")
+    Image.new("L", (20, 300), 128).save(scans / "c-sliver.png")
+    gray = data.decode_grayscale(real)
+    Image.fromarray(gray[:100]).save(scans / "d-strip.png")  # the full width, 100 rows: 2.24:1
+    probe = _Probe()
+    monkeypatch.setattr(predict, "load_models", lambda results_dir, ids: {
+        model_id: saved_models.LoadedModel(id=model_id, name="LSTM", model=probe) for model_id in ids})
+    out = tmp_path / "scores.csv"
+    code = predict.main([str(scans), "--run", str(_fake_run(tmp_path / "run")), "--model", "lstm", "--csv", str(out),
+                         "--no-progress"])
+    printed = capsys.readouterr().out
+    assert code == 1
+    scored, listed = printed.split("Could not score 3 of 4 files:")
+    assert f"{scans / 'b-dot.png'}: 1 x 1 px, too small to score (images must be {image_checks.RULE})" in listed
+    assert f"{scans / 'c-sliver.png'}: 20 x 300 px, too small to score" in listed
+    assert f"{scans / 'd-strip.png'}: {gray.shape[1]} x 100 px, 2.24:1 is too elongated" in listed
+    assert "a-real.png" in scored and not any(name in scored for name in ("b-dot", "c-sliver", "d-strip"))
+
+    table = pd.read_csv(out)
+    assert list(table["path"]) == [str(scans / "a-real.png")] and table["lstm_probability"].notna().all()
+    (batch,) = probe.inputs
+    np.testing.assert_array_equal(batch, data.preprocess(gray, 64)[None])  # only the real X-ray reached the model
