@@ -13,7 +13,8 @@ Submodules (imported on use, so ``import cxr_utils`` is cheap and never touches 
 - ``cxr_utils.plots``: training curves, confusion heatmaps, paper-vs-ours bars.
 - ``cxr_utils.runtime``: seeding, hardware and version records.
 - ``cxr_utils.evaluation``: from saved predictions to the paper's tables, ours beside theirs.
-- ``cxr_utils.report``: verdicts on the paper's claims and the short texts the book shows.
+- ``cxr_utils.claims``: the rules that judge the paper's claims, stated once.
+- ``cxr_utils.report``: the short texts the book shows about a run (findings, the verdicts table).
 - ``cxr_utils.chapters``: what each chapter needs from the ones before it, rebuilt when missing.
 - ``cxr_utils.run``: executes the notebook series with papermill and publishes it to the book.
 - ``cxr_utils.atomic``: writing files so that a crash never leaves half a file.
@@ -25,8 +26,8 @@ Submodules (imported on use, so ``import cxr_utils`` is cheap and never touches 
 - ``cxr_utils.shortcuts``, ``baselines``, ``gradcam``, ``shortcut_run``: chapter 8, what the
   models could be scoring on: the lung rectangle, border and histogram baselines, Grad-CAM.
 - ``cxr_utils.predict``, ``external``, ``model_card`` (``model_card_sections``),
-  ``saved_models``: using a finished run: score images, evaluate a labelled folder, the model card,
-  loading a run's models safely.
+  ``saved_models``, ``image_checks``: using a finished run: score images, evaluate a labelled
+  folder, the model card, loading a run's models safely, the size an image must have to be scored.
 """
 
 import ctypes
@@ -66,6 +67,7 @@ _SUBMODULES = (
     "report", "chapters", "run", "atomic", "callbacks", "features", "extended_set", "comparison",
     "summaries", "publish", "portable", "glance", "study", "predict", "external", "model_card",
     "model_card_sections", "saved_models", "training_cli", "shortcuts", "baselines", "gradcam", "shortcut_run",
+    "claims", "image_checks",
 )
 
 

@@ -6,13 +6,15 @@ Explained in notebooks/07_comparison.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
 
-from cxr_utils import config, metrics, paper, report, runtime
+from cxr_utils import claims, config, metrics, paper, report, runtime
 from cxr_utils.evaluation import (
-    EVALUATION_DIR, EXTENDED_DIR, FIT_PREDICTION_COLUMNS, FIT_PREDICTIONS, best_epochs, model_dir, run_settings,
+    EVALUATION_DIR, EXTENDED_DIR, FIT_PREDICTION_COLUMNS, FIT_PREDICTIONS, best_epochs, model_dir, run_seed,
+    run_settings,
 )
 
 
@@ -101,13 +103,28 @@ def judge_claims(results_dir, evaluation_dir: str = EVALUATION_DIR, name: str | 
     return verdicts
 
 
-def loss_gap(results_dir, model_id: str = "resnet50_lstm", seed: int = 0) -> dict | None:
+def fit_batchnorm(settings: dict) -> str:
+    """How a model's fit_predictions.csv was computed (``claims.RECOMPUTED``, ``MOVING`` or
+    ``NO_BATCHNORM``), from its run.json settings: as recorded, or for a record from before it was,
+    from what the model trained (BatchNorm trains in a ResNet50 from scratch, not in a frozen one)."""
+    if "fit_predictions_batchnorm" in settings:
+        return settings["fit_predictions_batchnorm"]
+    if settings.get("training", {}).get("recompute_batchnorm_images"):
+        return claims.RECOMPUTED
+    spec = config.REGISTRY.get(settings.get("model"))
+    from_scratch = not config.is_paper_setting(settings.get("model_options", {}).get("weights", config.PROTOCOL.weights))
+    return claims.MOVING if spec is not None and spec.has_backbone and from_scratch else claims.NO_BATCHNORM
+
+
+def loss_gap(results_dir, model_id: str = "resnet50_lstm", seed: int | None = None) -> dict | None:
     """A model's validation minus training loss, per image in inference mode, with its 95% interval.
 
     Reads ``<model_id>/fit_predictions.csv`` (columns path, split "train"/"val", label,
     probability: the restored best-epoch model on its own training and validation images) and
-    returns ``metrics.loss_gap_interval``'s dict, or None when the run has no such file (a run from
-    before training wrote it).
+    returns ``metrics.loss_gap_interval``'s dict with ``batchnorm`` added (``fit_batchnorm``:
+    how the probabilities were computed, from the model's run.json), or None when the run has no
+    such file (a run from before training wrote it). ``seed``: the run's own by default
+    (``evaluation.run_seed``), as every interval of the run.
     """
     path = Path(results_dir) / model_id / FIT_PREDICTIONS
     if not path.is_file():
@@ -120,8 +137,12 @@ def loss_gap(results_dir, model_id: str = "resnet50_lstm", seed: int = 0) -> dic
     empty = [split for split, part in parts.items() if part.empty]
     if empty:
         raise ValueError(f"{path} has no {' or '.join(empty)} rows; its split column must hold train and val")
-    return metrics.loss_gap_interval(parts["train"]["label"], parts["train"]["probability"],
-                                     parts["val"]["label"], parts["val"]["probability"], seed=seed)
+    seed = run_seed(results_dir) if seed is None else seed
+    gap = metrics.loss_gap_interval(parts["train"]["label"], parts["train"]["probability"],
+                                    parts["val"]["label"], parts["val"]["probability"], seed=seed)
+    record = Path(results_dir) / model_id / "run.json"
+    settings = json.loads(record.read_text()).get("settings", {}) if record.is_file() else {"model": model_id}
+    return {**gap, "batchnorm": fit_batchnorm(settings)}
 
 
 def save_verdicts(results_dir, verdicts: pd.DataFrame, name: str | None = None) -> Path:

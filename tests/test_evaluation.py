@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxr_utils import comparison, config, evaluation, extended_set, metrics, paper
+from cxr_utils import claims, comparison, config, evaluation, extended_set, metrics, paper
 
 N_TEST = 100
 
@@ -176,7 +176,11 @@ def test_loss_gap_reads_fit_predictions_and_is_none_without_them(tmp_path):
     table = _write_fit_predictions(tmp_path, val_right=0.6)
     train, val = table[table["split"] == "train"], table[table["split"] == "val"]
     expected = metrics.loss_gap_interval(train["label"], train["probability"], val["label"], val["probability"], seed=3)
-    assert comparison.loss_gap(tmp_path, seed=3) == expected
+    assert comparison.loss_gap(tmp_path, seed=3) == {**expected, "batchnorm": claims.NO_BATCHNORM}
+    # By default the run's own seed, as every interval of the run.
+    assert comparison.loss_gap(tmp_path)["low"] == metrics.loss_gap_interval(
+        train["label"], train["probability"], val["label"], val["probability"],
+        seed=evaluation.run_seed(tmp_path))["low"]
     assert expected["low"] > 0 and (expected["n_train"], expected["n_val"]) == (800, 100)
     assert comparison.loss_gap(tmp_path, model_id="lstm") is None
 
@@ -193,7 +197,7 @@ def test_loss_gap_names_a_malformed_file(tmp_path, change, message):
         comparison.loss_gap(tmp_path)
 
 
-@pytest.mark.parametrize("val_right, expected", [(0.6, "supported"), (0.9, "inconclusive"), (0.995, "contradicted")])
+@pytest.mark.parametrize("val_right, expected", [(0.6, "contradicted"), (0.9, "inconclusive"), (0.995, "contradicted")])
 def test_judge_claims_judges_claim3_on_the_per_image_loss_gap(tmp_path, val_right, expected):
     _evaluate(_write_run(tmp_path, CORRECT, weights="imagenet"))
     _write_fit_predictions(tmp_path, val_right=val_right)

@@ -4,13 +4,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxr_utils import metrics, paper, report, summaries
+from cxr_utils import claims, config, metrics, paper, report, summaries
 
 
 def _ours(hybrid_accuracy, n=100, width=0.05, others=(0.90, 0.80)):
     rows = []
     for model, accuracy in zip(("ResNet50-LSTM", "ResNet50", "LSTM"), (hybrid_accuracy, *others)):
-        for metric in report.METRICS:
+        for metric in config.METRICS:
             rows.append({"model": model, "metric": metric, "value": accuracy, "method": "Wilson score",
                          "low": accuracy - width, "high": min(1.0, accuracy + width), "n": n})
     return pd.DataFrame(rows)
@@ -97,9 +97,7 @@ def test_claim1_bounds_compare_with_a_tolerance_for_float32_noise():
     assert _verdicts(ours=ours).loc["1", "verdict"] == "contradicted"
 
 
-def test_claim1_inconclusive_on_a_small_test_set_or_without_an_interval():
-    small = _verdicts(ours=_ours(0.70, n=24)).loc["1"]  # even far from the paper: too few images to say
-    assert small["verdict"] == "inconclusive" and "only 24 test images" in small["reason"]
+def test_claim1_inconclusive_without_an_interval():
     ours = _ours(0.95)
     f1 = (ours["model"] == "ResNet50-LSTM") & (ours["metric"] == "f1")
     ours.loc[f1, ["low", "high"]] = np.nan
@@ -107,6 +105,54 @@ def test_claim1_inconclusive_on_a_small_test_set_or_without_an_interval():
     claim = _verdicts(ours=ours).loc["1"]
     assert claim["verdict"] == "inconclusive"
     assert "no interval for f1" in claim["reason"] and "gave F1 = 1" in claim["reason"]
+
+
+def test_claim1_far_from_the_paper_is_contradicted_on_a_small_test_set_too():
+    small = _verdicts(ours=_ours(0.70, n=24)).loc["1"]  # [0.65, 0.75]: excludes 0.95 whatever n is
+    assert small["verdict"] == "contradicted" and "lie above this run's 95% intervals" in small["reason"]
+
+
+def test_claim1_an_interval_too_wide_to_exclude_a_weaker_model_is_inconclusive():
+    wide = _verdicts(ours=_ours(0.95, width=0.2)).loc["1"]  # [0.75, 1.00] holds 0.95 and 0.78 alike
+    assert wide["verdict"] == "inconclusive"
+    assert f"more than {claims.CLAIM1_MARGIN:.2f} below them" in wide["reason"]
+    assert "accuracy down to 0.75" in wide["reason"]
+
+
+def _claim1_on_predictions(n, wrong_covid, wrong_normal):
+    """Claim 1 judged on ``n`` balanced test images with the given errors, through the run's own
+    interval code (Wilson for the threshold metrics, the bootstrap for F1)."""
+    labels = np.repeat([1, 0], n // 2)
+    predicted = labels.copy()
+    predicted[:wrong_covid] = 0
+    predicted[n // 2 : n // 2 + wrong_normal] = 1
+    ours = metrics.metrics_with_intervals(labels, predicted, seed=42).reset_index()
+    hybrid = ours.set_index("metric")
+    return claims.claim_1(hybrid, paper.table6().loc["ResNet50-LSTM"])[0]
+
+
+@pytest.mark.parametrize("n, errors, expected", [
+    (12, (0, 0), "inconclusive"),  # perfect on 12 images: the Wilson interval reaches 0.76
+    (12, (3, 3), "contradicted"),  # at chance-like 0.50 on 12 images: 0.95 lies outside
+    (100, (3, 2), "supported"),  # the paper's own counts (Table 5): 0.95 on 100 images
+    (100, (10, 9), "contradicted"),
+    (100, (6, 0), "inconclusive"),  # recall 0.88 [0.76, 0.94]: holds 0.94, and 0.76 too
+    (1000, (25, 25), "supported"),
+    (1000, (60, 60), "contradicted"),
+])
+def test_claim1_rule_at_small_and_large_n(n, errors, expected):
+    assert _claim1_on_predictions(n, *errors) == expected
+
+
+def test_claim1_outcomes_the_number_of_images_allows():
+    def outcomes(n, errors):
+        return {_claim1_on_predictions(n, a, b) for a in errors for b in errors}
+
+    # 12 images: even a perfect model cannot support the claim, its intervals are too wide.
+    assert outcomes(12, range(0, 6)) == {"inconclusive", "contradicted"}
+    assert outcomes(100, (0, 2, 4, 6, 8)) == {"supported", "inconclusive", "contradicted"}
+    # 1,000 images: the intervals are narrow, so they either hold the paper's values closely or exclude them.
+    assert outcomes(1000, (0, 20, 40, 60)) == {"supported", "contradicted"}
 
 
 # Claim 2, per pair: McNemar's exact test on the images only one model got right.
@@ -146,12 +192,52 @@ def test_claim2_on_the_papers_test_size_says_what_its_gap_could_show():
     (-0.03, 0.07, "inconclusive", "includes 0"),
     (1e-9, 0.05, "inconclusive", "includes 0"),  # a bound at 0 up to float noise is not above it
     (-0.05, -1e-9, "inconclusive", "includes 0"),
+    (0.12, 0.30, "contradicted", "overfits more than slightly"),  # above the bound for "slightly"
+    (0.05, 0.14, "inconclusive", "reaches past 0.10"),
 ])
 def test_claim3_follows_the_interval_of_the_loss_gap(low, high, expected, words):
     claim = _verdicts(loss_gap=_gap(low, high)).loc["3"]
     assert claim["verdict"] == expected and words in claim["reason"]
     assert f"[{low:+.3f}, {high:+.3f}]" in claim["ours"] and "800 training, 100 validation" in claim["ours"]
     assert "context only" in claim["reason"]  # Keras' epoch averages, not evidence
+
+
+def test_claim3_with_moving_batchnorm_statistics_is_inconclusive():
+    claim = _verdicts(loss_gap={**_gap(0.004, 0.04), "batchnorm": claims.MOVING}).loc["3"]
+    assert claim["verdict"] == "inconclusive" and "moving statistics" in claim["reason"]
+    recomputed = _verdicts(loss_gap={**_gap(0.004, 0.04), "batchnorm": claims.RECOMPUTED}).loc["3"]
+    assert recomputed["verdict"] == "supported" and "recomputed from training images" in recomputed["ours"]
+
+
+def _gap_on_images(n, val_extra_loss):
+    """Claim 3 judged on ``n`` training and ``n`` validation images whose per-image losses differ by
+    ``val_extra_loss`` (negative: the training images' losses are the higher): the same
+    probabilities of the right class (0.7-0.9) on both sides, one side's multiplied by
+    exp(-|difference|), which adds exactly that much to -log(p)."""
+    rng = np.random.default_rng(0)
+    labels = np.repeat([1, 0], n // 2)
+    right = rng.uniform(0.7, 0.9, n)
+    train_right, val_right = right * np.exp(-max(-val_extra_loss, 0)), right * np.exp(-max(val_extra_loss, 0))
+    train, val = (np.where(labels == 1, r, 1 - r) for r in (train_right, val_right))
+    gap = metrics.loss_gap_interval(labels, train, labels, val, seed=42)
+    assert gap["gap"] == pytest.approx(val_extra_loss, abs=1e-5)
+    return claims.claim_3({**gap, "batchnorm": claims.RECOMPUTED}, 0.0)[0]
+
+
+@pytest.mark.parametrize("n, extra, expected", [
+    (12, -0.3, "contradicted"), (12, 0.0, "inconclusive"), (12, 0.05, "inconclusive"), (12, 0.3, "contradicted"),
+    (100, -0.3, "contradicted"), (100, 0.0, "inconclusive"), (100, 0.05, "supported"), (100, 0.1, "inconclusive"),
+    (100, 0.3, "contradicted"),
+    (1000, -0.3, "contradicted"), (1000, 0.0, "inconclusive"), (1000, 0.05, "supported"),
+    (1000, 0.1, "inconclusive"), (1000, 0.3, "contradicted"),
+])
+def test_claim3_rule_at_small_and_large_n(n, extra, expected):
+    assert _gap_on_images(n, extra) == expected
+
+
+def test_claim3_cannot_be_supported_on_12_images():
+    # The interval of a mean over 12 images is wider than the band (0, 0.10] that "slightly" allows.
+    assert "supported" not in {_gap_on_images(12, extra) for extra in np.arange(0, 0.11, 0.01)}
 
 
 def test_claim3_without_per_image_losses_is_inconclusive_with_keras_as_context():
@@ -169,7 +255,7 @@ def test_claim3_without_per_image_losses_is_inconclusive_with_keras_as_context()
 @pytest.mark.parametrize("ours, mcnemar, loss_gap, indicated", [
     (_ours(0.95), _mcnemar(12, 1, 0.003), _gap(0.01, 0.05), ["supported"] * 4),
     (_ours(0.70), _mcnemar(1, 12, 0.003), _gap(-0.05, -0.01), ["contradicted"] * 4),
-    (_ours(0.70, n=24), _mcnemar(5, 3, 0.73), None, ["inconclusive"] * 4),
+    (_ours(0.95, n=24, width=0.2), _mcnemar(5, 3, 0.73), None, ["inconclusive"] * 4),
 ])
 def test_from_scratch_is_not_tested_in_the_papers_setting(ours, mcnemar, loss_gap, indicated):
     verdicts = _verdicts(ours=ours, mcnemar=mcnemar, loss_gap=loss_gap, weights=None)
@@ -302,7 +388,7 @@ def test_findings_name_each_claim_whose_verdict_changes_with_more_images(tmp_pat
                                             verdicts_extended=pd.read_csv(tmp_path / "large.csv"))
     # From scratch every verdict reads "not tested", yet what the numbers indicate still changes.
     scratch = report.findings_markdown(
-        findings, verdicts=_scratch_verdicts(_ours(0.70, n=24), _mcnemar(5, 3, 0.73)),
+        findings, verdicts=_scratch_verdicts(_ours(0.85, n=24, width=0.15), _mcnemar(5, 3, 0.73)),
         verdicts_extended=_scratch_verdicts(_ours(0.70, n=983), _mcnemar(5, 3, 0.73, n=983)))
     assert ("**Claim 1** changes from *inconclusive* on the split's test set to *contradicted* on the extended one "
             "(what this run's numbers indicate; not tested in the paper's setting).") in scratch
