@@ -88,6 +88,15 @@ def batchnorm_layers(model) -> list:
             if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
 
 
+def batchnorm_momentum(model) -> float | list[float] | None:
+    """The momentum of ``model``'s BatchNormalization layers, as its run record states it: one
+    number when they agree (0.9 from scratch, this project's choice; Keras' 0.99 otherwise), the
+    sorted distinct values when they do not, None for a model without BatchNorm (the LSTM)."""
+    momenta = sorted({float(layer.momentum) for layer in _sublayers(model)
+                      if isinstance(layer, keras.layers.BatchNormalization)})
+    return momenta[0] if len(momenta) == 1 else (momenta or None)
+
+
 def recompute_batchnorm_statistics(model, images: np.ndarray, batch_size: int = 32) -> int:
     """Replace every trainable BatchNormalization layer's moving mean and variance by their
     average over ``images`` ("precise BN"); returns how many layers were recomputed (0: a model

@@ -36,6 +36,52 @@ class Protocol:
 
 PROTOCOL = Protocol()
 
+
+@dataclasses.dataclass(frozen=True)
+class Choices:
+    """What this project decides where the paper is silent (the method page says why); every run
+    and study records them (``protocol_record``)."""
+
+    # BatchNorm's momentum: Keras' 0.99 with pretrained weights; 0.9 from scratch, so that the moving
+    # statistics follow weights that change fast in a short run (``models.resnet50_backbone``).
+    pretrained_batchnorm_momentum: float = 0.99
+    scratch_batchnorm_momentum: float = 0.9
+    restore_best: bool = True  # test the kept (best-validation) epoch's weights; the last epoch's beside
+    inference_check_images: int = 200  # training images scored in inference mode after each epoch
+    recompute_batchnorm_images: int = 0  # the remedy, off: the paper's protocol
+    fit_batchnorm_images: int = 320  # claim 3's losses: BatchNorm statistics recomputed from these
+    bootstrap_resamples: int = 2000  # every bootstrap interval of a run, seeded with the run's seed
+
+
+CHOICES = Choices()
+
+
+def batchnorm_momentum(weights) -> float:
+    """The BatchNorm momentum a ResNet50 starting from ``weights`` trains with (``CHOICES``)."""
+    if weights_kind(weights) == "scratch":
+        return CHOICES.scratch_batchnorm_momentum
+    return CHOICES.pretrained_batchnorm_momentum
+
+
+def protocol_record(weights, image_size: int = PROTOCOL.image_size, seed: int | None = PROTOCOL.seed,
+                    recompute_batchnorm_images: int = CHOICES.recompute_batchnorm_images,
+                    mixed_precision="auto") -> dict:
+    """Every protocol choice of a run or study, as its run.json / study.json records it: the
+    BatchNorm momentum, restoring the best epoch, the remedy's images, mixed precision, the image
+    size, claim 3's BatchNorm images and the bootstrap (resamples, seed; None: each run's own seed,
+    as in a study of several seeds)."""
+    return {
+        "batchnorm_momentum": batchnorm_momentum(weights),
+        "restore_best": CHOICES.restore_best,
+        "recompute_batchnorm_images": int(recompute_batchnorm_images),
+        "inference_check_images": CHOICES.inference_check_images,
+        "fit_batchnorm_images": CHOICES.fit_batchnorm_images,
+        "mixed_precision": mixed_precision,
+        "image_size": int(image_size),
+        "bootstrap": {"resamples": CHOICES.bootstrap_resamples,
+                      "seed": "each run's own seed" if seed is None else int(seed)},
+    }
+
 # Labels as the paper counts them: COVID is the positive class (Tables 3-6).
 CLASSES = {"Normal": 0, "COVID": 1}
 CLASS_NAMES = {label: name for name, label in CLASSES.items()}

@@ -16,7 +16,7 @@ from scipy import stats
 from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.proportion import proportion_confint
 
-from cxr_utils.config import METRICS, PAPER_ORDER
+from cxr_utils.config import CHOICES, METRICS, PAPER_ORDER
 
 
 def _labels(values, name: str) -> np.ndarray:
@@ -189,7 +189,8 @@ def _f1_interval(y_true, y_pred, confidence, n_bootstrap, seed) -> tuple[float, 
 
 
 def metrics_with_intervals(
-    y_true, y_pred, confidence: float = 0.95, n_bootstrap: int = 2000, seed: int = 0
+    y_true, y_pred, confidence: float = 0.95, n_bootstrap: int = CHOICES.bootstrap_resamples,
+    seed: int = 0,
 ) -> pd.DataFrame:
     """Each metric with a ``confidence`` interval, one row per metric (index ``metric``).
 
@@ -284,7 +285,8 @@ def _brier_from_pairs(labels, probabilities, axis=-1):
     return np.mean((probabilities - labels) ** 2, axis=axis)
 
 
-def probability_metrics(labels, probabilities, confidence: float = 0.95, n_bootstrap: int = 2000,
+def probability_metrics(labels, probabilities, confidence: float = 0.95,
+                        n_bootstrap: int = CHOICES.bootstrap_resamples,
                         seed: int = 0) -> pd.DataFrame:
     """What the predicted probabilities say beyond the 0.5 threshold, with ``confidence`` intervals.
 
@@ -324,7 +326,8 @@ def _mean_gap(val_losses, train_losses, axis=-1):
 
 
 def loss_gap_interval(train_labels, train_probabilities, val_labels, val_probabilities,
-                      confidence: float = 0.95, n_bootstrap: int = 2000, seed: int = 0) -> dict:
+                      confidence: float = 0.95, n_bootstrap: int = CHOICES.bootstrap_resamples,
+                      seed: int = 0) -> dict:
     """Validation minus training loss of one model, per image and in inference mode, with an interval.
 
     Each part's loss is the mean per-image binary cross-entropy (``binary_cross_entropy``, clipped

@@ -256,7 +256,10 @@ def _execute_series(parameters: dict, notebooks, progress: bool, log, one_thread
 
     results_dir = Path(parameters["results_dir"])
     # Made inside the kernels' environment, so that its hardware names their thread settings.
-    record = runtime.run_record(parameters, notebooks={}, profile=parameters.get("profile"), one_thread=one_thread)
+    record = runtime.run_record(parameters, notebooks={}, profile=parameters.get("profile"), one_thread=one_thread,
+                                protocol=config.protocol_record(parameters.get("weights", PROTOCOL.weights),
+                                                                parameters.get("image_size", PROTOCOL.image_size),
+                                                                parameters.get("seed", PROTOCOL.seed)))
     earlier_s = 0.0
     if notebooks and set(notebooks) != set(series()):
         previous = _continued_record(results_dir, parameters)

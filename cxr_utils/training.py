@@ -28,7 +28,11 @@ import pandas as pd
 from cxr_utils import config as facts
 from cxr_utils import features, models, runtime
 from cxr_utils.atomic import replace_folder
-from cxr_utils.callbacks import InferenceModeCheck, KeepBestEpoch, RecomputeBatchNorm, batchnorm_layers
+from cxr_utils.callbacks import (
+    InferenceModeCheck, KeepBestEpoch, RecomputeBatchNorm, batchnorm_layers, batchnorm_momentum,
+    recompute_batchnorm_statistics,
+)
+from cxr_utils.claims import NO_BATCHNORM, RECOMPUTED
 from cxr_utils.config import PROTOCOL
 
 HISTORY_COLUMNS = [*facts.HISTORY_COLUMNS, "is_best"]
@@ -48,16 +52,16 @@ class TrainingConfig:
     # The project's choice, not the paper's: section 3.1 reports the best epoch's figures but
     # does not say the test used that epoch's weights. True restores them before testing; the
     # last epoch's test predictions are kept beside (predictions.csv) either way.
-    restore_best: bool = True
+    restore_best: bool = facts.CHOICES.restore_best
     # How many training images (a seeded subset) are scored in inference mode after every epoch
     # (callbacks.InferenceModeCheck), beside Keras' training-mode figures (dropout on, BatchNorm
     # on batch statistics): where the two part, the test does not see what training reports.
-    inference_check_images: int = 200
+    inference_check_images: int = facts.CHOICES.inference_check_images
     # This project's remedy for issue 12, not the paper's protocol (0, the default: the paper's).
     # N > 0: before every validation, BatchNorm's moving statistics are recomputed from N seeded
     # training images (callbacks.RecomputeBatchNorm, "precise BN"); the weights are untouched. A
     # no-op for models with no trainable BatchNorm: the LSTM, and a frozen backbone's head.
-    recompute_batchnorm_images: int = 0
+    recompute_batchnorm_images: int = facts.CHOICES.recompute_batchnorm_images
 
     def __post_init__(self):
         for field in ("epochs", "batch_size"):
@@ -316,9 +320,10 @@ def run_experiment(
     test_y = labels["test"]
     test_metrics = metrics.classification_metrics(test_y, predictions["predicted"])
     last_metrics = metrics.classification_metrics(test_y, predictions["predicted_last_epoch"])
+    fit_probabilities, fit_batchnorm = _fit_probabilities(result, predictor, inputs, config)
     fit_predictions = pd.concat(
         pd.DataFrame({"path": parts[part]["path"].to_numpy(), "split": part, "label": labels[part],
-                      "probability": probabilities_of(part)})
+                      "probability": fit_probabilities[part]})
         for part in ("train", "val")
     )
     wall_time = time.perf_counter() - start
@@ -341,7 +346,9 @@ def run_experiment(
                 # The weights tested above are the best epoch's when restore_best (the default).
                 "test_last_epoch": _plain(last_metrics),
                 # AUC and Brier score with 95% intervals, from the probabilities.
-                "test_probability": metrics.probability_metrics(test_y, probabilities)[["value", "low", "high"]]
+                # Seeded with the run's seed, as every interval of the run (evaluation.run_seed).
+                "test_probability": metrics.probability_metrics(test_y, probabilities, seed=config.seed)[
+                    ["value", "low", "high"]]
                 .to_dict(orient="index"),
             },
             staging / "metrics.json",
@@ -360,6 +367,12 @@ def run_experiment(
             "parameters": int(result.model.count_params()),
             "batchnorm_layers_recomputed": len(batchnorm_layers(result.fitted))
             if config.recompute_batchnorm_images else 0,
+            # Every protocol choice this project makes where the paper is silent (method page), and
+            # the momentum the model's BatchNorm layers hold (None: no BatchNorm).
+            "protocol": facts.protocol_record(model_options.get("weights", PROTOCOL.weights), image_size,
+                                              config.seed, config.recompute_batchnorm_images, mixed),
+            "batchnorm_momentum": batchnorm_momentum(result.model),
+            "fit_predictions_batchnorm": fit_batchnorm,
         }
         runtime.write_json(
             runtime.run_record(settings, wall_time, training_wall_time_s=round(result.wall_time_s, 2),
@@ -372,6 +385,31 @@ def run_experiment(
         raise
     return {"results_dir": final_dir, "result": result, "predictions": predictions,
             "metrics": test_metrics}
+
+
+def _fit_probabilities(result: TrainingResult, predictor, inputs: dict, config: TrainingConfig):
+    """The kept model's P(COVID) on its own training and validation images, for claim 3's loss gap,
+    both computed the same way: inference mode, with BatchNorm's statistics recomputed from
+    ``config.CHOICES.fit_batchnorm_images`` seeded training images (drawn as the remedy's) where the model has trainable BatchNorm
+    layers (``callbacks.recompute_batchnorm_statistics``), so that a stale moving statistic
+    cannot inflate one loss more than the other. The model is left as it was (weights and
+    statistics put back). Returns ({"train", "val"} -> probabilities, how: ``claims.RECOMPUTED``
+    or ``claims.NO_BATCHNORM``)."""
+    def probabilities():
+        return {part: predict_probabilities(predictor, inputs[part], config.batch_size) for part in ("train", "val")}
+
+    if not batchnorm_layers(result.fitted):
+        return probabilities(), NO_BATCHNORM
+    if config.recompute_batchnorm_images:  # the kept weights already hold recomputed statistics
+        return probabilities(), RECOMPUTED
+    kept = result.fitted.get_weights()
+    try:
+        chosen = seeded_subset(len(inputs["train"]), facts.CHOICES.fit_batchnorm_images, config.seed,
+                               BATCHNORM_STREAM)
+        recompute_batchnorm_statistics(result.fitted, inputs["train"][chosen], config.batch_size)
+        return probabilities(), RECOMPUTED
+    finally:
+        result.fitted.set_weights(kept)
 
 
 def _plain(values: dict) -> dict:

@@ -248,6 +248,13 @@ def _now() -> str:
 # -- the study ------------------------------------------------------------------------------------
 
 
+def study_kind(options: dict) -> str:
+    """What a study of several seeds is, as its study.json names it: "remedy" when it trains with
+    this project's BatchNorm remedy (``recompute_batchnorm_images`` > 0), "seeds" for the paper's
+    protocol."""
+    return "remedy" if options.get("recompute_batchnorm_images", 0) else "seeds"
+
+
 def run_seeds(study_dir, seeds: list[int], parameters: dict, mixed_precision: bool | str = "auto",
               log=print, progress: bool | None = None) -> dict:
     """Train and evaluate every model of ``config.REGISTRY`` once per seed, resuming what a
@@ -263,12 +270,15 @@ def run_seeds(study_dir, seeds: list[int], parameters: dict, mixed_precision: bo
     policy = keras.mixed_precision.global_policy().name
     options = {name: parameters.get(name, default) for name, default in training_defaults().items()}
     settings = {
-        "study": "seeds",
+        "study": study_kind(options),
         **{name: parameters[name] for name in COMPARED if name in parameters},
         **options,
         "dtype_policy": policy,
         "mixed_precision": mixed_precision,
         "models": list(REGISTRY),
+        "protocol": config.protocol_record(parameters.get("weights", config.PROTOCOL.weights),
+                                           parameters.get("image_size", config.PROTOCOL.image_size), None,
+                                           options.get("recompute_batchnorm_images", 0), mixed_precision),
     }
     record_path = study_dir / STUDY_RECORD
     if record_path.is_file():
@@ -295,7 +305,7 @@ def run_seeds(study_dir, seeds: list[int], parameters: dict, mixed_precision: bo
     def save():
         session["wall_time_s"] = round(time.perf_counter() - session_start, 1)
         total = sum(entry.get("wall_time_s", 0.0) for entry in sessions)
-        written = runtime.run_record(settings, total, study="seeds", started_utc=record["started_utc"],
+        written = runtime.run_record(settings, total, study=settings["study"], started_utc=record["started_utc"],
                                      runs=runs, evaluated=record.get("evaluated", {}), sessions=sessions)
         written["updated_utc"] = written.pop("created_utc")
         runtime.write_json(written, record_path)
