@@ -28,6 +28,7 @@ from matplotlib.ticker import MaxNLocator
 
 from cxr_utils import config, metrics
 from cxr_utils.plots import MIN_POINTS, PAGE_WIDTH_IN, _finish
+from cxr_utils.claims import SIGNIFICANCE
 from cxr_utils.report import NEAR_CHANCE, at_most
 
 OPTION = "recompute_batchnorm_images"  # the TrainingConfig field, as run.json records it
@@ -91,6 +92,19 @@ def run_figures(folder) -> dict:
     return _row(folder, _run(folder))
 
 
+def paired_test(paper_folder, remedy_folder) -> dict:
+    """McNemar's exact test between two runs of one model on the same test images (their
+    predictions.csv): paper_only / remedy_only (the images only that run got right), p_value, n.
+    Paired, because both runs are scored on the same images; ValueError when they are not."""
+    tables = [pd.read_csv(Path(folder) / "predictions.csv") for folder in (paper_folder, remedy_folder)]
+    if tables[0]["path"].tolist() != tables[1]["path"].tolist() or not tables[0]["label"].equals(tables[1]["label"]):
+        raise ValueError(f"{paper_folder} and {remedy_folder} were tested on different images; a paired test "
+                         "needs runs of the same split and seed")
+    test = metrics.mcnemar_test(tables[0]["label"], tables[0]["predicted"], tables[1]["predicted"])
+    return {"paper_only": int(test["a_only_correct"]), "remedy_only": int(test["b_only_correct"]),
+            "p_value": float(test["p_value"]), "n": int(test["n"])}
+
+
 def _model_ids(paper_dir: Path, remedy_dir: Path, model_ids) -> list[str]:
     if model_ids is not None:
         return [config.model_spec(m).id for m in model_ids]
@@ -106,7 +120,9 @@ def remedy_table(paper_dir, remedy_dir, model_ids=None) -> pd.DataFrame:
     with ``recompute_batchnorm_images`` > 0): epochs with validation accuracy at or below
     ``report.NEAR_CHANCE`` (the project's near-chance rule), the validation accuracy's range, the
     lowest inference-mode accuracy on training images, the kept epoch, and test accuracy with its
-    95% Wilson interval. Columns model, model_id, protocol ("paper" or "remedy") and those figures.
+    95% Wilson interval; on both of a model's rows McNemar's paired test between the two runs
+    (``paired_test``: paired_paper_only, paired_remedy_only, paired_p_value, paired_n). Columns
+    model, model_id, protocol ("paper" or "remedy") and those figures.
     ``model_ids``: default, every registry model with results in both folders. ValueError when the
     runs differ in anything else than the option. Issue 12.
     """
@@ -115,10 +131,11 @@ def remedy_table(paper_dir, remedy_dir, model_ids=None) -> pd.DataFrame:
     for model_id in _model_ids(paper_dir, remedy_dir, model_ids):
         paper_settings, remedy_settings = _run(paper_dir / model_id), _run(remedy_dir / model_id)
         _check_pair(paper_settings, remedy_settings, model_id)
+        paired = {f"paired_{k}": v for k, v in paired_test(paper_dir / model_id, remedy_dir / model_id).items()}
         for protocol, folder, settings in (("paper", paper_dir, paper_settings),
                                            ("remedy", remedy_dir, remedy_settings)):
             rows.append({"model": config.model_spec(model_id).paper_name, "model_id": model_id,
-                         "protocol": protocol, **_row(folder / model_id, settings)})
+                         "protocol": protocol, **_row(folder / model_id, settings), **paired})
     return pd.DataFrame(rows)
 
 
@@ -181,11 +198,8 @@ def remedy_markdown(table: pd.DataFrame) -> str:
         if not (np.isnan(paper.train_inference_accuracy_min) or np.isnan(remedy.train_inference_accuracy_min)):
             text += (f" The lowest inference-mode accuracy on training images went from "
                      f"{paper.train_inference_accuracy_min:.2f} to {remedy.train_inference_accuracy_min:.2f}.")
-        overlap = paper.test_low <= remedy.test_high and remedy.test_low <= paper.test_high
         text += (f" Test accuracy of the kept epoch (epoch {int(paper.best_epoch)} and {int(remedy.best_epoch)}): "
-                 f"{_test(paper)} against {_test(remedy)} (95% intervals), "
-                 + ("which overlap: on this test set the two are not told apart."
-                    if overlap else "which do not overlap."))
+                 f"{_test(paper)} against {_test(remedy)} (95% intervals). {paired_sentence(paper)}")
         lines.append(text)
     lines.append(
         "\nThe paper's protocol is the default everywhere in this project; the paper says nothing of BatchNorm "
@@ -194,6 +208,21 @@ def remedy_markdown(table: pd.DataFrame) -> str:
         "a study over several seeds says how far this holds."
     )
     return "\n".join(lines) + "\n"
+
+
+def paired_sentence(row) -> str:
+    """The paired test of a ``remedy_table`` row in words: on the same test images, how many only
+    each run got right, McNemar's exact p, and whether that tells the two runs apart."""
+    paper_only, remedy_only, p_value = int(row.paired_paper_only), int(row.paired_remedy_only), row.paired_p_value
+    if p_value < SIGNIFICANCE:
+        better = PROTOCOLS["remedy" if remedy_only > paper_only else "paper"]
+        verdict = f"the two runs differ ({better} right more often)"
+    else:
+        verdict = "a difference chance alone could give"
+    return (f"Paired on the same {int(row.paired_n)} test images, only the paper's protocol is right on "
+            f"{paper_only} and only the remedy on {remedy_only} (McNemar exact p = {p_value:.2g}): {verdict}. "
+            "These are two trainings whose weights differ from the first epoch, so the test compares the "
+            "runs, not the statistics alone.")
 
 
 def _history(folder: Path) -> pd.DataFrame:

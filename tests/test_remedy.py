@@ -284,10 +284,15 @@ def test_remedy_table_counts_what_the_files_hold(two_runs):
     text = remedy.remedy_markdown(table)
     assert f"at or below {report.NEAR_CHANCE}" in text and "in 3 of 5 epochs" in text and "in 0 of 5" in text
     assert "from 320 training images" in text and "0.50 to 0.85" in text
-    assert "which do not overlap" in text  # 0.68 [0.58, 0.76] against 0.87 [0.79, 0.92]
+    # Paired on the same 100 images: 35 + 33 right under the paper's protocol, 45 + 42 with the remedy,
+    # the first ones of each class in both, so only the remedy is right on 10 + 9 and the paper's on none.
+    assert rows["paired_remedy_only"].tolist() == [19, 19] and rows["paired_paper_only"].tolist() == [0, 0]
+    assert "only the paper's protocol is right on 0 and only the remedy on 19" in text
+    assert "the two runs differ (BatchNorm statistics recomputed right more often)" in text
+    assert "overlap" not in text  # unpaired intervals are never the comparison
     assert "paper's protocol is the default" in text and "this project's option" in text
-    overlapping = table.assign(test_low=0.7, test_high=0.9)
-    assert "which overlap" in remedy.remedy_markdown(overlapping)
+    close = table.assign(paired_paper_only=8, paired_remedy_only=11, paired_p_value=0.65)
+    assert "a difference chance alone could give" in remedy.remedy_markdown(close)
     no_op = table.assign(batchnorm_layers_recomputed=0)
     assert "changes nothing" in remedy.remedy_markdown(no_op)
 

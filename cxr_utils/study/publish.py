@@ -72,6 +72,7 @@ def _copy_study(study_dir: Path, target: Path) -> dict[str, str]:
         dataset = dataset_relative_paths(target)
         (target / "manifest.csv").unlink()
     folders = machine_folders({"settings": {"data_dir": dataset, "study_dir": str(study_dir.resolve())}})
+    record = complete_records(target, record)
     # study.json, with placeholders for the folders its commands name
     (target / STUDY_RECORD).write_text(json.dumps(portable_record(record, folders), indent=2) + "\n")
     make_portable(target, folders)
@@ -81,6 +82,56 @@ def _copy_study(study_dir: Path, target: Path) -> dict[str, str]:
 
     write_summary_tables(target)
     return folders
+
+
+# Said in every record publishing completes: what it added, and why that is what the run used.
+BACKFILL_NOTE = ("added when published, from the record's own settings and config.CHOICES: the code of every "
+                 "commit since 3aa8783 (2026-11-29) trains a ResNet50 from scratch with BatchNorm momentum 0.9, "
+                 "restores the best epoch and bootstraps with 2000 resamples; claim 3's per-image losses of "
+                 "such a run used the statistics the kept weights held (fit_predictions_batchnorm), not statistics "
+                 "recomputed for them (fit_batchnorm_images: null)")
+
+
+def complete_records(target: Path, record: dict) -> dict:
+    """A study made before its records held every protocol choice, completed in the published copy:
+    study.json's ``study`` ("seeds" or "remedy", ``seeds.study_kind``) and ``protocol``
+    (``config.protocol_record``), and each model's run.json ``protocol`` and ``batchnorm_momentum``;
+    every key added is named under ``recorded_at_publishing`` with ``BACKFILL_NOTE``. Returns the
+    study record (the model records are rewritten in ``target``); a complete record is unchanged."""
+    from cxr_utils.comparison import fit_batchnorm
+    from cxr_utils.study.seeds import study_kind
+
+    settings = record["settings"]
+    added = {}
+    if settings.get("study") != study_kind(settings):
+        added["study"] = settings["study"] = study_kind(settings)
+    if "protocol" not in settings:
+        added["protocol"] = settings["protocol"] = config.protocol_record(
+            settings.get("weights"), settings.get("image_size", config.PROTOCOL.image_size), None,
+            settings.get("recompute_batchnorm_images", 0), settings.get("mixed_precision", "auto"))
+        settings["protocol"]["fit_batchnorm_images"] = None
+    if added:
+        record = {**record, "settings": settings,
+                  "recorded_at_publishing": {"keys": sorted(added), "note": BACKFILL_NOTE}}
+    for path in sorted(target.glob(f"{SEED_PREFIX}*/*/run.json")):
+        model_record = json.loads(path.read_text())
+        model_settings = model_record.get("settings", {})
+        if "protocol" in model_settings or model_settings.get("model") not in config.REGISTRY:
+            continue
+        weights = model_settings.get("model_options", {}).get("weights", config.PROTOCOL.weights)
+        training = model_settings.get("training", {})
+        model_settings["protocol"] = config.protocol_record(
+            weights, model_settings.get("image_size", config.PROTOCOL.image_size), training.get("seed"),
+            training.get("recompute_batchnorm_images", 0),
+            model_settings.get("mixed_precision", training.get("mixed_precision", "auto")))
+        model_settings["protocol"]["fit_batchnorm_images"] = None
+        has_batchnorm = config.REGISTRY[model_settings["model"]].has_backbone
+        model_settings["batchnorm_momentum"] = config.batchnorm_momentum(weights) if has_batchnorm else None
+        model_settings["fit_predictions_batchnorm"] = fit_batchnorm(model_settings)
+        model_record["recorded_at_publishing"] = {
+            "keys": ["protocol", "batchnorm_momentum", "fit_predictions_batchnorm"], "note": BACKFILL_NOTE}
+        path.write_text(json.dumps(model_record, indent=2) + "\n")
+    return record
 
 
 def remedy_pairs(studies_dir) -> dict[int, list[str]]:
