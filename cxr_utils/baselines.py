@@ -27,12 +27,14 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from cxr_utils import metrics
 from cxr_utils.config import PROTOCOL
 from cxr_utils.shortcuts import RESULTS_FOLDER
 
 FEATURE_SETS = ("border", "histogram", "thumbnail")
 TEST_SETS = ("test", "extended")
 BASELINES_CSV = Path(RESULTS_FOLDER) / "baselines.csv"  # below a run's results folder
+PREDICTIONS_CSV = Path(RESULTS_FOLDER) / "baseline_predictions.csv"  # each image's, beside it
 MAX_ITER = 5000  # lbfgs on standardised features converges in far fewer; the table says if not
 GREY_LEVELS = 256
 # The extended set streams through in chunks of this many images (data.image_chunks' default, so
@@ -158,8 +160,6 @@ def _classifier(seed: int):
 
 
 def _scores(labels: np.ndarray, probabilities: np.ndarray, seed: int) -> dict:
-    from cxr_utils import metrics
-
     predicted = metrics.labels_from_probabilities(probabilities)
     accuracy = metrics.metrics_with_intervals(labels, predicted, seed=seed).loc["accuracy"]
     auc = metrics.probability_metrics(labels, probabilities, seed=seed).loc["auc"]
@@ -171,6 +171,14 @@ def _scores(labels: np.ndarray, probabilities: np.ndarray, seed: int) -> dict:
 def evaluate_baselines(split: pd.DataFrame, extended_rows: pd.DataFrame | None = None, thumbnail_size: int = 32,
                        border_width: int = 2, histogram_bins: int = 32, cache_dir=None, seed: int = 0,
                        image_size: int = PROTOCOL.image_size) -> pd.DataFrame:
+    """``fit_baselines``' table alone. Explained in notebooks/08_shortcuts."""
+    return fit_baselines(split, extended_rows, thumbnail_size, border_width, histogram_bins, cache_dir, seed,
+                         image_size)[0]
+
+
+def fit_baselines(split: pd.DataFrame, extended_rows: pd.DataFrame | None = None, thumbnail_size: int = 32,
+                  border_width: int = 2, histogram_bins: int = 32, cache_dir=None, seed: int = 0,
+                  image_size: int = PROTOCOL.image_size) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Fit each baseline on the split's training images; score it on the split's test images and
     on ``extended_rows`` (``extended_set.extended_test_set``; None or empty: the test set only).
 
@@ -178,7 +186,9 @@ def evaluate_baselines(split: pd.DataFrame, extended_rows: pd.DataFrame | None =
     (how many), test_set ("test" or "extended"), n, accuracy with its 95% Wilson interval
     (accuracy_low, accuracy_high), AUC with its 95% percentile bootstrap interval (auc_low,
     auc_high, auc_method; ``cxr_utils.metrics``), and converged (the solver finished within
-    MAX_ITER). Explained in notebooks/08_shortcuts.
+    MAX_ITER). Beside it, each image's prediction (baseline, test_set, path, label, probability,
+    predicted), for paired comparisons with the models on the same images. Explained in
+    notebooks/08_shortcuts.
     """
     check_parameters(thumbnail_size, border_width, histogram_bins, image_size)
     for column in ("path", "label", "split"):
@@ -197,7 +207,7 @@ def evaluate_baselines(split: pd.DataFrame, extended_rows: pd.DataFrame | None =
                                         chunk_size=EXTENDED_CHUNK if name == "extended" else None, **options)
                 for name, rows in parts.items()}
     labels = {name: rows["label"].to_numpy().astype(int) for name, rows in parts.items()}
-    table = []
+    table, predictions = [], []
     for baseline in FEATURE_SETS:
         model = _classifier(seed).fit(features["train"][baseline], labels["train"])
         converged = bool(np.all(model[-1].n_iter_ < MAX_ITER))
@@ -206,12 +216,19 @@ def evaluate_baselines(split: pd.DataFrame, extended_rows: pd.DataFrame | None =
             table.append({"baseline": baseline, "description": describe(baseline, **options),
                           "features": int(features["train"][baseline].shape[1]), "test_set": test_set,
                           **_scores(labels[test_set], probabilities, seed), "converged": converged})
-    return pd.DataFrame(table)
+            predictions.append(pd.DataFrame({
+                "baseline": baseline, "test_set": test_set, "path": parts[test_set]["path"].to_numpy(),
+                "label": labels[test_set], "probability": probabilities,
+                "predicted": metrics.labels_from_probabilities(probabilities)}))
+    return pd.DataFrame(table), pd.concat(predictions, ignore_index=True)
 
 
-def save_baselines(results_dir, table: pd.DataFrame) -> Path:
-    """Write ``table`` (``evaluate_baselines``) to ``results_dir/shortcuts/baselines.csv``, atomically.
-    Explained in notebooks/08_shortcuts."""
+def save_baselines(results_dir, table: pd.DataFrame, predictions: pd.DataFrame | None = None) -> Path:
+    """Write ``table`` (``evaluate_baselines``) to ``results_dir/shortcuts/baselines.csv`` and, given,
+    each image's ``predictions`` to ``baseline_predictions.csv``, atomically. Explained in
+    notebooks/08_shortcuts."""
     from cxr_utils.atomic import atomic_write
 
+    if predictions is not None:
+        atomic_write(Path(results_dir) / PREDICTIONS_CSV, lambda path: predictions.to_csv(path, index=False))
     return atomic_write(Path(results_dir) / BASELINES_CSV, lambda path: table.to_csv(path, index=False))

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from keras import ops
 
+from cxr_utils import metrics
 from cxr_utils.config import CLASS_NAMES, CLASSES, PAPER_ORDER
 from cxr_utils.shortcuts import LungBox
 
@@ -209,6 +210,23 @@ def mean_lung_share(cams, box: LungBox) -> float:
     shares = lung_share(cams, box)
     shares = shares[~np.isnan(shares)]
     return float(shares.mean()) if shares.size else float("nan")
+
+
+BELOW, EVEN, ABOVE = "below", "even", "above"  # a mean share against the box's share of the image
+
+
+def share_against_area(shares, area: float, seed: int = 0) -> dict:
+    """The mean of per-image ``lung_share`` values with its 95% bootstrap interval over the images
+    (``metrics.mean_with_interval``), against ``area``, the share of a map spread evenly:
+    ``relation`` is BELOW when the interval lies below ``area``, ABOVE when above it, EVEN when it
+    holds it, None without an interval. Explained in notebooks/08_shortcuts."""
+    interval = metrics.mean_with_interval(shares, seed=seed)
+    low, high = interval["low"], interval["high"]
+    relation = None
+    if np.isfinite(low) and np.isfinite(high):
+        relation = BELOW if high < area else ABOVE if low > area else EVEN
+    return {"mean_lung_share": interval["mean"], "share_low": low, "share_high": high,
+            "share_method": interval["method"], "box_area_share": float(area), "relation": relation}
 
 
 def _probability_column(name: str) -> str:

@@ -179,6 +179,23 @@ def _bootstrap_interval(samples, statistic, name: str, confidence, n_bootstrap, 
     return float(low), float(high), method
 
 
+def mean_with_interval(values, confidence: float = 0.95, n_bootstrap: int = CHOICES.bootstrap_resamples,
+                       seed: int = 0) -> dict:
+    """The mean of ``values`` (one per image; NaN left out) with a seeded percentile bootstrap
+    interval over the images: {"mean", "low", "high", "n", "method"}; NaN bounds with the reason
+    when there is no interval (fewer than two values, or all equal)."""
+    _check_interval_options(confidence, n_bootstrap)
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if values.size < 2:
+        mean = float(values.mean()) if values.size else np.nan
+        return {"mean": mean, "low": np.nan, "high": np.nan, "n": int(values.size),
+                "method": f"no interval: {values.size} value{'' if values.size == 1 else 's'}"}
+    low, high, method = _bootstrap_interval((values,), np.mean, "the mean", confidence, int(n_bootstrap), seed,
+                                            paired=False)
+    return {"mean": float(values.mean()), "low": low, "high": high, "n": int(values.size), "method": method}
+
+
 def _f1_interval(y_true, y_pred, confidence, n_bootstrap, seed) -> tuple[float, float, str]:
     if len(y_true) < 2:
         return np.nan, np.nan, "no interval: the bootstrap needs at least 2 images"

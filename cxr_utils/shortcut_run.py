@@ -22,6 +22,7 @@ from cxr_utils.study.blanked import BLANKED_DIR, RESULTS_CSV
 BASELINES_CSV = _BASELINES.as_posix()
 BLANKED_CSV = (BLANKED_DIR / RESULTS_CSV).as_posix()  # study.blanked.save_blanked_results writes it
 GRADCAM_CSV = f"{SHORTCUTS_DIR}/gradcam.csv"
+GRADCAM_SHARES_CSV = f"{SHORTCUTS_DIR}/gradcam_shares.csv"  # per test image and model
 BOX_JSON = f"{SHORTCUTS_DIR}/lung_box.json"  # the rectangle and image size the tests above used
 
 
@@ -95,10 +96,10 @@ def evaluate_baselines(results_dir, split: pd.DataFrame, data_dir=None, thumbnai
     results_dir = Path(results_dir)
     manifest = chapters.manifest(results_dir, data_dir)
     extended = extended_set.extended_test_set(manifest, split, max_images=extended_test_size, seed=seed)
-    table = baselines.evaluate_baselines(split, extended, thumbnail_size=thumbnail_size, border_width=border_width,
-                                         histogram_bins=histogram_bins, cache_dir=cache_dir, seed=seed,
-                                         image_size=image_size)
-    baselines.save_baselines(results_dir, table)
+    table, predictions = baselines.fit_baselines(split, extended, thumbnail_size=thumbnail_size,
+                                                 border_width=border_width, histogram_bins=histogram_bins,
+                                                 cache_dir=cache_dir, seed=seed, image_size=image_size)
+    baselines.save_baselines(results_dir, table, predictions)
     return table
 
 
@@ -141,25 +142,36 @@ def _backbone_models(results_dir: Path) -> dict:
 
 def gradcam_for_run(results_dir, split: pd.DataFrame, box: LungBox, image_size: int = config.PROTOCOL.image_size,
                     cache_dir=None, seed: int = 0, per_group: int = 2, path=None) -> dict:
-    """Grad-CAM of each saved backbone model on the run's test images: the mean share of each
-    map inside ``box`` per model (saved to ``shortcuts/gradcam.csv``, beside the share of the
-    image the box covers) and a figure of examples, correct and wrong, of both classes, picked
-    from the proposed hybrid's predictions. Returns {"shares", "figure"}. Explained in
-    notebooks/08_shortcuts."""
-    from cxr_utils import data, gradcam, runtime
+    """Grad-CAM of each saved backbone model on the run's test images: per model, the mean share
+    of its maps inside ``box`` with a 95% bootstrap interval over the images, against the share
+    of the image the box covers (``gradcam.share_against_area``: below, even or above), and the
+    model's test accuracy with its 95% interval (a model at chance has nothing to read in its
+    maps); saved to ``shortcuts/gradcam.csv``, each image's share to ``gradcam_shares.csv``. And a
+    figure of examples, correct and wrong, of both classes, picked from the proposed hybrid's
+    predictions. Returns {"shares", "figure"}. Explained in notebooks/08_shortcuts."""
+    from cxr_utils import data, evaluation, gradcam, metrics, runtime
 
     results_dir = Path(results_dir)
     test = split[split["split"] == "test"].reset_index(drop=True)
     images = data.load_images(test, image_size=image_size, cache_dir=cache_dir, progress=False)
     cams = {model_id: gradcam.grad_cam(model, images) for model_id, model in _backbone_models(results_dir).items()}
     area = box.area_fraction(image_size)
-    shares = pd.DataFrame([
-        {"model": config.model_spec(model_id).paper_name, "n": len(test),
-         "mean_lung_share": gradcam.mean_lung_share(maps, box), "box_area_share": area}
-        for model_id, maps in cams.items()
-    ])
+    interval_seed = evaluation.run_seed(results_dir)  # one bootstrap per run
+    rows, per_image = [], []
+    for model_id, maps in cams.items():
+        name = config.model_spec(model_id).paper_name
+        each = gradcam.lung_share(maps, box)
+        per_image.append(pd.DataFrame({"path": test["path"].to_numpy(), "model": name, "lung_share": each}))
+        predictions = pd.read_csv(results_dir / model_id / "predictions.csv")
+        accuracy = metrics.metrics_with_intervals(predictions["label"], predictions["predicted"],
+                                                  seed=interval_seed).loc["accuracy"]
+        rows.append({"model": name, "n": len(test), **gradcam.share_against_area(each, area, interval_seed),
+                     "accuracy": accuracy["value"], "accuracy_low": accuracy["low"],
+                     "accuracy_high": accuracy["high"]})
+    shares = pd.DataFrame(rows)
     (results_dir / SHORTCUTS_DIR).mkdir(parents=True, exist_ok=True)
     runtime.write_text(shares.to_csv(index=False), results_dir / GRADCAM_CSV)
+    runtime.write_text(pd.concat(per_image).to_csv(index=False), results_dir / GRADCAM_SHARES_CSV)
     _save_box(results_dir, box, image_size)
 
     # The examples are grouped by the last backbone model of the registry (the paper's proposal):
@@ -174,6 +186,37 @@ def gradcam_for_run(results_dir, split: pd.DataFrame, box: LungBox, image_size: 
     return {"shares": shares, "figure": figure}
 
 
+def baseline_pairs(results_dir, baseline: str = "border") -> pd.DataFrame | None:
+    """Each intact model against a baseline on the run's test images, paired image by image:
+    McNemar's exact test (model_only, baseline_only: the images only that one got right; p_value)
+    and the model's accuracy with its 95% interval. None when the baseline's per-image predictions
+    or the models' are missing (a run from before they were saved). Explained in
+    notebooks/08_shortcuts."""
+    from cxr_utils import baselines, evaluation, metrics
+
+    path = Path(results_dir) / baselines.PREDICTIONS_CSV
+    if not path.is_file():
+        return None
+    table = pd.read_csv(path)
+    chosen = table[(table["baseline"] == baseline) & (table["test_set"] == "test")].set_index("path")
+    seed = evaluation.run_seed(results_dir)
+    rows = []
+    for spec in config.REGISTRY.values():
+        file = Path(results_dir) / spec.id / "predictions.csv"
+        if not file.is_file():
+            return None
+        model = pd.read_csv(file)
+        if set(model["path"]) != set(chosen.index):
+            raise ValueError(f"{file} and {path} hold different test images; run chapters 03-05 and 08 on one split")
+        other = chosen.loc[model["path"]]
+        test = metrics.mcnemar_test(model["label"], model["predicted"], other["predicted"].to_numpy())
+        accuracy = metrics.metrics_with_intervals(model["label"], model["predicted"], seed=seed).loc["accuracy"]
+        rows.append({"model": spec.paper_name, "model_only": int(test["a_only_correct"]),
+                     "baseline_only": int(test["b_only_correct"]), "p_value": float(test["p_value"]),
+                     "accuracy": accuracy["value"], "accuracy_low": accuracy["low"], "accuracy_high": accuracy["high"]})
+    return pd.DataFrame(rows)
+
+
 def summary_markdown(results_dir) -> str:
     """What the chapter's three tests show, written from the files they saved
     (``shortcuts.shortcut_summary``). Explained in notebooks/08_shortcuts."""
@@ -185,13 +228,11 @@ def summary_markdown(results_dir) -> str:
         file = results_dir / relative
         return pd.read_csv(file) if file.is_file() else None
 
-    shares = optional(GRADCAM_CSV)
     box, image_size = _saved_box(results_dir)
     baselines = optional(BASELINES_CSV)
     return _for_the_papers_claims(baselines) + shortcuts.shortcut_summary(
-        baselines, optional(BLANKED_CSV),
-        None if shares is None else dict(zip(shares["model"], shares["mean_lung_share"])),
-        box=box, image_size=image_size,
+        baselines, optional(BLANKED_CSV), optional(GRADCAM_CSV), box=box, image_size=image_size,
+        baseline_pairs=baseline_pairs(results_dir),
     ) + costs_markdown(results_dir)
 
 
@@ -242,9 +283,9 @@ def _for_the_papers_claims(baselines: pd.DataFrame | None) -> str:
         f"as its training images. Here the best baseline, **{best['baseline']}** ({best['description']}), reaches "
         f"accuracy {best['accuracy']:.2f} [{best['accuracy_low']:.2f}, {best['accuracy_high']:.2f}] on {where} "
         f"(n = {int(best['n']):,}) without any deep model"
-        + (". So in these images the classes can be told apart by crude features, and a high accuracy on such a "
+        + (". So in these images the classes can be told apart by simple features, and a high accuracy on such a "
            "test set does not by itself show that a model reads COVID-19 in the lungs"
            if best["accuracy_low"] > shortcuts.CHANCE else
-           ", an interval that includes chance: this run gives no sign that crude features separate the classes")
+           ", an interval that includes chance: this run gives no sign that simple features separate the classes")
         + "; only images from other sources (`python -m cxr_utils.external`) can test what a model reads.\n\n"
     )

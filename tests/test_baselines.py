@@ -130,3 +130,19 @@ def test_save_baselines_writes_the_table_under_shortcuts(table, tmp_path):
     assert path == tmp_path / "shortcuts" / "baselines.csv"
     assert not list(path.parent.glob(".*tmp"))  # no temporary file left behind
     pd.testing.assert_frame_equal(pd.read_csv(path), table, check_dtype=False)
+
+
+def test_each_images_prediction_is_kept_and_agrees_with_the_table(small_split, extended_rows, tmp_path):
+    table, predictions = baselines.fit_baselines(small_split, extended_rows, image_size=SMALL, seed=0)
+    pd.testing.assert_frame_equal(table, baselines.evaluate_baselines(small_split, extended_rows, image_size=SMALL,
+                                                                      seed=0))
+    for row in table.itertuples():
+        mine = predictions[(predictions["baseline"] == row.baseline) & (predictions["test_set"] == row.test_set)]
+        assert len(mine) == row.n
+        assert (mine["predicted"] == mine["label"]).mean() == pytest.approx(row.accuracy)
+        assert (mine["predicted"] == (mine["probability"] >= 0.5)).all()
+    test_paths = small_split.loc[small_split["split"] == "test", "path"].tolist()
+    border_test = predictions[(predictions["baseline"] == "border") & (predictions["test_set"] == "test")]
+    assert border_test["path"].tolist() == test_paths
+    baselines.save_baselines(tmp_path, table, predictions)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / baselines.PREDICTIONS_CSV), predictions, check_dtype=False)

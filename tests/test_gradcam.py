@@ -269,3 +269,16 @@ def test_grid_refuses_mismatched_input():
         gradcam.plot_gradcam_grid(images, {**cams, "other": cams["toy"]}, rows)
     with pytest.raises(ValueError, match="one row per image"):
         gradcam.plot_gradcam_grid(images, cams, rows.iloc[:1])
+
+
+@pytest.mark.parametrize("centre, expected", [(0.2, "below"), (0.53, "even"), (0.85, "above")])
+def test_the_share_inside_the_box_is_set_against_its_area_with_an_interval(centre, expected):
+    shares = np.clip(np.random.default_rng(0).normal(centre, 0.1, 60), 0, 1)
+    shares[0] = np.nan  # an all-zero map has no share and is left out
+    compared = gradcam.share_against_area(shares, 0.53, seed=42)
+    assert compared["relation"] == expected
+    assert compared["share_low"] < compared["mean_lung_share"] < compared["share_high"]
+    assert compared["mean_lung_share"] == pytest.approx(np.nanmean(shares))
+    assert "59" not in compared["share_method"] and "seed 42" in compared["share_method"]
+    assert gradcam.share_against_area(shares, 0.53, seed=42) == compared  # seeded
+    assert gradcam.share_against_area([0.5, 0.5], 0.53)["relation"] is None  # no interval, no relation

@@ -48,11 +48,46 @@ def test_the_published_runs_summary_uses_its_own_box_and_tables(tmp_path):
         pytest.skip("the published run has no chapter 8")
     run = Path(shutil.copytree(PUBLISHED, tmp_path / "run"))
     text = shortcut_run.summary_markdown(run)
-    for heading in ("What this means for the paper's claims", "Trivial baselines",
-                    "The models with the lungs blanked", "Where Grad-CAM looks", "What it cost"):
+    for heading in ("What this means for the paper's claims", "Simple baselines",
+                    "The models with the lungs blanked", "Where Grad-CAM looks", "What a fixed box cannot tell",
+                    "What it cost"):
         assert f"### {heading}" in text
     # A box saved with the run (another size) is the one the summary measures against.
     saved = json.loads((run / shortcut_run.BOX_JSON).read_text())
     (run / shortcut_run.BOX_JSON).write_text(json.dumps({**saved, "height": 0.3, "width": 0.3}))
     area = LungBox(saved["top"], saved["left"], 0.3, 0.3).area_fraction(saved["image_size"])
     assert f"lung box ({area:.0%} of the image)" in shortcut_run.summary_markdown(run)
+
+
+def test_each_model_is_paired_with_the_border_baseline_on_the_same_images(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    from cxr_utils import baselines, metrics
+
+    labels = np.repeat([1, 0], 20)
+    paths = [f"x{i}.png" for i in range(40)]
+    baseline_right = np.arange(40) < 24  # the first 24 images
+    baseline = np.where(baseline_right, labels, 1 - labels)
+    (tmp_path / "shortcuts").mkdir()
+    pd.DataFrame({"baseline": "border", "test_set": "test", "path": paths[::-1], "label": labels[::-1],
+                  "probability": baseline[::-1], "predicted": baseline[::-1]}).to_csv(
+        tmp_path / baselines.PREDICTIONS_CSV, index=False)  # in another order: joined on the path
+    assert shortcut_run.baseline_pairs(tmp_path) is None  # no model predictions yet
+    for k, spec in enumerate(config.REGISTRY.values()):
+        right = np.arange(40) >= 4 * k  # all right, then fewer
+        predicted = np.where(right, labels, 1 - labels)
+        (tmp_path / spec.id).mkdir()
+        pd.DataFrame({"path": paths, "label": labels, "probability": predicted, "predicted": predicted}).to_csv(
+            tmp_path / spec.id / "predictions.csv", index=False)
+    pairs = shortcut_run.baseline_pairs(tmp_path).set_index("model")
+    first = next(iter(config.REGISTRY.values())).paper_name
+    # All 40 right against the baseline's 24: the model alone on the 16 the baseline got wrong.
+    assert (pairs.loc[first, "model_only"], pairs.loc[first, "baseline_only"]) == (16, 0)
+    expected = metrics.mcnemar_test(labels, labels, baseline)["p_value"]
+    assert pairs.loc[first, "p_value"] == pytest.approx(expected) and expected < 0.001
+    assert pairs.loc[first, "accuracy"] == 1.0
+    other = pd.read_csv(tmp_path / "lstm" / "predictions.csv").head(30)
+    other.to_csv(tmp_path / "lstm" / "predictions.csv", index=False)
+    with pytest.raises(ValueError, match="different test images"):
+        shortcut_run.baseline_pairs(tmp_path)

@@ -123,17 +123,33 @@ def test_a_border_baseline_above_chance_is_said_to_score_without_the_lungs():
     assert "https://doi.org/10.1016/j.inffus.2021.04.008" in text
 
 
-def test_the_models_are_set_against_the_border_baseline_on_the_same_test_images():
-    table, blanked = _baselines(), _blanked()
-    text = shortcut_summary(table, blanked)
+def _pairs():
+    """shortcut_run.baseline_pairs' shape: ResNet50 right alone on many more images than the border
+    baseline, the LSTM on about as many."""
+    return pd.DataFrame([
+        {"model": "ResNet50", "model_only": 20, "baseline_only": 3, "p_value": 0.0003, "accuracy": 0.95,
+         "accuracy_low": 0.89, "accuracy_high": 0.98},
+        {"model": "LSTM", "model_only": 9, "baseline_only": 7, "p_value": 0.8, "accuracy": 0.70,
+         "accuracy_low": 0.60, "accuracy_high": 0.78},
+    ])
+
+
+def test_the_models_are_compared_with_the_border_baseline_paired_on_the_same_test_images():
+    table = _baselines()
+    text = shortcut_summary(table, _blanked(), baseline_pairs=_pairs())
     border_test = table[(table["baseline"] == "border") & (table["test_set"] == "test")].iloc[0]
     assert _interval_text(border_test["accuracy"], border_test["accuracy_low"], border_test["accuracy_high"]) in text
-    resnet, lstm = blanked.iloc[0], blanked.iloc[1]
-    # ResNet50's interval starts above the border baseline's end; LSTM's overlaps it.
-    assert resnet["intact_accuracy_low"] > border_test["accuracy_high"]
-    assert f"ResNet50 {_interval_text(0.95, 0.89, 0.98)} (its interval lies above the baseline's)" in text
-    assert lstm["intact_accuracy_high"] > border_test["accuracy_low"]
-    assert f"LSTM {_interval_text(0.70, 0.60, 0.78)} (its interval overlaps the baseline's)" in text
+    assert (f"ResNet50 {_interval_text(0.95, 0.89, 0.98)} (only the model right on 20 images, only the baseline on 3, "
+            "McNemar p = 0.0003: the model is right significantly more often)") in text
+    assert "only the baseline on 7, McNemar p = 0.8: not told apart" in text
+    assert "overlap" not in text  # unpaired intervals are never the comparison
+    assert "paired image by image" not in shortcut_summary(table, _blanked())  # no pairs: no comparison
+
+
+def test_the_baselines_that_see_the_lungs_are_named():
+    text = shortcut_summary(_baselines(), None)
+    assert "border never sees the lungs; histogram and thumbnail see them" in text
+    assert "crude" not in text and "cannot read a lung pattern" not in text
 
 
 def test_a_border_baseline_at_chance_claims_nothing_about_the_border():
@@ -175,26 +191,55 @@ def test_blanked_accuracy_is_reported_with_what_survives_and_the_missing_models(
     assert "still scores above chance" not in at_chance
 
 
-def test_grad_cam_shares_are_set_against_the_area_of_the_box():
-    box = LungBox()
-    area = box.area_fraction(224)
-    low_share, high_share = area / 2, (1 + area) / 2
-    text = shortcut_summary(_baselines(), _blanked(), {"resnet50": low_share, "LSTM": high_share}, box=box,
-                            image_size=224)
-    assert f"on average {low_share:.0%} of its Grad-CAM mass" in text and f"covers {area:.0%} of the image" in text
-    assert "For ResNet50, Grad-CAM puts no more weight inside the lung box" in text
-    assert "LSTM, Grad-CAM" not in text and "remains a hypothesis" not in text
-    inside = shortcut_summary(_baselines(), _blanked(), {"lstm": high_share})
-    assert "remains a hypothesis: Grad-CAM puts more than an even share" in inside
+def test_an_intact_model_at_chance_gets_no_reading_of_its_blanked_run():
+    blanked = _blanked()
+    blanked.loc[1, ["intact_accuracy", "intact_accuracy_low", "intact_accuracy_high"]] = [0.55, 0.45, 0.65]
+    text = shortcut_summary(_baselines(), blanked)
+    assert "Intact it is at chance: nothing to read" in text
+    assert "intact margin" not in text and "still scores above chance. " not in text.split("LSTM**")[1].split("\n")[0]
+
+
+def _gradcam(share=(0.30, 0.25, 0.35), accuracy=(0.85, 0.77, 0.91), relation="below", area=0.53):
+    value, low, high = share
+    acc, acc_low, acc_high = accuracy
+    return pd.DataFrame([{"model": "ResNet50", "n": 100, "mean_lung_share": value, "share_low": low,
+                          "share_high": high, "box_area_share": area, "relation": relation, "accuracy": acc,
+                          "accuracy_low": acc_low, "accuracy_high": acc_high}])
+
+
+def test_grad_cam_shares_come_with_an_interval_against_the_area_of_the_box():
+    text = shortcut_summary(_baselines(), _blanked(), _gradcam())
+    assert "on average 0.30 [0.25, 0.35] of its Grad-CAM mass lies inside the lung box" in text
+    assert "below the 53% of the image the box covers" in text
+    assert "consistent with the hypothesis" in text and "does not show it" in text
+    assert "supports" not in text
+    even = shortcut_summary(_baselines(), _blanked(), _gradcam(share=(0.5, 0.4, 0.6), relation="even"))
+    assert "not told apart from the 53% of the image" in even and "remains a hypothesis" in even
+    above = shortcut_summary(_baselines(), _blanked(), _gradcam(share=(0.8, 0.7, 0.9), relation="above"))
+    assert "above the 53% of the image" in above and "consistent with the hypothesis" not in above
+
+
+def test_grad_cam_of_a_model_at_chance_is_not_read():
+    text = shortcut_summary(_baselines(), None, _gradcam(share=(0.03, 0.01, 0.05), accuracy=(0.5, 0.25, 0.75)))
+    assert "is at chance: nothing to read" in text
+    assert "consistent with the hypothesis" not in text and "below the 53%" not in text
+
+
+def test_the_limits_of_a_fixed_box_are_stated_from_its_numbers():
+    text = shortcut_summary(_baselines(), None, box=LungBox(), image_size=224)
+    limits = text.split("### What a fixed box cannot tell")[1]
+    assert "12% from the top, 12% from the left, 70% high and 76% wide: 53% of the image" in limits
+    assert "heart, the mediastinum and the diaphragm" in limits
+    assert "7 x 7 cells of 32 px each for 224 px images" in limits
 
 
 def test_grad_cam_shares_outside_0_to_1_are_refused():
     for share in (1.5, -0.1):
         with pytest.raises(ValueError, match="must be a share in"):
-            shortcut_summary(_baselines(), None, {"lstm": share})
+            shortcut_summary(_baselines(), None, _gradcam(share=(share, share, share)))
 
 
 def test_all_zero_grad_cam_maps_give_no_share_and_say_so():
-    # grad_cam's maps are all zero where nothing raises the score (mean_lung_share is then NaN).
-    text = shortcut_summary(_baselines(), None, {"resnet50": float("nan")})
-    assert "ResNet50**: every Grad-CAM map is zero" in text and "of its Grad-CAM mass" not in text
+    # grad_cam's maps are all zero where nothing raises the score (the mean share is then NaN).
+    text = shortcut_summary(_baselines(), None, _gradcam(share=(np.nan, np.nan, np.nan), relation=None))
+    assert "ResNet50**: every Grad-CAM map is zero" in text and "of its Grad-CAM mass lies" not in text
