@@ -19,6 +19,16 @@ from cxr_utils.evaluation import (
 )
 
 
+def description(extended_test_size: int | None) -> str:
+    """What the extended test set is, in the words every page uses: the images outside the run's
+    sample, minus copies of its training and validation images, all of them or (with
+    ``extended_test_size``, the run's parameter) a seeded, class-balanced subset of that many."""
+    eligible = "the images outside the run's sample, minus copies of its training and validation images"
+    if extended_test_size is None:
+        return f"all of {eligible}"
+    return f"a seeded, class-balanced subset of {int(extended_test_size)} of {eligible}"
+
+
 def extended_test_set(manifest: pd.DataFrame, split: pd.DataFrame, max_images: int | None = None, seed: int = 0) -> pd.DataFrame:
     """The images a run never touched, as a larger second test set.
 

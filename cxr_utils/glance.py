@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cxr_utils import config, report
+from cxr_utils import config, extended_set, report
 from cxr_utils.config import METRICS
 
 # What each outcome of report.claim_verdicts means, in a reader's words.
@@ -240,8 +240,8 @@ def glance_markdown(results_dir) -> str:
             key = (name, "accuracy")
             row.append(interval(*table.loc[key, ["value", "low", "high"]]) if key in table.index else MISSING)
         rows.append(row)
-    parts += ["**Accuracy** (95% intervals in brackets; the extended test set is every image the run did not "
-              "use, minus duplicates of its training and validation images)", "",
+    extended_size = _settings(results_dir).get("extended_test_size")
+    parts += [f"**Accuracy** (95% intervals in brackets; the extended test set is {extended_set.description(extended_size)})", "",
               markdown_table(header, rows, ["l"] + ["r"] * (len(header) - 1))]
 
     verdicts, verdicts_extended = _verdicts(results_dir), _verdicts(results_dir, "_extended")

@@ -48,7 +48,7 @@ PROFILES = {
         "seed": PROTOCOL.seed,
         "weights": PROTOCOL.weights,
         "image_size": PROTOCOL.image_size,
-        "extended_test_size": None,  # every image the run did not use
+        "extended_test_size": None,  # all images outside the sample, minus copies of its training and validation images
     },
     # What CI runs: the same code on a small real subset, from scratch, in minutes on 2 CPU cores.
     # Its numbers show that the pipeline works, not how good the models are.
