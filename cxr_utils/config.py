@@ -102,6 +102,49 @@ NOTEBOOK_PARAMETERS = (
 )
 
 
+def _positive_integer(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _lung_box(value) -> bool:
+    return (isinstance(value, (tuple, list)) and len(value) == 4
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1 for v in value))
+
+
+# What each notebook parameter accepts, in words and as a check: every override (-p NAME=VALUE of
+# run and study, a notebook's parameters) is checked here, once.
+PARAMETER_RULES: dict[str, tuple[str, Callable]] = {
+    **{name: ("a positive integer", _positive_integer)
+       for name in ("n_per_class", "epochs", "batch_size", "image_size", "thumbnail_size", "border_width",
+                    "histogram_bins")},
+    "seed": ("an integer of 0 or more", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0),
+    "extended_test_size": ("None (all eligible images) or a positive integer", lambda v: v is None or _positive_integer(v)),
+    "lung_box": ("four fractions (top, left, height, width) in [0, 1]", _lung_box),
+}
+
+
+class ParameterError(ValueError):
+    """A parameter with a value it does not accept; the message names both and what it accepts."""
+
+
+def check_parameters(parameters: dict) -> dict:
+    """``parameters`` with ``weights`` read as ``parse_weights`` reads it, after checking every
+    parameter that ``PARAMETER_RULES`` knows; ParameterError naming the first that fails and what
+    it accepts (``epochs must be a positive integer, not 'abc'``)."""
+    for name, value in parameters.items():
+        if name in PARAMETER_RULES:
+            accepts, check = PARAMETER_RULES[name]
+            if not check(value):
+                raise ParameterError(f"{name} must be {accepts}, not {value!r}")
+    checked = dict(parameters)
+    if "weights" in checked:
+        try:
+            checked["weights"] = parse_weights(checked["weights"])
+        except ValueError as error:
+            raise ParameterError(str(error)) from None
+    return checked
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
     """One model of the comparison.

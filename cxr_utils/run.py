@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from cxr_utils import config
-from cxr_utils.config import PROTOCOL, parse_weights
+from cxr_utils.config import PROTOCOL
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
@@ -123,8 +123,7 @@ def profile_parameters(profile: str, data_dir=None, results_dir=None, overrides=
             f"unknown parameter(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(parameters))}"
         )
     parameters.update(overrides or {})
-    parameters["weights"] = parse_weights(parameters["weights"])
-    return parameters
+    return config.check_parameters(parameters)
 
 
 def _notebook_parameters(path: Path, parameters: dict) -> dict:
@@ -345,9 +344,13 @@ def main(argv: list[str] | None = None) -> int:
         for item in args.parameter:
             name, sep, value = item.partition("=")
             if not sep:
-                raise ValueError(f"-p {item!r}: write NAME=VALUE, e.g. -p epochs=5")
+                raise config.ParameterError(f"-p {item!r}: write NAME=VALUE, e.g. -p epochs=5")
             overrides[name.strip()] = parse_value(value.strip())
         parameters = profile_parameters(args.profile, args.data_dir, args.results_dir, overrides)
+    except (config.ParameterError, ValueError) as error:  # a usage error: nothing has run
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
         record = execute_series(parameters, notebooks=args.only, one_thread=args.one_thread)
         print(f"executed notebooks and run.json in {parameters['results_dir']} "
               f"({record['wall_time_s']:.0f} s)")

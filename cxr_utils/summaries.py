@@ -27,8 +27,11 @@ def settings_markdown(namespace: dict) -> str:
     """One line naming every setting of the run, shown at the top of each executed page.
 
     ``namespace`` is a notebook's ``globals()`` (or any dict): the names of
-    ``config.NOTEBOOK_PARAMETERS`` found in it are shown, in that order.
+    ``config.NOTEBOOK_PARAMETERS`` found in it are shown, in that order, after
+    ``config.check_parameters`` has checked them (a wrong value stops the chapter here, with a
+    message naming the parameter and what it accepts).
     """
+    config.check_parameters({k: namespace[k] for k in config.NOTEBOOK_PARAMETERS if k in namespace})
     shown = {k: namespace[k] for k in config.NOTEBOOK_PARAMETERS if k in namespace and k != "cache_dir"}
     items = " · ".join(f"`{name}={shown_value(name, value)!r}`" for name, value in shown.items())
     warning = ""

@@ -57,6 +57,23 @@ def test_unknown_override_is_refused():
     assert run.parse_value("None") is None and run.parse_value("5") == 5 and run.parse_value("imagenet") == "imagenet"
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["-p", "epochs=abc"], "error: epochs must be a positive integer, not 'abc'"),
+    (["-p", "n_per_class=-3"], "error: n_per_class must be a positive integer, not -3"),
+    (["-p", "seed=1.5"], "error: seed must be an integer of 0 or more, not 1.5"),
+    (["-p", "extended_test_size=0"], "error: extended_test_size must be None (all eligible images) or a positive"),
+    (["-p", "batch_size=True"], "error: batch_size must be a positive integer, not True"),
+    (["-p", "weights=5"], "error: weights must be 'imagenet', None (from scratch) or the path"),
+    (["-p", "epochs"], "write NAME=VALUE"),
+])
+def test_a_wrong_parameter_stops_the_run_with_one_line_naming_it(argv, message, capsys, tmp_path):
+    assert run.main(["--profile", "sample", "--results-dir", str(tmp_path / "run"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) or message in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()  # nothing ran, nothing written
+
+
 def test_code_hash_changes_with_code_not_with_outputs(tmp_path):
     source = NOTEBOOKS[0]
     notebook = json.loads(source.read_text())

@@ -282,6 +282,13 @@ def test_thresholds_compare_with_a_tolerance():
     assert report.at_most(np.array([0.5, stored, 0.6]), report.NEAR_CHANCE).tolist() == [True, True, False]
 
 
+def test_the_settings_line_stops_a_chapter_on_a_wrong_parameter():
+    with pytest.raises(config.ParameterError, match="epochs must be a positive integer, not '15'"):
+        summaries.settings_markdown({"profile": "paper", "epochs": "15"})
+    with pytest.raises(config.ParameterError, match="lung_box must be four fractions"):
+        summaries.settings_markdown({"lung_box": (0.1, 0.2, 0.7)})
+
+
 def test_settings_line_names_every_setting_and_flags_from_scratch():
     line = summaries.settings_markdown({"profile": "sample", "epochs": 2, "weights": None, "cache_dir": "/x"})
     assert "`epochs=2`" in line and "`weights=None`" in line and "cache_dir" not in line

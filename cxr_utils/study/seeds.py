@@ -99,10 +99,6 @@ def study_parameters(profile: str = "paper", overrides: dict | None = None, data
     from cxr_utils.training import TrainingConfig
 
     TrainingConfig(**options)  # ValueError for a bad value, e.g. a negative recompute_batchnorm_images
-    for name in ("n_per_class", "epochs", "batch_size", "image_size"):
-        value = parameters[name]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, not {value!r}")
     if config.weights_kind(parameters["weights"]) == "file":
         path = Path(parameters["weights"]).expanduser().resolve()
         if not path.is_file():
