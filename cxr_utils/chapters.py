@@ -22,11 +22,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 
 import pandas as pd
 
 from cxr_utils import config
+
+
+def note(message: str) -> None:
+    """A progress line (what was checked, rebuilt or trained) to standard error: a notebook shows
+    it while it runs, the book's pages leave it out (``nb_output_stderr: remove``)."""
+    print(message, file=sys.stderr, flush=True)
 
 
 class MissingInputs(RuntimeError):
@@ -185,7 +192,7 @@ def _images_here(table: pd.DataFrame, path: Path, data_dir, log) -> pd.DataFrame
 # -- the inputs of chapters 2-5 -----------------------------------------------------------------
 
 
-def _read_or_build(path: Path, build, rebuilding: str, log=print) -> tuple[pd.DataFrame, bool]:
+def _read_or_build(path: Path, build, rebuilding: str, log=note) -> tuple[pd.DataFrame, bool]:
     from cxr_utils import data
 
     if path.is_file():
@@ -196,7 +203,7 @@ def _read_or_build(path: Path, build, rebuilding: str, log=print) -> tuple[pd.Da
     return table, True
 
 
-def manifest(results_dir, data_dir=None, log=print) -> pd.DataFrame:
+def manifest(results_dir, data_dir=None, log=note) -> pd.DataFrame:
     """The dataset listing chapter 1 writes (``manifest.csv``), with duplicate groups."""
     from cxr_utils import data
 
@@ -209,7 +216,7 @@ def manifest(results_dir, data_dir=None, log=print) -> pd.DataFrame:
 
 
 def sample(results_dir, data_dir=None, n_per_class: int = config.PROTOCOL.n_per_class,
-           seed: int = config.PROTOCOL.seed, log=print, *, images: bool = True) -> pd.DataFrame:
+           seed: int = config.PROTOCOL.seed, log=note, *, images: bool = True) -> pd.DataFrame:
     """The balanced sample chapter 1 draws (``sample.csv``), rebuilt when missing; refused when
     made with another ``n_per_class`` or ``seed`` (``MismatchedInputs``). ``images``: make sure
     its images are on this machine (see ``_images_here``)."""
@@ -231,7 +238,7 @@ def sample(results_dir, data_dir=None, n_per_class: int = config.PROTOCOL.n_per_
 
 
 def split(results_dir, data_dir=None, n_per_class: int = config.PROTOCOL.n_per_class,
-          seed: int = config.PROTOCOL.seed, log=print) -> pd.DataFrame:
+          seed: int = config.PROTOCOL.seed, log=note) -> pd.DataFrame:
     """The train/val/test split chapter 2 makes (``split.csv``), rebuilt when missing; refused
     when made with another ``n_per_class`` or ``seed`` (``MismatchedInputs``). Its images are
     made sure to be on this machine."""

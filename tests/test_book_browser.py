@@ -5,8 +5,9 @@ package; ``.ci/run`` installs it), driven through its DevTools protocol over a p
 The committed run is published again with today's ``cxr_utils.publish`` into a copy of the book
 (so the check holds for the book as ``publish_to_book`` makes it), the book is built, and every
 page of ``_toc.yml`` is opened at 1280 px: no table is wider than the content column, every
-image has loaded, no absolute path of a machine is in the text, and the Colab launch links open
-``notebooks/``. At 400 px a wide table scrolls inside itself, never the page. Takes about a
+image has loaded, no absolute path of a machine is in the text, no number in a table is split
+across lines, and the Colab launch links open ``notebooks/``. At 400 px a wide table scrolls
+inside itself, never the page, and still splits no number. Takes about a
 minute on a 2-core CPU (building the book is most of it).
 """
 
@@ -134,6 +135,22 @@ MEASURE = r"""
     images: [...document.images].map(image => ({src: image.getAttribute("src"), width: image.naturalWidth})),
     text: document.body.innerText,
     colab: [...document.querySelectorAll("a[href*='colab.research.google.com']")].map(a => a.href),
+    // Numbers in table cells laid out on more than one line: a value split mid-way ("0./95").
+    broken_numbers: [...article.querySelectorAll("td, th")].flatMap(cell => {
+      const broken = [];
+      const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+      for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+        for (const match of node.data.matchAll(/[-+]?\d[\d.,]*(?:\s*\[[-+]?\d[\d.,]*,\s*[-+]?\d[\d.,]*\])?/g)) {
+          const number = match[0].split(/\s/)[0];
+          const range = document.createRange();
+          range.setStart(node, match.index);
+          range.setEnd(node, match.index + number.length);
+          const lines = new Set([...range.getClientRects()].filter(r => r.width > 0).map(r => Math.round(r.top)));
+          if (lines.size > 1) { broken.push(number); }
+        }
+      }
+      return broken;
+    }),
     page_width: document.documentElement.scrollWidth,
     window_width: window.innerWidth,
   };
@@ -195,6 +212,9 @@ def test_every_page_reads_well_in_chromium(book_copy, tmp_path):
                 if table["width"] > seen["column"] + 1:
                     problems.append(f"{page}: table {table['head']!r} is {table['width']:.0f} px wide, "
                                     f"the column {seen['column']:.0f} px")
+            if seen["broken_numbers"]:
+                problems.append(f"{page}: at {WIDE} px numbers split across lines in tables: "
+                                f"{seen['broken_numbers'][:5]}")
             for image in seen["images"]:
                 if not image["width"]:
                     problems.append(f"{page}: image {image['src']} did not load")
@@ -214,6 +234,9 @@ def test_every_page_reads_well_in_chromium(book_copy, tmp_path):
                 narrow = browser.evaluate(MEASURE)
                 if narrow["page_width"] > narrow["window_width"] + 1:
                     problems.append(f"{page}: at {NARROW} px the page is {narrow['page_width']} px wide")
+                if narrow["broken_numbers"]:
+                    problems.append(f"{page}: at {NARROW} px numbers split across lines in tables: "
+                                    f"{narrow['broken_numbers'][:5]}")
     finally:
         browser.close()
     browsed = time.perf_counter()

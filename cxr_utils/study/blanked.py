@@ -26,6 +26,7 @@ import pandas as pd
 
 from cxr_utils import config
 from cxr_utils.atomic import atomic_write
+from cxr_utils.chapters import note
 from cxr_utils.shortcuts import RESULTS_FOLDER
 from cxr_utils.study.seeds import StudyError, _count, _now, duration_text, model_complete
 
@@ -109,7 +110,7 @@ def _time_left(pending: list[str], estimates: dict[str, float], ratios: list[flo
 
 
 def train_blanked(results_dir, split: pd.DataFrame, box, training_config, model_options: dict | None, cache_dir,
-                  image_size: int, models=None, log=print) -> dict:
+                  image_size: int, models=None, log=note) -> dict:
     """Train each model (``config.REGISTRY``, or ``models``) on ``split`` with ``box`` blanked in every
     image (``training.run_experiment(..., blank=box, save_model=False)``) into
     ``results_dir/shortcuts/blanked/<model>/``; returns the record written to blanked.json.
