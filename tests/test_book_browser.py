@@ -140,8 +140,9 @@ MEASURE = r"""
       const broken = [];
       const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
       for (let node = walker.nextNode(); node; node = walker.nextNode()) {
-        for (const match of node.data.matchAll(/[-+]?\d[\d.,]*(?:\s*\[[-+]?\d[\d.,]*,\s*[-+]?\d[\d.,]*\])?/g)) {
-          const number = match[0].split(/\s/)[0];
+        // A number starts a word (a date's "-12" or a name's "ResNet50" are not numbers of their own).
+        for (const match of node.data.matchAll(/(?<![\w.,+-])[-+]?\d[\d.,]*\d|(?<![\w.,+-])\d/g)) {
+          const number = match[0];
           const range = document.createRange();
           range.setStart(node, match.index);
           range.setEnd(node, match.index + number.length);
