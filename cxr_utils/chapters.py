@@ -51,7 +51,26 @@ class MismatchedInputs(MissingInputs):
     message names the file, its settings, the requested ones and the fix."""
 
 
-DRIVE_MOUNT = Path("/content/drive")
+COLAB_CONTENT = Path("/content")  # a Colab runtime's working folder
+DRIVE_MOUNT = COLAB_CONTENT / "drive"
+# Said by every "run this first" message: on Colab each chapter may get a runtime of its own.
+SHARED_ON_COLAB = (" On Google Colab, chapters run on separate runtimes share their results only when each is "
+                   "given the same drive_folder (a folder of your Google Drive).")
+
+
+def on_colab() -> bool:
+    """True inside a Google Colab runtime."""
+    return "google.colab" in sys.modules
+
+
+def _on_colab_path(path) -> Path:
+    # The notebooks' default folders are relative to notebooks/ ("../results/paper"); on Colab,
+    # where a notebook runs in /content with no checkout around it, they go below /content.
+    path = Path(path).expanduser()
+    if path.is_absolute():
+        return path
+    parts = [part for part in path.parts if part != ".."]
+    return COLAB_CONTENT.joinpath(*parts)
 RECORD_SUFFIX = ".settings.json"  # sample.csv -> sample.settings.json
 
 
@@ -61,6 +80,8 @@ def folders(results_dir, cache_dir, drive_folder: str | None = None) -> tuple[Pa
     ``drive_folder`` (Google Colab only): a folder of your Google Drive that then holds both,
     as ``<drive_folder>/results`` and ``<drive_folder>/cache``, so chapters run on different
     Colab machines share their results. Drive is mounted here (Colab asks for permission).
+    Without it, on Colab, relative folders go below /content (``../results/paper`` ->
+    ``/content/results/paper``), the runtime's working folder.
     """
     if drive_folder:
         try:
@@ -73,6 +94,8 @@ def folders(results_dir, cache_dir, drive_folder: str | None = None) -> tuple[Pa
         drive.mount(str(DRIVE_MOUNT))
         base = DRIVE_MOUNT / "MyDrive" / drive_folder
         results_dir, cache_dir = base / "results", base / "cache"
+    elif on_colab():
+        results_dir, cache_dir = _on_colab_path(results_dir), _on_colab_path(cache_dir)
     results, cache = Path(results_dir).expanduser(), Path(cache_dir).expanduser()
     results.mkdir(parents=True, exist_ok=True)
     return results, cache
@@ -276,6 +299,7 @@ def _require_predictions(results_dir: Path, also: str = "") -> None:
         raise MissingInputs(
             f"No trained {', '.join(spec.paper_name for spec in missing)} in {results_dir}: run {chapters}{also} "
             "first with this results_dir, or set results_dir to a folder that holds a run's results."
+            + SHARED_ON_COLAB
         )
 
 
@@ -327,5 +351,5 @@ def require_evaluation(results_dir) -> None:
     if missing:
         raise MissingInputs(
             f"No evaluation in {results_dir / missing[0]}: run notebooks/06_evaluation.ipynb first "
-            "with this results_dir."
+            "with this results_dir." + SHARED_ON_COLAB
         )

@@ -302,3 +302,40 @@ def test_no_network_still_explains_the_hand_download(monkeypatch):
     message = str(caught.value)
     assert "network" in message and data.KAGGLE_URL in message and "KAGGLE_USERNAME" in message
     assert "Kaggle refused" not in message
+
+
+# -- Google Colab ---------------------------------------------------------------------------------
+
+
+def test_on_colab_the_default_folders_go_below_content(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    monkeypatch.setattr(chapters, "COLAB_CONTENT", tmp_path / "content")
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.chdir(tmp_path / "notebooks")  # where a notebook runs in a checkout
+    results, cache = chapters.folders("../results/paper", "../.cache/images")
+    assert results == Path("../results/paper") and cache == Path("../.cache/images")  # not on Colab: as given
+    assert (tmp_path / "results" / "paper").is_dir()
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    results, cache = chapters.folders("../results/paper", "../.cache/images")
+    assert results == tmp_path / "content" / "results" / "paper" and results.is_dir()
+    assert cache == tmp_path / "content" / ".cache" / "images"
+    absolute = tmp_path / "elsewhere"
+    assert chapters.folders(absolute, absolute / "cache")[0] == absolute  # an absolute folder stays
+
+
+def test_every_run_this_first_message_names_drive_folder(tmp_path):
+    with pytest.raises(chapters.MissingInputs, match="run notebooks/.*first.*same drive_folder"):
+        chapters.require_trained_models(tmp_path)
+    with pytest.raises(chapters.MissingInputs, match="06_evaluation.*same drive_folder"):
+        chapters.require_evaluation(tmp_path)
+
+
+def test_the_first_cell_warns_in_one_line_without_a_gpu():
+    from cxr_utils import runtime
+
+    line = runtime.accelerator_summary()
+    assert "\n" not in line
+    if not runtime.gpu_names():
+        assert "none (CPU only)" in line and "Warning: no GPU" in line and "Change runtime type > GPU" in line
