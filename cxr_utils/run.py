@@ -30,6 +30,10 @@ from cxr_utils.config import PROTOCOL
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 
+# The notebook that runs the whole series in one go (Colab's one click); not a chapter of the book.
+RUN_ALL = "00_run_all"
+
+
 def series() -> tuple[str, ...]:
     """The notebooks in reading order: data, preprocessing, one chapter per model of
     ``config.REGISTRY``, evaluation, comparison, then the further chapters (shortcuts)."""

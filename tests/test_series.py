@@ -15,9 +15,21 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def sample_run(real_data, tmp_path_factory):
+    """The series as a Colab reader runs it with one click: notebooks/00_run_all.ipynb, executed by
+    papermill, runs chapters 1-8 (each in a kernel of its own) on the sample profile."""
+    import papermill
+
     results = tmp_path_factory.mktemp("sample-run")
-    parameters = run.profile_parameters("sample", data_dir=real_data, results_dir=results)
-    record = run.execute_series(parameters, progress=False)
+    executed = tmp_path_factory.mktemp("run-all") / f"{run.RUN_ALL}.ipynb"
+    papermill.execute_notebook(
+        str(run.NOTEBOOKS_DIR / f"{run.RUN_ALL}.ipynb"), str(executed), cwd=str(run.NOTEBOOKS_DIR),
+        parameters={"profile": "sample", "data_dir": str(real_data), "results_dir": str(results),
+                    "weights": None, "progress": False},
+        progress_bar=False, kernel_name="python3")
+    record = json.loads((results / "run.json").read_text())
+    # The run-all notebook ends on the verdicts chapter 7 wrote.
+    last = json.loads(executed.read_text())["cells"][-1]["outputs"][0]["data"]["text/markdown"]
+    assert "".join(last) == (results / "report.md").read_text()
     return results, record
 
 

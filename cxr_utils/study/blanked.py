@@ -200,17 +200,19 @@ def _scores(prefix: str, table: pd.DataFrame, seed: int) -> dict:
             f"{prefix}_auc_low": auc["low"], f"{prefix}_auc_high": auc["high"]}
 
 
-def blanked_results(results_dir, seed: int = 0) -> pd.DataFrame:
+def blanked_results(results_dir, seed: int | None = None) -> pd.DataFrame:
     """One row per model of the registry: its intact test accuracy (``results_dir/<model>/``) beside
     the lungs-blanked one (``shortcuts/blanked/<model>/``), both with 95% Wilson intervals, the
     difference (blanked minus intact), AUC both ways with bootstrap intervals, and McNemar's
     p-value on the same test images. ``status``: "complete", or which side is missing (its numbers
     are NaN); ``attrs["missing"]`` lists the models without blanked results, ``attrs["settings"]``
-    the blanked runs' settings. Explained in notebooks/08_shortcuts.
+    the blanked runs' settings. ``seed`` seeds the bootstrap: the run's own by default
+    (``evaluation.run_seed``), as every interval of the run. Explained in notebooks/08_shortcuts.
     """
-    from cxr_utils import metrics
+    from cxr_utils import evaluation, metrics
 
     results_dir = Path(results_dir)
+    seed = evaluation.run_seed(results_dir) if seed is None else seed
     folder = blanked_dir(results_dir)
     rows, missing = [], []
     for model_id, spec in config.REGISTRY.items():
