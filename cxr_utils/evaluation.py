@@ -18,7 +18,7 @@ from cxr_utils import config, metrics
 
 EVALUATION_DIR = "evaluation"
 EXTENDED_DIR = "extended/evaluation"
-# Written by training.run_experiment beside predictions.csv: each model on its own training and
+# Written by training.save_experiment beside predictions.csv: each model on its own training and
 # validation images, in inference mode (for the loss gap of the paper's claim 3).
 FIT_PREDICTIONS = "fit_predictions.csv"
 FIT_PREDICTION_COLUMNS = ("path", "split", "label", "probability")

@@ -13,6 +13,7 @@ here, and its default is justified where it is defined. Explained in notebooks/0
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 
 import keras
@@ -28,6 +29,9 @@ IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
 
 # Paper section 3.1: the hybrid's recurrent stack.
 PAPER_LSTM_UNITS = (32, 16, 8)
+
+# Each backbone built here -> (weights, input_scaling) it was built with (``backbone_source``).
+_SOURCES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -127,7 +131,17 @@ def resnet50_backbone(
         x = layers.Normalization(
             mean=IMAGENET_BGR_MEAN, variance=(1.0, 1.0, 1.0), name="imagenet_mean"
         )(x)
-    return keras.Model(images, resnet(x), name="backbone")
+    backbone = keras.Model(images, resnet(x), name="backbone")
+    _SOURCES[backbone] = (config.parse_weights(weights), input_scaling)
+    return backbone
+
+
+def backbone_source(backbone: keras.Model) -> tuple[str | None, str] | None:
+    """(weights, input_scaling) that ``resnet50_backbone`` built ``backbone`` with, None for a
+    backbone built elsewhere (a loaded model). What a frozen backbone computes depends on them, so
+    ``cxr_utils.experiment.prepare_inputs`` keys its feature cache with them: read from the model,
+    the key cannot disagree with the weights the chapter built it with."""
+    return _SOURCES.get(backbone)
 
 
 def _assemble(backbone: keras.Model, head: keras.Model, trainable_backbone, name: str):

@@ -118,7 +118,8 @@ def model_table(model) -> pd.DataFrame:
     """A Keras model's layers as a table: layer, type, output shape, parameters, trainable.
 
     Sub-models named "backbone" or "head" are expanded (their layers prefixed "backbone/");
-    ``attrs["total parameters"]`` holds the model's total. Explained in notebooks/03_resnet50.
+    ``attrs["total parameters"]`` holds the model's total, ``attrs["trainable parameters"]``
+    those ``fit`` updates. Explained in notebooks/03_resnet50.
     """
     rows = []
 
@@ -146,6 +147,7 @@ def model_table(model) -> pd.DataFrame:
         walk(layer)
     table = pd.DataFrame(rows, columns=["layer", "type", "output shape", "parameters", "trainable"])
     table.attrs["total parameters"] = int(model.count_params())
+    table.attrs["trainable parameters"] = int(sum(np.prod(w.shape) for w in model.trainable_weights))
     return table
 
 

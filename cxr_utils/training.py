@@ -1,22 +1,24 @@
 """The paper's training protocol (``config.PROTOCOL``): Adam, binary cross-entropy, best epoch kept.
 
-``train_model`` keeps the epoch with the best validation accuracy (ties: lower validation
-loss), the paper's model selection (section 3.1). A model whose ResNet50 backbone is frozen
-is trained on the fast path: the backbone's features are computed once per image and the
-head is fitted on them. That is the same model, with the same weights and the same
-predictions as running the frozen backbone on every image in every epoch
+``train_model`` fits a model with the optimiser, loss and metrics it was compiled with (the
+paper's, ``compile_for_training``, when it comes uncompiled) and keeps the epoch with the best
+validation accuracy (ties: lower validation loss), the paper's model selection (section 3.1). A
+model whose ResNet50 backbone is frozen is trained on the fast path: the backbone's features are
+computed once per image and the head is fitted on them. That is the same model, with the same
+weights and the same predictions as running the frozen backbone on every image in every epoch
 (tests/test_training.py checks it), at a fraction of the cost.
 
-``run_experiment`` goes from a split DataFrame to a results folder holding history.csv,
-predictions.csv, metrics.json, model.keras and run.json. Explained in notebooks/03_resnet50.
+A model chapter takes the steps one cell at a time: build, ``compile``,
+``experiment.prepare_inputs``, ``train_model``, ``predict_probabilities``, ``save_experiment``;
+``run_experiment`` takes them in one call, from a split DataFrame to a results folder holding
+history.csv, predictions.csv, metrics.json, model.keras and run.json. Explained in
+notebooks/03_resnet50.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -26,11 +28,9 @@ import numpy as np
 import pandas as pd
 
 from cxr_utils import config as facts
-from cxr_utils import features, models, runtime
-from cxr_utils.atomic import replace_folder
+from cxr_utils import experiment, models, runtime
 from cxr_utils.callbacks import (
-    InferenceModeCheck, KeepBestEpoch, RecomputeBatchNorm, batchnorm_layers, batchnorm_momentum,
-    recompute_batchnorm_statistics,
+    InferenceModeCheck, KeepBestEpoch, RecomputeBatchNorm, batchnorm_layers, recompute_batchnorm_statistics,
 )
 from cxr_utils.claims import NO_BATCHNORM, RECOMPUTED
 from cxr_utils.config import PROTOCOL
@@ -45,7 +45,7 @@ class TrainingConfig:
 
     epochs: int = PROTOCOL.epochs
     batch_size: int = PROTOCOL.batch_size
-    learning_rate: float = PROTOCOL.learning_rate
+    learning_rate: float = PROTOCOL.learning_rate  # for a model train_model gets uncompiled
     seed: int = PROTOCOL.seed
     mixed_precision: bool | str = "auto"  # "auto": on when a GPU is present
     progress: bool = True
@@ -86,6 +86,7 @@ class TrainingResult:
     features_s: float = 0.0  # of wall_time_s, the backbone's one pass (fast path only)
     fitted: keras.Model | None = None  # what fit trained: the model, or its head on the fast path
     last_epoch_weights: list | None = None  # ``fitted``'s weights after the last epoch
+    compiled: dict | None = None  # what fit trained with (``compiled_with``)
 
     @property
     def best_row(self) -> pd.Series:
@@ -103,9 +104,11 @@ class TrainingResult:
             self.fitted.set_weights(kept)
 
 
-def compile_for_training(model: keras.Model, learning_rate: float = 1e-3, **compile_options) -> keras.Model:
+def compile_for_training(model: keras.Model, learning_rate: float = PROTOCOL.learning_rate,
+                         **compile_options) -> keras.Model:
     """Compile with the paper's optimiser and loss; ``compile_options`` go to ``model.compile``
-    (``jit_compile``, ``steps_per_execution``: the benchmarks try them)."""
+    (``jit_compile``, ``steps_per_execution``: the benchmarks try them). The chapters write the
+    same call out in their compile cell."""
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss="binary_crossentropy",
@@ -113,6 +116,26 @@ def compile_for_training(model: keras.Model, learning_rate: float = 1e-3, **comp
         **compile_options,
     )
     return model
+
+
+def compiled_with(model: keras.Model) -> dict:
+    """The optimiser (its class), its learning rate and the loss ``model`` is compiled with, as
+    run.json records them (the learning rate as float32 holds it, written shortest: 0.001)."""
+    optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)  # mixed precision wraps it
+    rate = float(str(np.float32(keras.ops.convert_to_numpy(optimizer.learning_rate))))
+    loss = model.loss
+    if not isinstance(loss, str):  # a Loss object, or a function
+        loss = getattr(loss, "name", None) or getattr(loss, "__name__", type(loss).__name__)
+    return {"optimizer": type(optimizer).__name__, "learning_rate": rate, "loss": loss}
+
+
+def _compile(fitted: keras.Model, model: keras.Model, config: TrainingConfig) -> None:
+    # The chapter's compile, when there is one; on the fast path the head gets a fresh optimiser of
+    # the same configuration (its variables are the head's), with XLA decided for the head itself.
+    if not model.compiled:
+        compile_for_training(fitted, config.learning_rate)
+    elif fitted is not model:
+        fitted.compile_from_config({**model.get_compile_config(), "jit_compile": "auto"})
 
 
 def predict_in_batches(model: keras.Model, inputs: np.ndarray, batch_size: int = 32) -> np.ndarray:
@@ -171,16 +194,19 @@ def train_model(
     val: tuple[np.ndarray, np.ndarray],
     config: TrainingConfig | None = None,
     fast_path: bool = True,
-    features_given: bool = False,
+    features_given: bool | None = None,
 ) -> TrainingResult:
     """Fit ``model`` with the paper's protocol and leave it at its best validation epoch.
 
-    ``train`` and ``val`` are (images, labels) pairs from ``cxr_utils.data.load_images``.
+    ``train`` and ``val`` are (images, labels) pairs (``experiment.prepare_inputs``). The
+    optimiser, loss and metrics are the model's own when it is compiled (the chapters' compile
+    cell); an uncompiled model gets the paper's (``compile_for_training``, ``config.learning_rate``).
     Seeds Keras with ``config.seed`` before fitting, so the same seed gives the same run.
     ``fast_path=False`` trains the paper's way even when the backbone is frozen: the whole
     model inside ``fit``, the backbone run on every image in every epoch (the benchmark and
-    tests/test_training.py compare the two). ``features_given``: ``train`` and ``val`` already
-    hold the frozen backbone's feature maps (``cxr_utils.features``), so only the head is fitted.
+    tests/test_training.py compare the two). ``features_given``: ``train`` and ``val`` hold the
+    frozen backbone's feature maps (``cxr_utils.features``), so only the head is fitted; None
+    (the default) tells them from images by their shape. Explained in notebooks/03_resnet50.
     """
     config = config or TrainingConfig()
     (train_x, train_y), (val_x, val_y) = train, val
@@ -191,6 +217,8 @@ def train_model(
 
     start = time.perf_counter()
     backbone = models.frozen_backbone(model) if fast_path else None
+    if features_given is None:
+        features_given = backbone is not None and tuple(train_x.shape[1:]) == tuple(backbone.output_shape[1:])
     fitted = model
     features_s = 0.0
     if features_given:
@@ -205,9 +233,11 @@ def train_model(
         fitted = model.get_layer("head")
         features_s = time.perf_counter() - start
 
+    was_compiled = model.compiled
     runtime.set_seed(config.seed)
-    compile_for_training(fitted, config.learning_rate)
+    _compile(fitted, model, config)
     keep_best = KeepBestEpoch(restore=config.restore_best)
+    compiled = compiled_with(fitted)
     keras_history = fitted.fit(
         train_x,
         train_y,
@@ -218,7 +248,7 @@ def train_model(
         verbose=0,
         callbacks=_callbacks(config, keep_best, train_x, train_y),
     )
-    if fitted is not model:
+    if fitted is not model and not was_compiled:
         # The head's weights live inside ``model`` too; compile the whole model so it can be
         # evaluated or trained further as one.
         compile_for_training(model, config.learning_rate)
@@ -236,12 +266,48 @@ def train_model(
         features_s=features_s,
         fitted=fitted,
         last_epoch_weights=keep_best.last_weights,
+        compiled=compiled,
     )
 
 
 def predict_probabilities(model: keras.Model, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
     """P(COVID) for each image, as a flat float array."""
     return predict_in_batches(model, images, batch_size).reshape(-1)
+
+
+def save_experiment(results_dir, model_name: str, result: TrainingResult, inputs: experiment.Inputs,
+                    config: TrainingConfig | None = None, model_options: dict | None = None,
+                    probabilities: np.ndarray | None = None, save_model: bool = True,
+                    started: float | None = None) -> dict:
+    """Save a trained model's run as ``results_dir/model_name/``, the files chapters 6 to 8 read
+    (``experiment.write_experiment`` lists them), and return its folder, ``result``, the test
+    predictions and metrics.
+
+    Computes what the chapter did not show: the test predictions of the last epoch's weights
+    beside the kept ones (``probabilities``, the chapter's, are computed when not given), and the
+    kept model's P(COVID) on its own training and validation images for the paper's claim 3.
+    ``model_options``: what the model was built with, for the record. ``started``: the run's
+    ``time.perf_counter()`` at its start (default: the time the inputs, training and saving took).
+    Explained in notebooks/03_resnet50, 04_lstm and 05_resnet50_lstm.
+    """
+    config = config or TrainingConfig()
+    start = time.perf_counter()
+    predictor = inputs.predictor(result.model)
+
+    def predict(part):
+        return predict_probabilities(predictor, getattr(inputs, part)[0], config.batch_size)
+
+    if probabilities is None:
+        probabilities = predict("test")
+    with result.last_epoch():
+        last_probabilities = predict("test")
+    fit_probabilities, fit_batchnorm = _fit_probabilities(result, predict, inputs.train[0], config)
+    now = time.perf_counter()
+    wall_time = now - started if started is not None else inputs.seconds + result.wall_time_s + now - start
+    return experiment.write_experiment(
+        results_dir, model_name, result, inputs, config, probabilities=probabilities,
+        last_probabilities=last_probabilities, fit_probabilities=fit_probabilities, fit_batchnorm=fit_batchnorm,
+        model_options=model_options, save_model=save_model, wall_time_s=wall_time)
 
 
 def run_experiment(
@@ -255,7 +321,8 @@ def run_experiment(
     image_size: int = PROTOCOL.image_size,
     blank=None,
 ) -> dict:
-    """Build, train and test one model on a split, and save everything next to the results.
+    """Build, train and test one model on a split, and save everything next to the results: the
+    steps of a model chapter in one call (study runs, the command line, the tests).
 
     ``split`` is ``cxr_utils.data.split_dataset``'s output (columns path, label, sha256,
     split, ...). Writes ``results_dir/model_name/``: history.csv, predictions.csv (path, label,
@@ -271,132 +338,30 @@ def run_experiment(
     ``blank`` (a ``shortcuts.LungBox``): every image, training and test alike, has that
     rectangle replaced by a constant before the model sees it (chapter 8's lungs-blanked runs).
     """
-    from cxr_utils import data, evaluation, metrics
-
     config = config or TrainingConfig()
     model_options = dict(model_options or {})
-    final_dir = Path(results_dir) / model_name
-    for column in ("path", "label", "split"):
-        if column not in split.columns:
-            raise ValueError(f"split has no '{column}' column; build it with cxr_utils.data.split_dataset")
-
+    experiment.check_split(split)
     start = time.perf_counter()
-    mixed = runtime.use_mixed_precision(config.mixed_precision)
+    runtime.use_mixed_precision(config.mixed_precision)
     runtime.set_seed(config.seed)  # initial weights depend on the seed too
     model = models.build_model(model_name, input_shape=(image_size, image_size, 3), **model_options)
-    backbone = models.frozen_backbone(model)
-    parts = {part: split[split["split"] == part] for part in ("train", "val", "test")}
-    labels = {part: rows["label"].to_numpy() for part, rows in parts.items()}
-    if backbone is not None:
-        # A frozen backbone's feature maps, shared with the other chapters through the cache.
-        identity = features.backbone_identity(model_options.get("weights", PROTOCOL.weights),
-                                              model_options.get("input_scaling", "paper"), blank)
-        inputs = {part: features.backbone_features(backbone, rows, identity, image_size, cache_dir,
-                                                   config.batch_size, config.progress, blank)
-                  for part, rows in parts.items()}
-        predictor = model.get_layer("head")
-    else:
-        inputs = {part: data.load_images(rows, image_size=image_size, cache_dir=cache_dir, progress=config.progress)
-                  for part, rows in parts.items()}
-        if blank is not None:
-            inputs = {part: blank.blank(images) for part, images in inputs.items()}
-        predictor = model
-    features_s = time.perf_counter() - start if backbone is not None else 0.0
-    result = train_model(model, (inputs["train"], labels["train"]), (inputs["val"], labels["val"]), config,
-                         features_given=backbone is not None)
-
-    def probabilities_of(part):
-        return predict_probabilities(predictor, inputs[part], config.batch_size)
-
-    probabilities = probabilities_of("test")
-    with result.last_epoch():
-        last_probabilities = probabilities_of("test")
-    predictions = pd.DataFrame({
-        "path": parts["test"]["path"].to_numpy(), "label": labels["test"], "probability": probabilities,
-        "predicted": metrics.labels_from_probabilities(probabilities),
-        "probability_last_epoch": last_probabilities,
-        "predicted_last_epoch": metrics.labels_from_probabilities(last_probabilities),
-    })
-    test_y = labels["test"]
-    test_metrics = metrics.classification_metrics(test_y, predictions["predicted"])
-    last_metrics = metrics.classification_metrics(test_y, predictions["predicted_last_epoch"])
-    fit_probabilities, fit_batchnorm = _fit_probabilities(result, predictor, inputs, config)
-    fit_predictions = pd.concat(
-        pd.DataFrame({"path": parts[part]["path"].to_numpy(), "split": part, "label": labels[part],
-                      "probability": fit_probabilities[part]})
-        for part in ("train", "val")
-    )
-    wall_time = time.perf_counter() - start
-
-    final_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = final_dir.with_name(f".{model_name}.partial-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    try:
-        result.history.to_csv(staging / "history.csv", index=False)
-        predictions.to_csv(staging / "predictions.csv", index=False)
-        fit_predictions.to_csv(staging / evaluation.FIT_PREDICTIONS, index=False)
-        best = result.best_row
-        runtime.write_json(
-            {
-                "model": model_name,
-                "best_epoch": int(result.best_epoch),
-                "best_epoch_row": {k: float(best[k]) for k in HISTORY_COLUMNS[1:5]},
-                "test": _plain(test_metrics),
-                # The weights tested above are the best epoch's when restore_best (the default).
-                "test_last_epoch": _plain(last_metrics),
-                # AUC and Brier score with 95% intervals, from the probabilities.
-                # Seeded with the run's seed, as every interval of the run (evaluation.run_seed).
-                "test_probability": metrics.probability_metrics(test_y, probabilities, seed=config.seed)[
-                    ["value", "low", "high"]]
-                .to_dict(orient="index"),
-            },
-            staging / "metrics.json",
-        )
-        if save_model:
-            result.model.save(staging / "model.keras")
-        settings = {
-            "model": model_name,
-            "model_options": {k: (str(v) if isinstance(v, Path) else v) for k, v in model_options.items()},
-            "training": dataclasses.asdict(config),
-            "mixed_precision": mixed,
-            "fast_path": result.fast_path,
-            "images": {part: int(len(rows)) for part, rows in parts.items()},
-            "image_size": int(image_size),
-            "blanked": None if blank is None else blank.key,
-            "parameters": int(result.model.count_params()),
-            "batchnorm_layers_recomputed": len(batchnorm_layers(result.fitted))
-            if config.recompute_batchnorm_images else 0,
-            # Every protocol choice this project makes where the paper is silent (method page), and
-            # the momentum the model's BatchNorm layers hold (None: no BatchNorm).
-            "protocol": facts.protocol_record(model_options.get("weights", PROTOCOL.weights), image_size,
-                                              config.seed, config.recompute_batchnorm_images, mixed),
-            "batchnorm_momentum": batchnorm_momentum(result.model),
-            "fit_predictions_batchnorm": fit_batchnorm,
-        }
-        runtime.write_json(
-            runtime.run_record(settings, wall_time, training_wall_time_s=round(result.wall_time_s, 2),
-                               features_wall_time_s=round(features_s, 2)),
-            staging / "run.json",
-        )
-        replace_folder(staging, final_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return {"results_dir": final_dir, "result": result, "predictions": predictions,
-            "metrics": test_metrics}
+    inputs = experiment.prepare_inputs(model, split, cache_dir, config.batch_size, config.progress, blank)
+    result = train_model(model, inputs.train, inputs.val, config, features_given=inputs.features)
+    return save_experiment(results_dir, model_name, result, inputs, config, model_options, save_model=save_model,
+                           started=start)
 
 
-def _fit_probabilities(result: TrainingResult, predictor, inputs: dict, config: TrainingConfig):
-    """The kept model's P(COVID) on its own training and validation images, for claim 3's loss gap,
-    both computed the same way: inference mode, with BatchNorm's statistics recomputed from
-    ``config.CHOICES.fit_batchnorm_images`` seeded training images (drawn as the remedy's) where the model has trainable BatchNorm
-    layers (``callbacks.recompute_batchnorm_statistics``), so that a stale moving statistic
-    cannot inflate one loss more than the other. The model is left as it was (weights and
-    statistics put back). Returns ({"train", "val"} -> probabilities, how: ``claims.RECOMPUTED``
-    or ``claims.NO_BATCHNORM``)."""
+def _fit_probabilities(result: TrainingResult, predict, train_inputs: np.ndarray, config: TrainingConfig):
+    """The kept model's P(COVID) on its own training and validation images (``predict(part)``),
+    for claim 3's loss gap, both computed the same way: inference mode, with BatchNorm's
+    statistics recomputed from ``config.CHOICES.fit_batchnorm_images`` seeded training images
+    (drawn as the remedy's) where the model has trainable BatchNorm layers
+    (``callbacks.recompute_batchnorm_statistics``), so that a stale moving statistic cannot
+    inflate one loss more than the other. The model is left as it was (weights and statistics
+    put back). Returns ({"train", "val"} -> probabilities, how: ``claims.RECOMPUTED`` or
+    ``claims.NO_BATCHNORM``)."""
     def probabilities():
-        return {part: predict_probabilities(predictor, inputs[part], config.batch_size) for part in ("train", "val")}
+        return {part: predict(part) for part in ("train", "val")}
 
     if not batchnorm_layers(result.fitted):
         return probabilities(), NO_BATCHNORM
@@ -404,16 +369,11 @@ def _fit_probabilities(result: TrainingResult, predictor, inputs: dict, config: 
         return probabilities(), RECOMPUTED
     kept = result.fitted.get_weights()
     try:
-        chosen = seeded_subset(len(inputs["train"]), facts.CHOICES.fit_batchnorm_images, config.seed,
-                               BATCHNORM_STREAM)
-        recompute_batchnorm_statistics(result.fitted, inputs["train"][chosen], config.batch_size)
+        chosen = seeded_subset(len(train_inputs), facts.CHOICES.fit_batchnorm_images, config.seed, BATCHNORM_STREAM)
+        recompute_batchnorm_statistics(result.fitted, train_inputs[chosen], config.batch_size)
         return probabilities(), RECOMPUTED
     finally:
         result.fitted.set_weights(kept)
-
-
-def _plain(values: dict) -> dict:
-    return {k: (float(v) if isinstance(v, float) else int(v)) for k, v in values.items()}
 
 
 if __name__ == "__main__":  # the command line lives in cxr_utils.training_cli

@@ -16,7 +16,19 @@ def _cells(path):
 
 def test_the_series_is_complete_and_ordered():
     on_disk = sorted(p.stem for p in run.NOTEBOOKS_DIR.glob("*.ipynb"))
-    assert on_disk == list(run.series())
+    assert on_disk == [run.RUN_ALL, *run.series()]
+
+
+def test_the_run_all_notebook_is_clean_and_takes_the_series_parameters():
+    import papermill
+
+    path = run.NOTEBOOKS_DIR / f"{run.RUN_ALL}.ipynb"
+    cells = _cells(path)
+    assert not [c for c in cells if c["cell_type"] == "code" and (c.get("outputs") or c.get("execution_count"))]
+    declared = papermill.inspect_notebook(str(path))
+    assert {"profile", "data_dir", "results_dir", "weights", "seed", "drive_folder"} <= set(declared)
+    assert "run.execute_series" in "".join(c["source"] if isinstance(c["source"], str) else "".join(c["source"])
+                                           for c in cells)
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -195,3 +207,10 @@ def test_kernel_memory_is_the_peak_of_the_processes_started_inside():
     with run.KernelMemory(interval_s=0.1) as idle:
         pass
     assert memory.peak_mb - idle.peak_mb >= 300  # idle: whatever else this test session has running
+
+
+@pytest.mark.parametrize("path", [run.NOTEBOOKS_DIR / f"{run.RUN_ALL}.ipynb", *NOTEBOOKS], ids=lambda p: p.stem)
+def test_every_notebook_asks_colab_for_a_gpu(path):
+    # Colab reads these two fields when it opens a notebook: a GPU runtime, and which GPU.
+    metadata = json.loads(path.read_text())["metadata"]
+    assert metadata.get("accelerator") == "GPU" and metadata.get("colab", {}).get("gpuType")

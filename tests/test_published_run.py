@@ -34,7 +34,7 @@ def test_drift_check_fails_when_a_notebooks_code_changes(tmp_path):
     assert publish.drift(book, notebooks) == []
     path = notebooks / "05_resnet50_lstm.ipynb"
     notebook = json.loads(path.read_text())
-    code = next(c for c in notebook["cells"] if c["cell_type"] == "code" and "run_experiment" in "".join(c["source"]))
+    code = next(c for c in notebook["cells"] if c["cell_type"] == "code" and "prepare_inputs" in "".join(c["source"]))
     code["source"] = "".join(code["source"]).replace("cache_dir=cache_dir", "cache_dir=None")
     path.write_text(json.dumps(notebook))
     problems = publish.drift(book, notebooks)

@@ -5,7 +5,7 @@ in parallel threads, and with ``cache_dir`` keeps the resized uint8 images in on
 whose name is a hash of the rows, the image size and PREPROCESSING_VERSION. The steps are those
 notebooks/02_preprocessing follows on one image (preprocessing_steps). No notebook calls
 load_images itself: notebooks/03_resnet50 to 05_resnet50_lstm load the split with it through
-training.run_experiment, and notebooks/06_evaluation the extended test set through
+experiment.prepare_inputs, and notebooks/06_evaluation the extended test set through
 cxr_utils.evaluation.
 """
 
@@ -60,7 +60,7 @@ def load_images(
     modification times), the image size and PREPROCESSING_VERSION: the next call with the same
     rows reads that file instead of decoding. A file that cannot be decoded raises DatasetError
     naming it, and nothing is written. Explained in notebooks/03_resnet50, which loads the split
-    with it (through training.run_experiment), as do notebooks/04_lstm and 05_resnet50_lstm
+    with it (through experiment.prepare_inputs), as do notebooks/04_lstm and 05_resnet50_lstm
     (notebooks/06_evaluation too, for the extended test set); the steps it applies are shown one
     by one in notebooks/02_preprocessing.
     """
