@@ -203,15 +203,6 @@ def lung_share(cams, box: LungBox) -> np.ndarray:
         return np.where(total > 0, inside / np.where(total > 0, total, 1.0), np.nan)
 
 
-def mean_lung_share(cams, box: LungBox) -> float:
-    """``lung_share`` averaged over the maps, all-zero maps (NaN) left out; NaN when every map is
-    zero. Explained in notebooks/08_shortcuts.
-    """
-    shares = lung_share(cams, box)
-    shares = shares[~np.isnan(shares)]
-    return float(shares.mean()) if shares.size else float("nan")
-
-
 BELOW, EVEN, ABOVE = "below", "even", "above"  # a mean share against the box's share of the image
 
 

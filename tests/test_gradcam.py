@@ -122,7 +122,7 @@ def test_map_with_no_positive_evidence_is_all_zero():
     normal = gradcam.grad_cam(toy_model(), images, target="normal")
     assert np.all(normal == 0)
     assert np.all(np.isnan(gradcam.lung_share(normal, TOP_LEFT)))
-    assert np.isnan(gradcam.mean_lung_share(normal, TOP_LEFT))
+    assert np.isnan(gradcam.share_against_area(gradcam.lung_share(normal, TOP_LEFT), 0.25)["mean_lung_share"])
 
 
 def test_bad_arguments_are_named():
@@ -157,7 +157,8 @@ def test_lung_share_inside_outside_and_mean():
     shares = gradcam.lung_share(np.stack([inside, outside, half, zero]), box)
     np.testing.assert_allclose(shares[:3], [1.0, 0.0, 256 / 384])
     assert np.isnan(shares[3])
-    assert gradcam.mean_lung_share(np.stack([inside, outside, zero]), box) == pytest.approx(0.5)
+    assert gradcam.share_against_area(gradcam.lung_share(np.stack([inside, outside, zero]), box), 0.5)[
+        "mean_lung_share"] == pytest.approx(0.5)  # the all-zero map left out
     uniform = np.ones((1, SIZE, SIZE))  # a uniform map's share is the box's area
     assert gradcam.lung_share(uniform, box)[0] == pytest.approx(box.area_fraction(SIZE))
     with pytest.raises(ValueError, match="square"):
