@@ -54,7 +54,7 @@ class MismatchedInputs(MissingInputs):
 COLAB_CONTENT = Path("/content")  # a Colab runtime's working folder
 DRIVE_MOUNT = COLAB_CONTENT / "drive"
 # Said by every "run this first" message: on Colab each chapter may get a runtime of its own.
-SHARED_ON_COLAB = (" On Google Colab, chapters run on separate runtimes share their results only when each is "
+SHARED_ON_COLAB = ("; on Google Colab, chapters run on separate runtimes share their results only when each is "
                    "given the same drive_folder (a folder of your Google Drive).")
 
 
@@ -298,7 +298,7 @@ def _require_predictions(results_dir: Path, also: str = "") -> None:
         chapters = ", ".join(f"notebooks/{spec.chapter}.ipynb" for spec in missing)
         raise MissingInputs(
             f"No trained {', '.join(spec.paper_name for spec in missing)} in {results_dir}: run {chapters}{also} "
-            "first with this results_dir, or set results_dir to a folder that holds a run's results."
+            "first with this results_dir, or set results_dir to a folder that holds a run's results"
             + SHARED_ON_COLAB
         )
 
@@ -351,5 +351,5 @@ def require_evaluation(results_dir) -> None:
     if missing:
         raise MissingInputs(
             f"No evaluation in {results_dir / missing[0]}: run notebooks/06_evaluation.ipynb first "
-            "with this results_dir." + SHARED_ON_COLAB
+            "with this results_dir" + SHARED_ON_COLAB
         )
