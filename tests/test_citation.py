@@ -18,7 +18,10 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 CFF = ROOT / "CITATION.cff"
 INTRO = ROOT / "book" / "intro.md"
-PAPER_MD = ROOT.parent / "shared" / "paper" / "PAPER.md"
+# The shared folder beside the checkout, or the one CXR_DATA_DIR (shared/data/<set>) lies in.
+_SHARED = Path(os.environ["CXR_DATA_DIR"]).resolve().parents[1] if os.environ.get("CXR_DATA_DIR") else ROOT.parent / "shared"
+PAPER_MD = next((path for path in (ROOT.parent / "shared" / "paper" / "PAPER.md", _SHARED / "paper" / "PAPER.md")
+                 if path.is_file()), ROOT.parent / "shared" / "paper" / "PAPER.md")
 SCHEMA_ID = "https://citation-file-format.github.io/1.2.0/schema.json"
 
 
