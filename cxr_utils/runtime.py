@@ -107,7 +107,7 @@ def accelerator_summary(mixed_precision: bool | str = "auto") -> str:
     whether training will use mixed precision (``use_mixed_precision``'s "auto" rule)."""
     gpus = gpu_names()
     mixed = bool(gpus) if mixed_precision == "auto" else bool(mixed_precision)
-    warning = ("" if gpus else " Warning: no GPU, so training from scratch takes hours; on Google Colab choose "
+    warning = ("" if gpus else " Warning: no GPU, so training at the paper's scale takes hours; on Google Colab choose "
                "Runtime > Change runtime type > GPU.")
     return (f"Keras {keras.__version__} on {backend()}; accelerator: {', '.join(gpus) or 'none (CPU only)'}; "
             f"mixed precision: {'on' if mixed else 'off'}.{warning}")

@@ -175,6 +175,8 @@ def test_model_table_expands_backbone_and_skips_inputs():
         def __init__(self, name, params=0, layers=None, shape=(None, 8)):
             self.name, self.params, self.trainable = name, params, True
             self.output = type("Tensor", (), {"shape": shape})()
+            # Weight shapes, as Keras gives them: one (params,) vector each for the sake of the count.
+            self.trainable_weights = [type("Variable", (), {"shape": (params,)})()] if params else []
             if layers is not None:
                 self.layers = layers
 
@@ -189,7 +191,7 @@ def test_model_table_expands_backbone_and_skips_inputs():
     table = plots.model_table(model)
     assert table["layer"].tolist() == ["backbone/conv", "dense"]
     assert table["parameters"].tolist() == [10, 5]
-    assert table.attrs["total parameters"] == 15
+    assert table.attrs["total parameters"] == 15 and table.attrs["trainable parameters"] == 15
 
 
 def scored_predictions(seed=0):
