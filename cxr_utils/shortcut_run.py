@@ -149,7 +149,7 @@ def gradcam_for_run(results_dir, split: pd.DataFrame, box: LungBox, image_size: 
     maps); saved to ``shortcuts/gradcam.csv``, each image's share to ``gradcam_shares.csv``. And a
     figure of examples, correct and wrong, of both classes, picked from the proposed hybrid's
     predictions. Returns {"shares", "figure"}. Explained in notebooks/08_shortcuts."""
-    from cxr_utils import data, evaluation, gradcam, metrics, runtime
+    from cxr_utils import data, evaluation, gradcam, runtime
 
     results_dir = Path(results_dir)
     test = split[split["split"] == "test"].reset_index(drop=True)
@@ -163,11 +163,8 @@ def gradcam_for_run(results_dir, split: pd.DataFrame, box: LungBox, image_size: 
         each = gradcam.lung_share(maps, box)
         per_image.append(pd.DataFrame({"path": test["path"].to_numpy(), "model": name, "lung_share": each}))
         predictions = pd.read_csv(results_dir / model_id / "predictions.csv")
-        accuracy = metrics.metrics_with_intervals(predictions["label"], predictions["predicted"],
-                                                  seed=interval_seed).loc["accuracy"]
         rows.append({"model": name, "n": len(test), **gradcam.share_against_area(each, area, interval_seed),
-                     "accuracy": accuracy["value"], "accuracy_low": accuracy["low"],
-                     "accuracy_high": accuracy["high"]})
+                     **_accuracy(predictions, interval_seed)})
     shares = pd.DataFrame(rows)
     (results_dir / SHORTCUTS_DIR).mkdir(parents=True, exist_ok=True)
     runtime.write_text(shares.to_csv(index=False), results_dir / GRADCAM_CSV)
@@ -184,6 +181,15 @@ def gradcam_for_run(results_dir, split: pd.DataFrame, box: LungBox, image_size: 
     figure = gradcam.plot_gradcam_grid(images[chosen], {names[m]: cams[m][chosen] for m in cams}, examples,
                                        box=box, path=path)
     return {"shares": shares, "figure": figure}
+
+
+def _accuracy(predictions: pd.DataFrame, seed: int) -> dict:
+    """A model's test accuracy with its 95% interval (accuracy, accuracy_low, accuracy_high), from
+    its predictions.csv, as Grad-CAM's and the baseline comparison's tables give it."""
+    from cxr_utils import metrics
+
+    accuracy = metrics.metrics_with_intervals(predictions["label"], predictions["predicted"], seed=seed).loc["accuracy"]
+    return {"accuracy": accuracy["value"], "accuracy_low": accuracy["low"], "accuracy_high": accuracy["high"]}
 
 
 def baseline_pairs(results_dir, baseline: str = "border") -> pd.DataFrame | None:
@@ -210,10 +216,9 @@ def baseline_pairs(results_dir, baseline: str = "border") -> pd.DataFrame | None
             raise ValueError(f"{file} and {path} hold different test images; run chapters 03-05 and 08 on one split")
         other = chosen.loc[model["path"]]
         test = metrics.mcnemar_test(model["label"], model["predicted"], other["predicted"].to_numpy())
-        accuracy = metrics.metrics_with_intervals(model["label"], model["predicted"], seed=seed).loc["accuracy"]
         rows.append({"model": spec.paper_name, "model_only": int(test["a_only_correct"]),
                      "baseline_only": int(test["b_only_correct"]), "p_value": float(test["p_value"]),
-                     "accuracy": accuracy["value"], "accuracy_low": accuracy["low"], "accuracy_high": accuracy["high"]})
+                     **_accuracy(model, seed)})
     return pd.DataFrame(rows)
 
 
