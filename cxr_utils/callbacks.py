@@ -1,6 +1,8 @@
 """The Keras callbacks of the training protocol: keep the best epoch's weights, and score
-training images in inference mode after every epoch. And this project's remedy for issue 12,
-off by default: recompute the BatchNorm moving statistics before every evaluation.
+training images in inference mode after every epoch. This project's diagnosis of unsteady
+validation: the same weights scored again with recomputed BatchNorm statistics after every epoch
+(``PairedBatchNormCheck``; training unchanged). And its remedy for issue 12, off by default:
+recompute the BatchNorm moving statistics before every evaluation.
 
 Backend-agnostic Keras 3 (no TensorFlow calls). Explained in notebooks/03_resnet50.
 """
@@ -171,3 +173,40 @@ class RecomputeBatchNorm(keras.callbacks.Callback):
 
     def on_test_begin(self, logs=None):
         self.layers_recomputed = recompute_batchnorm_statistics(self.model, self.images, self.batch_size)
+
+
+class PairedBatchNormCheck(keras.callbacks.Callback):
+    """After every epoch, score the same weights a second way: BatchNorm statistics recomputed
+    from ``statistics_images`` (``recompute_batchnorm_statistics``) instead of the moving ones,
+    on the validation images and on the training images of ``InferenceModeCheck``; log
+    ``val_accuracy_recomputed`` and ``train_inference_accuracy_recomputed``. Then every weight
+    and statistic is put back as it was (``get_weights`` / ``set_weights``), so training goes on
+    exactly as without this callback: the pair differs in the statistics alone, which is what a
+    diagnosis of the moving statistics needs. A no-op for a model without trainable BatchNorm.
+    It only adds keys to the epoch's logs: the paper's model selection (``KeepBestEpoch``) keeps
+    using ``val_accuracy``, the moving statistics' figure. Explained in notebooks/03_resnet50.
+    """
+
+    LOGS = ("val_accuracy_recomputed", "train_inference_accuracy_recomputed")
+
+    def __init__(self, statistics_images: np.ndarray, train: tuple, val: tuple, batch_size: int):
+        super().__init__()
+        self.statistics_images, self.batch_size = statistics_images, batch_size
+        self.parts = {"val_accuracy_recomputed": (val[0], np.asarray(val[1])),
+                      "train_inference_accuracy_recomputed": (train[0], np.asarray(train[1]))}
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None or not batchnorm_layers(self.model):
+            return
+        from cxr_utils.training import predict_in_batches
+
+        kept = self.model.get_weights()
+        try:
+            recompute_batchnorm_statistics(self.model, self.statistics_images, self.batch_size)
+            for name, (inputs, labels) in self.parts.items():
+                if len(inputs) == 0:  # no training images checked (inference_check_images=0)
+                    continue
+                probabilities = predict_in_batches(self.model, inputs, self.batch_size).reshape(-1)
+                logs[name] = float(np.mean((probabilities >= 0.5) == (labels == 1)))
+        finally:
+            self.model.set_weights(kept)

@@ -50,6 +50,10 @@ class Choices:
     inference_check_images: int = 200  # training images scored in inference mode after each epoch
     recompute_batchnorm_images: int = 0  # the remedy, off: the paper's protocol
     fit_batchnorm_images: int = 320  # claim 3's losses: BatchNorm statistics recomputed from these
+    # After every epoch, the same weights scored again with BatchNorm statistics recomputed from
+    # the fit_batchnorm_images images (callbacks.PairedBatchNormCheck): the diagnosis of unsteady
+    # validation, which changes no weight; a no-op for a model without trainable BatchNorm.
+    batchnorm_check: bool = True
     bootstrap_resamples: int = 2000  # every bootstrap interval of a run, seeded with the run's seed
 
 
@@ -76,6 +80,7 @@ def protocol_record(weights, image_size: int = PROTOCOL.image_size, seed: int | 
         "recompute_batchnorm_images": int(recompute_batchnorm_images),
         "inference_check_images": CHOICES.inference_check_images,
         "fit_batchnorm_images": CHOICES.fit_batchnorm_images,
+        "batchnorm_check": CHOICES.batchnorm_check,
         "mixed_precision": mixed_precision,
         "image_size": int(image_size),
         "bootstrap": {"resamples": CHOICES.bootstrap_resamples,

@@ -32,6 +32,8 @@ from cxr_utils.callbacks import batchnorm_layers, batchnorm_momentum
 from cxr_utils.config import PROTOCOL
 
 REQUIRED_COLUMNS = ("path", "label", "split")
+# predictions.csv: the kept weights on the test images with recomputed BatchNorm statistics.
+RECOMPUTED_COLUMNS = ("probability_recomputed_batchnorm", "predicted_recomputed_batchnorm")
 
 
 @dataclasses.dataclass
@@ -137,12 +139,15 @@ def _settings(model_name, result, inputs: Inputs, config, model_options: dict, f
 
 
 def write_experiment(results_dir, model_name: str, result, inputs: Inputs, config, *, probabilities,
-                     last_probabilities, fit_probabilities: dict, fit_batchnorm: str, model_options=None,
-                     save_model: bool = True, wall_time_s: float = 0.0) -> dict:
+                     last_probabilities, fit_probabilities: dict, fit_batchnorm: str,
+                     recomputed_probabilities=None, model_options=None, save_model: bool = True,
+                     wall_time_s: float = 0.0) -> dict:
     """Write ``results_dir/model_name/``, replacing an earlier run's folder only once every file
     is written (``atomic.replace_folder``): history.csv (``result.history``), predictions.csv
     (path, label, probability, predicted, probability_last_epoch, predicted_last_epoch: the kept
-    and the last epoch's weights on the test images), fit_predictions.csv (path, split, label,
+    and the last epoch's weights on the test images; with ``recomputed_probabilities``, also
+    probability_recomputed_batchnorm and predicted_recomputed_batchnorm: the kept weights with
+    BatchNorm statistics recomputed from training images), fit_predictions.csv (path, split, label,
     probability: the kept model on its training and validation images, for claim 3's loss gap),
     metrics.json (the test metrics of both epochs' weights; AUC and Brier score with 95%
     intervals seeded with the run's seed), model.keras (unless ``save_model`` is False) and
@@ -157,6 +162,9 @@ def write_experiment(results_dir, model_name: str, result, inputs: Inputs, confi
         "probability_last_epoch": last_probabilities,
         "predicted_last_epoch": metrics.labels_from_probabilities(last_probabilities),
     })
+    if recomputed_probabilities is not None:
+        predictions[RECOMPUTED_COLUMNS[0]] = recomputed_probabilities
+        predictions[RECOMPUTED_COLUMNS[1]] = metrics.labels_from_probabilities(recomputed_probabilities)
     test_metrics = metrics.classification_metrics(test_y, predictions["predicted"])
     last_metrics = metrics.classification_metrics(test_y, predictions["predicted_last_epoch"])
     fit_predictions = pd.concat(

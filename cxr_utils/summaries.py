@@ -118,7 +118,10 @@ def training_summary(results_dir, model_id: str, name_the_hypothesis: bool = Tru
                 f"or more while inference mode was at or below {NEAR_CHANCE}: the weights fit the training images, "
                 "but the model used for evaluation does not reproduce it."
             )
-            if spec.has_backbone and name_the_hypothesis:
+            if spec.has_backbone and name_the_hypothesis and "val_accuracy_recomputed" in history:
+                text += (" One candidate cause is BatchNorm's moving statistics lagging behind fast-changing weights: "
+                         "the paired check below scores the same weights with recomputed statistics.")
+            elif spec.has_backbone and name_the_hypothesis:
                 text += (" One candidate cause is BatchNorm's moving statistics lagging behind fast-changing weights: "
                          "a hypothesis, not tested by this run (`recompute_batchnorm_images` is the option that "
                          "tests it; see the method page).")

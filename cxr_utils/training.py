@@ -30,13 +30,15 @@ import pandas as pd
 from cxr_utils import config as facts
 from cxr_utils import experiment, models, runtime
 from cxr_utils.callbacks import (
-    InferenceModeCheck, KeepBestEpoch, RecomputeBatchNorm, batchnorm_layers, recompute_batchnorm_statistics,
+    InferenceModeCheck, KeepBestEpoch, PairedBatchNormCheck, RecomputeBatchNorm, batchnorm_layers,
+    recompute_batchnorm_statistics,
 )
 from cxr_utils.claims import NO_BATCHNORM, RECOMPUTED
 from cxr_utils.config import PROTOCOL
 
 HISTORY_COLUMNS = [*facts.HISTORY_COLUMNS, "is_best"]
 INFERENCE_COLUMNS = ("train_inference_loss", "train_inference_accuracy")  # InferenceModeCheck
+BATCHNORM_CHECK_COLUMNS = PairedBatchNormCheck.LOGS
 
 
 @dataclasses.dataclass
@@ -62,6 +64,10 @@ class TrainingConfig:
     # training images (callbacks.RecomputeBatchNorm, "precise BN"); the weights are untouched. A
     # no-op for models with no trainable BatchNorm: the LSTM, and a frozen backbone's head.
     recompute_batchnorm_images: int = facts.CHOICES.recompute_batchnorm_images
+    # This project's diagnosis (callbacks.PairedBatchNormCheck): after every epoch, the same weights
+    # scored again with BatchNorm statistics recomputed from CHOICES.fit_batchnorm_images training
+    # images; training is unchanged. Skipped with the remedy on (its statistics are recomputed already).
+    batchnorm_check: bool = facts.CHOICES.batchnorm_check
 
     def __post_init__(self):
         for field in ("epochs", "batch_size"):
@@ -173,14 +179,19 @@ def seeded_subset(n_images: int, n: int, seed: int, stream: int | None = None) -
 BATCHNORM_STREAM = 1  # the BatchNorm images are drawn apart from the inference check's
 
 
-def _callbacks(config: TrainingConfig, keep_best: KeepBestEpoch, train_x, train_y):
+def _callbacks(config: TrainingConfig, keep_best: KeepBestEpoch, train_x, train_y, val):
     callbacks = [keep_best]
     if config.recompute_batchnorm_images:
         chosen = seeded_subset(len(train_x), config.recompute_batchnorm_images, config.seed, BATCHNORM_STREAM)
         callbacks.insert(0, RecomputeBatchNorm(train_x[chosen], config.batch_size))
+    checked = seeded_subset(len(train_x), config.inference_check_images, config.seed)
     if config.inference_check_images:
-        chosen = seeded_subset(len(train_x), config.inference_check_images, config.seed)
-        callbacks.append(InferenceModeCheck(train_x[chosen], train_y[chosen], config.batch_size))
+        callbacks.append(InferenceModeCheck(train_x[checked], train_y[checked], config.batch_size))
+    if config.batchnorm_check and not config.recompute_batchnorm_images:
+        # The statistics images are claim 3's (the same seeded draw), the scored ones the check's.
+        statistics = seeded_subset(len(train_x), facts.CHOICES.fit_batchnorm_images, config.seed, BATCHNORM_STREAM)
+        callbacks.append(PairedBatchNormCheck(train_x[statistics], (train_x[checked], train_y[checked]), val,
+                                              config.batch_size))
     if config.progress:
         from tqdm.keras import TqdmCallback
 
@@ -246,7 +257,7 @@ def train_model(
         batch_size=config.batch_size,
         shuffle=True,
         verbose=0,
-        callbacks=_callbacks(config, keep_best, train_x, train_y),
+        callbacks=_callbacks(config, keep_best, train_x, train_y, (val_x, val_y)),
     )
     if fitted is not model and not was_compiled:
         # The head's weights live inside ``model`` too; compile the whole model so it can be
@@ -256,7 +267,7 @@ def train_model(
     history = pd.DataFrame(keras_history.history)
     history.insert(0, "epoch", np.arange(1, len(history) + 1))
     history["is_best"] = history["epoch"] == keep_best.best_epoch
-    columns = [*HISTORY_COLUMNS, *(c for c in INFERENCE_COLUMNS if c in history)]
+    columns = [*HISTORY_COLUMNS, *(c for c in (*INFERENCE_COLUMNS, *BATCHNORM_CHECK_COLUMNS) if c in history)]
     return TrainingResult(
         model=model,
         history=history[columns],
@@ -302,12 +313,19 @@ def save_experiment(results_dir, model_name: str, result: TrainingResult, inputs
     with result.last_epoch():
         last_probabilities = predict("test")
     fit_probabilities, fit_batchnorm = _fit_probabilities(result, predict, inputs.train[0], config)
+    # The kept weights on the test images with recomputed BatchNorm statistics, beside the moving
+    # ones' (``probabilities``): the test-set half of the paired check (batchnorm_check). Only
+    # where the two can differ: trainable BatchNorm, the remedy off.
+    recomputed_test = fit_probabilities.pop("test")
+    if fit_batchnorm != RECOMPUTED or config.recompute_batchnorm_images or not config.batchnorm_check:
+        recomputed_test = None
     now = time.perf_counter()
     wall_time = now - started if started is not None else inputs.seconds + result.wall_time_s + now - start
     return experiment.write_experiment(
         results_dir, model_name, result, inputs, config, probabilities=probabilities,
         last_probabilities=last_probabilities, fit_probabilities=fit_probabilities, fit_batchnorm=fit_batchnorm,
-        model_options=model_options, save_model=save_model, wall_time_s=wall_time)
+        recomputed_probabilities=recomputed_test, model_options=model_options, save_model=save_model,
+        wall_time_s=wall_time)
 
 
 def run_experiment(
@@ -353,15 +371,16 @@ def run_experiment(
 
 def _fit_probabilities(result: TrainingResult, predict, train_inputs: np.ndarray, config: TrainingConfig):
     """The kept model's P(COVID) on its own training and validation images (``predict(part)``),
-    for claim 3's loss gap, both computed the same way: inference mode, with BatchNorm's
+    for claim 3's loss gap, and on the test images (the paired BatchNorm check), all computed the
+    same way: inference mode, with BatchNorm's
     statistics recomputed from ``config.CHOICES.fit_batchnorm_images`` seeded training images
     (drawn as the remedy's) where the model has trainable BatchNorm layers
     (``callbacks.recompute_batchnorm_statistics``), so that a stale moving statistic cannot
     inflate one loss more than the other. The model is left as it was (weights and statistics
-    put back). Returns ({"train", "val"} -> probabilities, how: ``claims.RECOMPUTED`` or
+    put back). Returns ({"train", "val", "test"} -> probabilities, how: ``claims.RECOMPUTED`` or
     ``claims.NO_BATCHNORM``)."""
     def probabilities():
-        return {part: predict(part) for part in ("train", "val")}
+        return {part: predict(part) for part in ("train", "val", "test")}
 
     if not batchnorm_layers(result.fitted):
         return probabilities(), NO_BATCHNORM

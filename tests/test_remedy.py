@@ -325,3 +325,73 @@ def test_remedy_curves_show_both_protocols(two_runs, tmp_path):
         assert plots.smallest_shown_points(figure) >= plots.MIN_POINTS
     finally:
         plt.close(figure)
+
+
+# -- the paired check: the same weights, moving or recomputed statistics ---------------------------
+
+
+def test_the_paired_check_changes_no_training_and_logs_the_recomputed_scores(real_images):
+    (train_x, train_y), (val_x, val_y) = real_images
+    checked, config = _history(real_images, restore_best=False)
+    plain, _ = _history(real_images, restore_best=False, batchnorm_check=False)
+    # The check puts every weight and statistic back: training and the paper's figures are the same, bit for bit.
+    pd.testing.assert_frame_equal(checked.history[plain.history.columns], plain.history, check_exact=True)
+    for a, b in zip(checked.model.get_weights(), plain.model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert set(training.BATCHNORM_CHECK_COLUMNS) <= set(checked.history) and \
+        not set(training.BATCHNORM_CHECK_COLUMNS) & set(plain.history)
+    # The last epoch's logged figures are these weights' scores with the statistics recomputed from the
+    # seeded images claim 3 uses, on the validation images and on the inference check's training images.
+    statistics = training.seeded_subset(len(train_x), training.facts.CHOICES.fit_batchnorm_images, config.seed,
+                                        training.BATCHNORM_STREAM)
+    scored = training.seeded_subset(len(train_x), config.inference_check_images, config.seed)
+    callbacks.recompute_batchnorm_statistics(checked.model, train_x[statistics], config.batch_size)
+    last = checked.history.iloc[-1]
+    for column, (images, labels) in (("val_accuracy_recomputed", (val_x, val_y)),
+                                     ("train_inference_accuracy_recomputed", (train_x[scored], train_y[scored]))):
+        right = (training.predict_probabilities(checked.model, images, config.batch_size) >= 0.5) == (labels == 1)
+        assert last[column] == pytest.approx(right.mean())
+    # With the remedy on, validation already uses recomputed statistics: no second way to score.
+    remedied, _ = _history(real_images, recompute_batchnorm_images=16)
+    assert not set(training.BATCHNORM_CHECK_COLUMNS) & set(remedied.history)
+
+
+def test_a_resnet50_run_saves_the_pair_and_the_chapter_reads_it(real_subset, tmp_path):
+    from cxr_utils import batchnorm_check, experiment
+
+    manifest = data.add_duplicate_groups(data.build_manifest(real_subset, progress=False))
+    split = data.split_dataset(data.sample_balanced(manifest, n_per_class=20, seed=3), seed=3)
+    config = training.TrainingConfig(epochs=2, batch_size=8, seed=3, progress=False)
+    training.run_experiment("resnet50", split, tmp_path, config, {"weights": None}, save_model=False, image_size=SIZE)
+    predictions = pd.read_csv(tmp_path / "resnet50" / "predictions.csv")
+    assert set(experiment.RECOMPUTED_COLUMNS) <= set(predictions)
+    assert batchnorm_check.has_check(tmp_path, "resnet50")
+
+    table = batchnorm_check.epoch_table(tmp_path, "resnet50")
+    history = pd.read_csv(tmp_path / "resnet50" / "history.csv")
+    assert table.index.tolist() == [1, 2] and (table["kept"] == "kept").sum() == 1
+    assert table["validation: recomputed"].tolist() == history["val_accuracy_recomputed"].round(2).tolist()
+
+    pair = batchnorm_check.test_pair(tmp_path, "resnet50")
+    labels = predictions["label"]
+    for way, column in (("moving", "predicted"), ("recomputed", experiment.RECOMPUTED_COLUMNS[1])):
+        assert pair[way]["value"] == pytest.approx((predictions[column] == labels).mean())
+    right_moving = predictions["predicted"] == labels
+    right_recomputed = predictions[experiment.RECOMPUTED_COLUMNS[1]] == labels
+    assert pair["moving_only"] == int((right_moving & ~right_recomputed).sum())
+    assert pair["recomputed_only"] == int((~right_moving & right_recomputed).sum())
+    text = batchnorm_check.check_markdown(tmp_path, "resnet50")
+    assert f"The test images at the kept epoch** ({len(predictions)})" in text and "McNemar exact p" in text
+    figure = batchnorm_check.plot_batchnorm_check(tmp_path, "resnet50", path=tmp_path / "check.png")
+    assert (tmp_path / "check.png").stat().st_size > 0 and plots.smallest_shown_points(figure) >= plots.MIN_POINTS
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
+
+    # The LSTM has no BatchNorm: no pair is saved, and the chapter's functions say why.
+    training.run_experiment("lstm", split, tmp_path, config, save_model=False, image_size=SIZE)
+    assert not batchnorm_check.has_check(tmp_path, "lstm")
+    with pytest.raises(ValueError, match="no paired BatchNorm check"):
+        batchnorm_check.epoch_table(tmp_path, "lstm")
+    with pytest.raises(ValueError, match="predicted_recomputed_batchnorm"):
+        batchnorm_check.test_pair(tmp_path, "lstm")

@@ -310,7 +310,8 @@ def command(run_dir, data_dir=None, overrides: dict | None = None, models=None, 
     split = chapters.split(run_dir, protocol["data_dir"], n_per_class=protocol["n_per_class"],
                            seed=protocol["seed"], log=log)
     settings = training.TrainingConfig(epochs=protocol["epochs"], batch_size=protocol["batch_size"],
-                                       seed=protocol["seed"], progress=sys.stderr.isatty())
+                                       seed=protocol["seed"], progress=sys.stderr.isatty(),
+                                       batchnorm_check=False)  # as chapter 8's (shortcut_run)
     train_blanked(run_dir, split, shortcuts.LungBox(), settings, {"weights": protocol["weights"]},
                   protocol["cache_dir"], protocol["image_size"], model_ids, log)
     table = blanked_results(run_dir)

@@ -1,0 +1,150 @@
+"""The paired BatchNorm check of a model chapter: the same weights scored two ways.
+
+From scratch, validation accuracy can fall to chance in some epochs while training mode reports
+0.8 or more. One candidate cause is BatchNorm's moving statistics lagging behind weights that
+change fast. ``callbacks.PairedBatchNormCheck`` tests exactly that, after every epoch: the same
+weights scored with the moving statistics (what the paper's protocol evaluates) and with
+statistics recomputed from training images (``config.CHOICES.fit_batchnorm_images``), training
+itself unchanged. At the kept epoch the test images are scored both ways too
+(``experiment.RECOMPUTED_COLUMNS``), and McNemar's exact test says whether the two ways differ on
+the same images. Only the statistics differ between the two, so a difference is theirs.
+
+This module reads what training saved (history.csv, predictions.csv) and turns it into the
+chapter's table, figure and sentences. Explained in notebooks/03_resnet50 and 05_resnet50_lstm.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from matplotlib.ticker import MaxNLocator
+
+from cxr_utils import config, metrics
+from cxr_utils.callbacks import PairedBatchNormCheck
+from cxr_utils.claims import SIGNIFICANCE
+from cxr_utils.experiment import RECOMPUTED_COLUMNS
+from cxr_utils.plots import MIN_POINTS, PAGE_WIDTH_IN, _finish
+from cxr_utils.remedy import mark_chance
+from cxr_utils.report import NEAR_CHANCE, at_most
+
+WAYS = {"moving": "moving statistics (the paper's protocol)", "recomputed": "statistics recomputed"}
+# history.csv column of each (figure, way).
+COLUMNS = {
+    "validation": {"moving": "val_accuracy", "recomputed": PairedBatchNormCheck.LOGS[0]},
+    "training images, inference mode": {"moving": "train_inference_accuracy",
+                                        "recomputed": PairedBatchNormCheck.LOGS[1]},
+}
+
+
+def _history(folder: Path) -> pd.DataFrame:
+    path = folder / "history.csv"
+    if not path.is_file():
+        raise ValueError(f"{path} not found: train the model first (its chapter writes it)")
+    return pd.read_csv(path)
+
+
+def has_check(results_dir, model_id: str) -> bool:
+    """Whether this model's training ran the paired check (a model with trainable BatchNorm, the
+    remedy off, ``TrainingConfig.batchnorm_check`` on)."""
+    history = _history(Path(results_dir) / config.model_spec(model_id).id)
+    return all(column in history for way in COLUMNS.values() for column in way.values())
+
+
+def epoch_table(results_dir, model_id: str) -> pd.DataFrame:
+    """Per epoch, validation accuracy and the training images' inference-mode accuracy, each with
+    the moving statistics and with recomputed ones, and the epoch training kept. ValueError when
+    the run has no paired check (``has_check``)."""
+    spec = config.model_spec(model_id)
+    if not has_check(results_dir, spec.id):
+        raise ValueError(f"{Path(results_dir) / spec.id / 'history.csv'} has no paired BatchNorm check: its model "
+                         "has no trainable BatchNorm, or it trained with the remedy or with batchnorm_check=False")
+    history = _history(Path(results_dir) / spec.id)
+    table = pd.DataFrame({"epoch": history["epoch"].astype(int)})
+    for figure, ways in COLUMNS.items():
+        for way, column in ways.items():
+            table[f"{figure}: {way}"] = history[column].round(2)
+    table["kept"] = history["is_best"].map({True: "kept", False: ""})
+    return table.set_index("epoch")
+
+
+def test_pair(results_dir, model_id: str) -> dict:
+    """The kept weights on the test images both ways: accuracy with its 95% interval for each
+    (moving, recomputed: ``metrics.metrics_with_intervals`` rows), the images only one way got
+    right (moving_only, recomputed_only), McNemar's exact p and n."""
+    folder = Path(results_dir) / config.model_spec(model_id).id
+    predictions = pd.read_csv(folder / "predictions.csv")
+    if RECOMPUTED_COLUMNS[1] not in predictions:
+        raise ValueError(f"{folder / 'predictions.csv'} has no {RECOMPUTED_COLUMNS[1]} column: its model was not "
+                         "scored with recomputed BatchNorm statistics (see has_check)")
+    labels = predictions["label"]
+    accuracy = {way: metrics.metrics_with_intervals(labels, predictions[column]).loc["accuracy"]
+                for way, column in (("moving", "predicted"), ("recomputed", RECOMPUTED_COLUMNS[1]))}
+    test = metrics.mcnemar_test(labels, predictions["predicted"], predictions[RECOMPUTED_COLUMNS[1]])
+    return {**accuracy, "moving_only": test["a_only_correct"], "recomputed_only": test["b_only_correct"],
+            "p_value": test["p_value"], "n": test["n"]}
+
+
+def plot_batchnorm_check(results_dir, model_id: str, path=None):
+    """Validation accuracy (left) and the training images' inference-mode accuracy (right) per
+    epoch, the moving statistics beside recomputed ones, chance dashed, the kept epoch marked.
+    Returns the Figure; saves it as PNG at ``path`` when given (as every ``cxr_utils.plots`` figure)."""
+    spec = config.model_spec(model_id)
+    history = _history(Path(results_dir) / spec.id)
+    epoch_table(results_dir, spec.id)  # the same check of the columns
+    figure, axes = plt.subplots(1, 2, figsize=(PAGE_WIDTH_IN, 3.6), layout="constrained", sharey=True)
+    kept = int(history.loc[history["is_best"], "epoch"].iloc[0])
+    for ax, (title, ways) in zip(axes, COLUMNS.items()):
+        for (way, column), marker in zip(ways.items(), ("o", "s")):
+            ax.plot(history["epoch"], history[column], marker=marker, label=WAYS[way])
+        mark_chance(ax)
+        ax.axvline(kept, color="grey", linestyle="-.", linewidth=1, label=f"kept epoch ({kept})")
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(title)
+        ax.set_ylim(0, 1.02)
+    axes[0].set_ylabel("accuracy")
+    figure.suptitle(f"{spec.paper_name}: the same weights, two kinds of BatchNorm statistics")
+    figure.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize=MIN_POINTS,
+                  frameon=False)
+    return _finish(figure, path)
+
+
+def _interval(row) -> str:
+    return f"{row['value']:.2f} [{row['low']:.2f}, {row['high']:.2f}]"
+
+
+def check_markdown(results_dir, model_id: str) -> str:
+    """What the paired check shows, in sentences written from the saved numbers: the epochs where
+    validation was near chance one way and not the other, and the test images at the kept epoch,
+    both ways, with McNemar's exact test."""
+    table = epoch_table(results_dir, model_id)
+    moving, recomputed = (table[f"validation: {way}"] for way in ("moving", "recomputed"))
+    near_moving = [int(e) for e, v in moving.items() if at_most(v, NEAR_CHANCE)]
+    near_recomputed = [int(e) for e, v in recomputed.items() if at_most(v, NEAR_CHANCE)]
+    n = len(table)
+
+    def epochs(found):
+        return f"{len(found)} of {n} epochs" + (f" ({', '.join(map(str, found))})" if found else "")
+
+    lines = [
+        f"- **Validation, per epoch.** With the moving statistics, validation accuracy ranged "
+        f"{moving.min():.2f}-{moving.max():.2f} and was at or below {NEAR_CHANCE} in {epochs(near_moving)}; "
+        f"the same weights with recomputed statistics ranged {recomputed.min():.2f}-{recomputed.max():.2f}, "
+        f"at or below {NEAR_CHANCE} in {epochs(near_recomputed)}."
+    ]
+    pair = test_pair(results_dir, model_id)
+    if pair["p_value"] < SIGNIFICANCE:
+        better = "recomputed" if pair["recomputed_only"] > pair["moving_only"] else "moving"
+        verdict = (f"the two ways differ (McNemar exact p = {pair['p_value']:.2g}), the {WAYS[better]} right more "
+                   "often; the weights are the same, so the difference is the statistics'")
+    else:
+        verdict = (f"a difference chance alone could give (McNemar exact p = {pair['p_value']:.2g}), so this test set "
+                   "does not tell the two ways apart")
+    lines.append(
+        f"- **The test images at the kept epoch** ({pair['n']}): accuracy {_interval(pair['moving'])} with the moving "
+        f"statistics, {_interval(pair['recomputed'])} with recomputed ones (95% intervals). Only the moving statistics "
+        f"are right on {pair['moving_only']} images, only the recomputed ones on {pair['recomputed_only']}: {verdict}."
+    )
+    return "\n".join(lines) + "\n"
