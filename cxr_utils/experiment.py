@@ -34,6 +34,9 @@ from cxr_utils.config import PROTOCOL
 REQUIRED_COLUMNS = ("path", "label", "split")
 # predictions.csv: the kept weights on the test images with recomputed BatchNorm statistics.
 RECOMPUTED_COLUMNS = ("probability_recomputed_batchnorm", "predicted_recomputed_batchnorm")
+# Written while the weights are in memory, for chapters 6 and 8 (numbers only: no model file needed).
+EXTENDED_PREDICTIONS = "extended_predictions.csv"  # the kept model on chapter 6's extended test set
+GRADCAM_CELLS = "gradcam_cells.npz"  # Grad-CAM at the feature map's resolution on the test images
 
 
 @dataclasses.dataclass
@@ -140,7 +143,8 @@ def _settings(model_name, result, inputs: Inputs, config, model_options: dict, f
 
 def write_experiment(results_dir, model_name: str, result, inputs: Inputs, config, *, probabilities,
                      last_probabilities, fit_probabilities: dict, fit_batchnorm: str,
-                     recomputed_probabilities=None, model_options=None, save_model: bool = True,
+                     recomputed_probabilities=None, extended_predictions: pd.DataFrame | None = None,
+                     gradcam_cells: np.ndarray | None = None, model_options=None, save_model: bool = True,
                      wall_time_s: float = 0.0) -> dict:
     """Write ``results_dir/model_name/``, replacing an earlier run's folder only once every file
     is written (``atomic.replace_folder``): history.csv (``result.history``), predictions.csv
@@ -151,7 +155,9 @@ def write_experiment(results_dir, model_name: str, result, inputs: Inputs, confi
     probability: the kept model on its training and validation images, for claim 3's loss gap),
     metrics.json (the test metrics of both epochs' weights; AUC and Brier score with 95%
     intervals seeded with the run's seed), model.keras (unless ``save_model`` is False) and
-    run.json (settings, protocol, versions, hardware, wall times). Returns the folder, ``result``,
+    run.json (settings, protocol, versions, hardware, wall times); when given,
+    extended_predictions.csv (``extended_set.PREDICTIONS_CSV``) and gradcam_cells.npz
+    (``GRADCAM_CELLS``: the test images' paths and their Grad-CAM cells). Returns the folder, ``result``,
     the predictions table and the test metrics.
     """
     model_options = dict(model_options or {})
@@ -196,6 +202,11 @@ def write_experiment(results_dir, model_name: str, result, inputs: Inputs, confi
         result.history.to_csv(staging / "history.csv", index=False)
         predictions.to_csv(staging / "predictions.csv", index=False)
         fit_predictions.to_csv(staging / evaluation.FIT_PREDICTIONS, index=False)
+        if extended_predictions is not None:
+            extended_predictions.to_csv(staging / EXTENDED_PREDICTIONS, index=False)
+        if gradcam_cells is not None:
+            np.savez_compressed(staging / GRADCAM_CELLS, paths=np.array(rows["test"]["path"].astype(str).tolist(), dtype=str),
+                                cells=np.asarray(gradcam_cells, dtype=np.float32))
         runtime.write_json(metrics_record, staging / "metrics.json")
         if save_model:
             result.model.save(staging / "model.keras")

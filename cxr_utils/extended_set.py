@@ -1,8 +1,9 @@
 """The extended test set: every image of the database a run did not use, minus copies of its
 training and validation images, scored by the trained models in bounded memory.
 
-Reads the run's manifest, split and saved models; writes ``results_dir/extended/evaluation/``.
-Explained in notebooks/06_evaluation.
+Reads the run's manifest, split and each model's predictions on these images, which its chapter
+saved while the weights were in memory (``PREDICTIONS_CSV``; the saved model otherwise); writes
+``results_dir/extended/evaluation/``. Explained in notebooks/06_evaluation.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from cxr_utils.evaluation import (
     EVALUATION_DIR, EXTENDED_DIR, confusion_matrices, mcnemar_table, metrics_table, model_dir, model_options,
     probability_table, save,
 )
+
+from cxr_utils.experiment import EXTENDED_PREDICTIONS as PREDICTIONS_CSV  # each model's, written by its chapter
 
 
 def description(extended_test_size: int | None) -> str:
@@ -56,57 +59,96 @@ def extended_test_set(manifest: pd.DataFrame, split: pd.DataFrame, max_images: i
     return clean
 
 
+def run_rows(results_dir, max_images: int | None = None, seed: int = 0) -> pd.DataFrame:
+    """The run's extended test set (``extended_test_set``), from the manifest.csv and split.csv
+    chapters 1 and 2 wrote into ``results_dir``. Explained in notebooks/06_evaluation."""
+    from cxr_utils import data
+
+    results_dir = Path(results_dir)
+    return extended_test_set(data.read_manifest(results_dir / "manifest.csv"),
+                             data.read_manifest(results_dir / "split.csv"), max_images=max_images, seed=seed)
+
+
+def predict_rows(model, rows: pd.DataFrame, model_options: dict, image_size: int = config.PROTOCOL.image_size,
+                 cache_dir=None, batch_size: int = config.PROTOCOL.batch_size, progress: bool = False) -> pd.DataFrame:
+    """One model (in memory) on ``rows``: path, label, probability, predicted. Images stream
+    through it a chunk at a time, so memory stays bounded whatever the number of rows; a frozen
+    backbone's feature maps come from the shared cache (``cxr_utils.features``), so both ResNet50
+    models use one backbone pass. ``model_options``: what the model was built with (its weights)."""
+    from cxr_utils import data, features, models, training
+
+    backbone = models.frozen_backbone(model)
+    if backbone is not None:
+        identity = features.backbone_identity(model_options.get("weights", config.PROTOCOL.weights),
+                                              model_options.get("input_scaling", "paper"))
+        predictor = model.get_layer("head")
+        chunks = features.iter_features(backbone, rows, identity, image_size, cache_dir, batch_size, progress)
+    else:
+        predictor = model
+        chunks = data.image_chunks(rows, image_size=image_size, cache_dir=cache_dir, progress=progress)
+    probabilities = np.empty(len(rows), dtype=np.float32)
+    for positions, inputs in chunks:
+        probabilities[positions] = training.predict_probabilities(predictor, inputs, batch_size)
+    return pd.DataFrame({
+        "path": rows["path"].to_numpy(), "label": rows["label"].to_numpy(),
+        "probability": probabilities, "predicted": metrics.labels_from_probabilities(probabilities),
+    })
+
+
+def _saved_predictions(folder: Path, rows: pd.DataFrame) -> pd.DataFrame | None:
+    """The model chapter's predictions on these very rows (``PREDICTIONS_CSV``), or None when it
+    saved none or scored other images (another extended_test_size or seed)."""
+    path = folder / PREDICTIONS_CSV
+    if not path.is_file():
+        return None
+    saved = pd.read_csv(path)
+    # The same images in the same order, by file name (unique in the database): a run continued
+    # on another machine finds them in another folder.
+    if [Path(p).name for p in saved["path"].astype(str)] != [Path(p).name for p in rows["path"].astype(str)]:
+        return None
+    return saved.assign(path=rows["path"].to_numpy())
+
+
 def predict_saved_models(results_dir, rows: pd.DataFrame, image_size: int = config.PROTOCOL.image_size,
                          cache_dir=None, batch_size: int = config.PROTOCOL.batch_size,
                          progress: bool = False) -> dict[str, pd.DataFrame]:
-    """Each saved model (``<model>/model.keras``) on ``rows``: predictions keyed by paper name.
+    """Each model of the run on ``rows``: predictions keyed by paper name.
 
-    Models load once each, with Keras' safe mode (no code from the run folder runs). Images
-    stream through them a chunk at a time, so memory stays bounded whatever the number of rows;
-    a frozen backbone's feature maps come from the shared cache (``cxr_utils.features``), so
-    both ResNet50 models use one backbone pass.
+    What the model's chapter saved while its weights were in memory (``PREDICTIONS_CSV``, when it
+    scored these very rows), else the saved model (``<model>/model.keras``, loaded with Keras'
+    safe mode: no code from the run folder runs) scored here (``predict_rows``).
     """
     import keras
 
-    from cxr_utils import data, features, models, training  # noqa: F401  (models registers custom layers)
+    from cxr_utils import models  # noqa: F401  (registers the project's custom layers)
 
     predictions = {}
     for model_id, spec in config.REGISTRY.items():
-        path = model_dir(results_dir, model_id) / "model.keras"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing; re-run notebooks/{spec.chapter}.ipynb with the model saved")
-        model = keras.saving.load_model(path, safe_mode=True)
-        backbone = models.frozen_backbone(model)
-        if backbone is not None:
-            options = model_options(results_dir, model_id)
-            identity = features.backbone_identity(options.get("weights", config.PROTOCOL.weights),
-                                                  options.get("input_scaling", "paper"))
-            predictor = model.get_layer("head")
-            chunks = features.iter_features(backbone, rows, identity, image_size, cache_dir, batch_size, progress)
-        else:
-            predictor = model
-            chunks = data.image_chunks(rows, image_size=image_size, cache_dir=cache_dir, progress=progress)
-        probabilities = np.empty(len(rows), dtype=np.float32)
-        for positions, inputs in chunks:
-            probabilities[positions] = training.predict_probabilities(predictor, inputs, batch_size)
-        predictions[spec.paper_name] = pd.DataFrame({
-            "path": rows["path"].to_numpy(), "label": rows["label"].to_numpy(),
-            "probability": probabilities, "predicted": metrics.labels_from_probabilities(probabilities),
-        })
+        folder = model_dir(results_dir, model_id)
+        saved = _saved_predictions(folder, rows)
+        if saved is None:
+            path = folder / "model.keras"
+            if not path.is_file():
+                raise FileNotFoundError(f"{path} is missing and {folder / PREDICTIONS_CSV} does not hold these images; "
+                                        f"re-run notebooks/{spec.chapter}.ipynb")
+            model = keras.saving.load_model(path, safe_mode=True)
+            saved = predict_rows(model, rows, model_options(results_dir, model_id), image_size, cache_dir,
+                                 batch_size, progress)
+        predictions[spec.paper_name] = saved
     return predictions
 
 
 def intervals_side_by_side(small: pd.DataFrame, large: pd.DataFrame) -> pd.DataFrame:
-    """Metrics on the run's test set beside the extended test set, with interval widths."""
-    def label(table):
-        return [f"{v:.3f} [{lo:.3f}, {hi:.3f}]" for v, lo, hi in zip(table["value"], table["low"], table["high"])]
-
-    merged = small.assign(text=label(small), width=small["high"] - small["low"]).merge(
-        large.assign(text=label(large), width=large["high"] - large["low"]),
+    """Metrics on the run's test set beside the extended test set: for each, n, value, low, high
+    and the interval's width (rounded to 3 decimals), suffixed " (test)" and " (extended)".
+    Chapter 6 shows it with ``glance.show_table``, each interval as one cell."""
+    merged = small.assign(width=small["high"] - small["low"]).merge(
+        large.assign(width=large["high"] - large["low"]),
         on=["model", "metric"], suffixes=(" (test)", " (extended)"),
     )
-    return merged[["model", "metric", "n (test)", "text (test)", "width (test)", "n (extended)",
-                   "text (extended)", "width (extended)"]].round(3)
+    sides = [f"{name} ({side})" for side in ("test", "extended") for name in ("n", "value", "low", "high", "width")]
+    widths = {f"width ({side})": merged[f"width ({side})"].round(3) for side in ("test", "extended")}
+    return merged[["model", "metric", *sides]].assign(**widths)
 
 
 def evaluate_extended(results_dir, max_images: int | None = None, seed: int = 0,
@@ -119,11 +161,8 @@ def evaluate_extended(results_dir, max_images: int | None = None, seed: int = 0,
     probability and the side-by-side table with the split's test set. Explained in
     notebooks/06_evaluation.
     """
-    from cxr_utils import data
-
     results_dir = Path(results_dir)
-    rows = extended_test_set(data.read_manifest(results_dir / "manifest.csv"),
-                             data.read_manifest(results_dir / "split.csv"), max_images=max_images, seed=seed)
+    rows = run_rows(results_dir, max_images=max_images, seed=seed)
     # Progress with the time left where it takes minutes (the full database: about 12,800 images).
     predictions = predict_saved_models(results_dir, rows, image_size=image_size, cache_dir=cache_dir,
                                        progress=len(rows) > 2000)

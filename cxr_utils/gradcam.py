@@ -144,7 +144,7 @@ def grad_cam(model: keras.Model, images, target: str = "predicted", batch_size: 
 
     Returns float32 (N, H, W): each map upsampled (bilinear) to the image size and divided by its
     maximum, so its values lie in [0, 1] with maximum 1, or all 0 where no position of the feature
-    map raises the score (the ReLU leaves nothing).
+    map raises the score (the ReLU leaves nothing): ``upsample(grad_cam_cells(...), H, W)``.
 
     Args:
         target: "covid" explains the COVID logit, "normal" its negative (the Normal score),
@@ -156,24 +156,55 @@ def grad_cam(model: keras.Model, images, target: str = "predicted", batch_size: 
     (dropout off, batch-norm moving statistics). A model without a backbone (the LSTM) raises
     ValueError. Explained in notebooks/08_shortcuts.
     """
+    images = np.asarray(images)
+    if images.ndim != 4:
+        raise ValueError(f"images must be a batch (N, H, W, C), got shape {images.shape}")
+    return upsample(grad_cam_cells(model, images, target=target, batch_size=batch_size), *images.shape[1:3])
+
+
+def grad_cam_cells(model: keras.Model, images=None, features=None, target: str = "predicted",
+                   batch_size: int = 16) -> np.ndarray:
+    """Grad-CAM at the feature map's own resolution, float32 (N, h, w) (7x7 for 224 px images),
+    before upsampling: what a model chapter saves for chapter 8 while the weights are in memory
+    (``gradcam_cells.npz``, a few kilobytes). Give ``images`` (N, H, W, C) or the backbone's
+    ``features`` for them (the fast path's feature maps: the same cells, without the backbone).
+    ``target`` and ``batch_size`` as in ``grad_cam``."""
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, not {target!r}")
     if int(batch_size) != batch_size or batch_size < 1:
         raise ValueError(f"batch_size must be a positive whole number, got {batch_size}")
+    if (images is None) == (features is None):
+        raise ValueError("give either images or features")
     backbone, head, dense = _parts(model)
-    images = np.asarray(images)
-    if images.ndim != 4:
-        raise ValueError(f"images must be a batch (N, H, W, C), got shape {images.shape}")
-    height, width = images.shape[1:3]
+    inputs = np.asarray(images if features is None else features)
+    if inputs.ndim != 4:
+        raise ValueError(f"{'images' if features is None else 'features'} must be a batch (N, H, W, C), "
+                         f"got shape {inputs.shape}")
     before_output, logits = _logit_function(head, dense)
-    maps = []
-    for start in range(0, len(images), int(batch_size)):
-        batch = ops.convert_to_tensor(images[start:start + int(batch_size)], dtype="float32")
-        features = _backbone_features(backbone, batch)
-        z, gradients = _logits_and_gradients(before_output, logits, features)
+    cells = []
+    for start in range(0, len(inputs), int(batch_size)):
+        batch = ops.convert_to_tensor(inputs[start:start + int(batch_size)], dtype="float32")
+        features_batch = _backbone_features(backbone, batch) if features is None else batch
+        z, gradients = _logits_and_gradients(before_output, logits, features_batch)
         gradients = ops.cast(gradients, "float32") * _signs(z, target)
         channel_weights = ops.mean(gradients, axis=(1, 2), keepdims=True)
-        cam = ops.relu(ops.sum(channel_weights * ops.cast(features, "float32"), axis=-1))
+        cam = ops.relu(ops.sum(channel_weights * ops.cast(features_batch, "float32"), axis=-1))
+        cells.append(ops.convert_to_numpy(cam).astype(np.float32))
+    if not cells:
+        shape = backbone.output_shape[1:3]
+        return np.zeros((0, *shape), dtype=np.float32)
+    return np.concatenate(cells)
+
+
+def upsample(cells, height: int, width: int, batch_size: int = 16) -> np.ndarray:
+    """``grad_cam_cells`` maps upsampled (bilinear) to ``height`` x ``width`` and divided by their
+    maximum: float32 (N, height, width) in [0, 1], all 0 where a map is all 0."""
+    cells = np.asarray(cells, dtype=np.float32)
+    if cells.ndim != 3:
+        raise ValueError(f"cells must be maps (N, h, w) as grad_cam_cells returns, got shape {cells.shape}")
+    maps = []
+    for start in range(0, len(cells), int(batch_size)):
+        cam = ops.convert_to_tensor(cells[start:start + int(batch_size)])
         cam = ops.image.resize(cam[..., None], (height, width), interpolation="bilinear")[..., 0]
         # Normalised after upsampling: bilinear interpolation lowers the peak between cell centres.
         peak = ops.max(cam, axis=(1, 2), keepdims=True)

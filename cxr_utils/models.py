@@ -265,3 +265,12 @@ def frozen_backbone(model: keras.Model) -> keras.Model | None:
     except ValueError:
         return None
     return None if backbone.trainable else backbone
+
+
+def has_backbone(model: keras.Model) -> bool:
+    """Whether ``model`` has a ``backbone`` sub-model (the ResNet50 models; Grad-CAM needs it)."""
+    try:
+        model.get_layer("backbone")
+    except ValueError:
+        return False
+    return True

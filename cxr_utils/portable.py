@@ -127,13 +127,42 @@ def strip_notebook_logs(notebook: dict) -> dict:
     return notebook
 
 
+RUN_VALUES_NOTE = "# The values this run used (papermill set them; the notebook's own defaults are the paper's)\n"
+
+
+def show_run_parameters(notebook: dict) -> dict:
+    """The notebook's parameters cell showing the values the run used, not the notebook's defaults:
+    each ``name = value`` line papermill injected replaces the default's value (the line's comment
+    kept), and papermill's own injected cell is hidden (``remove-cell``). A page then never shows
+    ``epochs = 15`` above a run of 2 epochs. Parameters the notebook does not declare stay out."""
+    cells = notebook.get("cells", [])
+    injected = next((c for c in cells if "injected-parameters" in c.get("metadata", {}).get("tags", [])), None)
+    defaults = next((c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])), None)
+    if injected is None or defaults is None:
+        return notebook
+    values = {}
+    for line in "".join(injected["source"]).splitlines():
+        name, sep, value = line.partition(" = ")
+        if sep and name.isidentifier():
+            values[name] = value.strip()
+    lines = []
+    for line in "".join(defaults["source"]).splitlines(keepends=True):
+        name, sep, rest = line.partition(" = ")
+        if sep and name in values:
+            comment = rest[rest.index("  #"):] if "  #" in rest else ("\n" if line.endswith("\n") else "")
+            line = f"{name} = {values[name]}{comment}"
+        lines.append(line)
+    if not lines or lines[0] != RUN_VALUES_NOTE:
+        lines.insert(0, RUN_VALUES_NOTE)
+    defaults["source"] = lines
+    tags = injected.setdefault("metadata", {}).setdefault("tags", [])
+    if "remove-cell" not in tags:
+        tags.append("remove-cell")
+    return notebook
+
+
 def portable_notebook(path: Path, portable) -> None:
-    notebook = strip_notebook_logs(json.loads(path.read_text()))
-    for cell in notebook["cells"]:
-        # The settings line at the top of each page shows the values; the raw cell is noise.
-        tags = cell.setdefault("metadata", {}).setdefault("tags", [])
-        if "injected-parameters" in tags and "remove-cell" not in tags:
-            tags.append("remove-cell")
+    notebook = show_run_parameters(strip_notebook_logs(json.loads(path.read_text())))
     path.write_text(json.dumps(_map_strings(notebook, portable), indent=1) + "\n")
 
 

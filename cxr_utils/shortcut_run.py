@@ -127,20 +127,38 @@ def blanked_models(results_dir, split: pd.DataFrame, box: LungBox, epochs: int =
     return table
 
 
-def _backbone_models(results_dir: Path) -> dict:
-    """The run's saved models that have a ResNet50 backbone (Grad-CAM needs its feature map)."""
+def _names(paths) -> list[str]:
+    """Images by file name (the database's names are unique): a run continued on another machine
+    finds them in another folder."""
+    return [Path(str(path)).name for path in paths]
+
+
+def _gradcam_maps(results_dir: Path, test: pd.DataFrame, images) -> dict:
+    """Grad-CAM maps of the run's backbone models on the test images, keyed by model id: from the
+    cells each model's chapter saved while its weights were in memory (``experiment.GRADCAM_CELLS``),
+    upsampled to the images; from the saved model (``model.keras``) where the cells are missing
+    or hold other images."""
     import keras
 
-    from cxr_utils import models  # noqa: F401  (registers the project's custom layers)
+    from cxr_utils import experiment, gradcam, models  # noqa: F401  (models registers the custom layers)
 
-    loaded = {}
+    maps = {}
     for spec in config.REGISTRY.values():
-        if spec.has_backbone:
-            path = results_dir / spec.id / "model.keras"
-            if not path.is_file():
-                raise FileNotFoundError(f"{path} is missing; re-run notebooks/{spec.chapter}.ipynb with the model saved")
-            loaded[spec.id] = keras.saving.load_model(path, safe_mode=True)
-    return loaded
+        if not spec.has_backbone:
+            continue
+        folder = results_dir / spec.id
+        cells_file = folder / experiment.GRADCAM_CELLS
+        if cells_file.is_file():
+            with np.load(cells_file) as saved:
+                if _names(saved["paths"]) == _names(test["path"]):  # the same images, wherever they lie
+                    maps[spec.id] = gradcam.upsample(saved["cells"], *images.shape[1:3])
+                    continue
+        path = folder / "model.keras"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing and {cells_file} does not hold this split's test images; "
+                                    f"re-run notebooks/{spec.chapter}.ipynb")
+        maps[spec.id] = gradcam.grad_cam(keras.saving.load_model(path, safe_mode=True), images)
+    return maps
 
 
 def gradcam_for_run(results_dir, split: pd.DataFrame, box: LungBox, image_size: int = config.PROTOCOL.image_size,
@@ -157,7 +175,7 @@ def gradcam_for_run(results_dir, split: pd.DataFrame, box: LungBox, image_size: 
     results_dir = Path(results_dir)
     test = split[split["split"] == "test"].reset_index(drop=True)
     images = data.load_images(test, image_size=image_size, cache_dir=cache_dir, progress=False)
-    cams = {model_id: gradcam.grad_cam(model, images) for model_id, model in _backbone_models(results_dir).items()}
+    cams = _gradcam_maps(results_dir, test, images)
     area = box.area_fraction(image_size)
     interval_seed = evaluation.run_seed(results_dir)  # one bootstrap per run
     rows, per_image = [], []

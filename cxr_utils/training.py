@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from cxr_utils import config as facts
-from cxr_utils import experiment, models, runtime
+from cxr_utils import experiment, extended_set, gradcam, models, runtime
 from cxr_utils.callbacks import (
     InferenceModeCheck, KeepBestEpoch, PairedBatchNormCheck, RecomputeBatchNorm, batchnorm_layers,
     recompute_batchnorm_statistics,
@@ -289,7 +289,8 @@ def predict_probabilities(model: keras.Model, images: np.ndarray, batch_size: in
 def save_experiment(results_dir, model_name: str, result: TrainingResult, inputs: experiment.Inputs,
                     config: TrainingConfig | None = None, model_options: dict | None = None,
                     probabilities: np.ndarray | None = None, save_model: bool = True,
-                    started: float | None = None) -> dict:
+                    started: float | None = None, extended_rows: pd.DataFrame | None = None,
+                    cache_dir=None) -> dict:
     """Save a trained model's run as ``results_dir/model_name/``, the files chapters 6 to 8 read
     (``experiment.write_experiment`` lists them), and return its folder, ``result``, the test
     predictions and metrics.
@@ -297,9 +298,13 @@ def save_experiment(results_dir, model_name: str, result: TrainingResult, inputs
     Computes what the chapter did not show: the test predictions of the last epoch's weights
     beside the kept ones (``probabilities``, the chapter's, are computed when not given), and the
     kept model's P(COVID) on its own training and validation images for the paper's claim 3.
-    ``model_options``: what the model was built with, for the record. ``started``: the run's
-    ``time.perf_counter()`` at its start (default: the time the inputs, training and saving took).
-    Explained in notebooks/03_resnet50, 04_lstm and 05_resnet50_lstm.
+    And, while the weights are in memory, what later chapters need from them, as numbers only (a
+    run can go on in another session without the model files): the kept model on
+    ``extended_rows`` (chapter 6's extended test set, ``extended_set.run_rows``; images from
+    ``cache_dir``) and, for a model with a ResNet50 backbone, its Grad-CAM cells on the test
+    images (chapter 8). ``model_options``: what the model was built with, for the record.
+    ``started``: the run's ``time.perf_counter()`` at its start (default: the time the inputs,
+    training and saving took). Explained in notebooks/03_resnet50, 04_lstm and 05_resnet50_lstm.
     """
     config = config or TrainingConfig()
     start = time.perf_counter()
@@ -319,13 +324,21 @@ def save_experiment(results_dir, model_name: str, result: TrainingResult, inputs
     recomputed_test = fit_probabilities.pop("test")
     if fit_batchnorm != RECOMPUTED or config.recompute_batchnorm_images or not config.batchnorm_check:
         recomputed_test = None
+    extended = None
+    if extended_rows is not None:
+        extended = extended_set.predict_rows(result.model, extended_rows, dict(model_options or {}),
+                                             inputs.image_size, cache_dir, config.batch_size)
+    cells = None
+    if models.has_backbone(result.model):
+        test_inputs = inputs.test[0]
+        cells = gradcam.grad_cam_cells(result.model, **{"features" if inputs.features else "images": test_inputs})
     now = time.perf_counter()
     wall_time = now - started if started is not None else inputs.seconds + result.wall_time_s + now - start
     return experiment.write_experiment(
         results_dir, model_name, result, inputs, config, probabilities=probabilities,
         last_probabilities=last_probabilities, fit_probabilities=fit_probabilities, fit_batchnorm=fit_batchnorm,
-        recomputed_probabilities=recomputed_test, model_options=model_options, save_model=save_model,
-        wall_time_s=wall_time)
+        recomputed_probabilities=recomputed_test, extended_predictions=extended, gradcam_cells=cells,
+        model_options=model_options, save_model=save_model, wall_time_s=wall_time)
 
 
 def run_experiment(
@@ -338,6 +351,7 @@ def run_experiment(
     save_model: bool = True,
     image_size: int = PROTOCOL.image_size,
     blank=None,
+    extended_rows: pd.DataFrame | None = None,
 ) -> dict:
     """Build, train and test one model on a split, and save everything next to the results: the
     steps of a model chapter in one call (study runs, the command line, the tests).
@@ -355,6 +369,8 @@ def run_experiment(
     predictions use them too (run.json: ``batchnorm_layers_recomputed``, 0 when a no-op).
     ``blank`` (a ``shortcuts.LungBox``): every image, training and test alike, has that
     rectangle replaced by a constant before the model sees it (chapter 8's lungs-blanked runs).
+    ``extended_rows``: chapter 6's extended test set, scored and saved with the rest
+    (``save_experiment``).
     """
     config = config or TrainingConfig()
     model_options = dict(model_options or {})
@@ -366,7 +382,7 @@ def run_experiment(
     inputs = experiment.prepare_inputs(model, split, cache_dir, config.batch_size, config.progress, blank)
     result = train_model(model, inputs.train, inputs.val, config, features_given=inputs.features)
     return save_experiment(results_dir, model_name, result, inputs, config, model_options, save_model=save_model,
-                           started=start)
+                           started=start, extended_rows=extended_rows, cache_dir=cache_dir)
 
 
 def _fit_probabilities(result: TrainingResult, predict, train_inputs: np.ndarray, config: TrainingConfig):

@@ -5,6 +5,7 @@
     python -m cxr_utils.study seeds --seed-list 42,7,1000 --data-dir DIR
     python -m cxr_utils.study summarise results/study/seeds
     python -m cxr_utils.study publish --seeds results/study/seeds --remedy results/study/remedy
+    python -m cxr_utils.study adopt book/executed/results [--out book/studies/seeds]
     python -m cxr_utils.study blanked --run RESULTS_DIR [-p epochs=N] [--models lstm ...]
 
 ``seeds`` runs the first N seeds of 42, 43, 44, ... (the protocol's seed first; ``--seed-list``
@@ -34,6 +35,10 @@ TensorFlow-specific), so it runs under KERAS_BACKEND=jax or torch as under Tenso
 ``publish`` copies a seed study and the same seeds run with this project's BatchNorm remedy
 (``-p recompute_batchnorm_images=320``) into ``book/studies/``, where the report renders them
 (``cxr_utils.study.publish``).
+
+``adopt`` makes a notebook-series run of the study's protocol the study's seed (its seed 42 for
+the book's run), instead of a second training of that seed: one run behind every seed-42 number
+(``cxr_utils.study.adopt``).
 
 ``blanked`` trains the models of a finished run again, on its split with its protocol, with the
 lungs blanked in every image (``cxr_utils.study.blanked``; chapter 8 reads the results).

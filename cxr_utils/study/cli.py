@@ -30,7 +30,8 @@ def command_line() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m cxr_utils.study",
                      description="Studies beside the notebook series: the comparison over several seeds; "
                                  "the models again with the lungs blanked.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{seeds,summarise,publish,blanked}")
+    commands = parser.add_subparsers(dest="command", required=True,
+                                     metavar="{seeds,summarise,publish,adopt,blanked}")
     seeds = commands.add_parser("seeds", help="train, test and judge every model once per seed (resumable)",
                                 description="Every model of the comparison, trained and tested once per seed; "
                                             "a seed sets the sample, the split and the initial weights. "
@@ -59,6 +60,16 @@ def command_line() -> argparse.ArgumentParser:
     publish.add_argument("--remedy", required=True, metavar="DIR",
                          help="the same seeds with -p recompute_batchnorm_images=N")
     publish.add_argument("--book-dir", default=None, metavar="DIR", help="where to publish (default: book/studies)")
+    adopt = commands.add_parser(
+        "adopt", help="make a notebook-series run of the study's protocol one of its seeds (one run per seed)",
+        description="The run's split and models' numbers become the study's folder for the run's seed (replacing "
+                    "a second training of it); refused unless the run has the study's protocol. Evaluation, "
+                    "verdicts and summary are written again; in the book's published studies, their pages too. "
+                    "Exit 0 done, 2 refused.")
+    adopt.add_argument("run", metavar="RESULTS_DIR",
+                       help="a finished run's results folder (e.g. results/paper or book/executed/results)")
+    adopt.add_argument("--out", default=None, metavar="DIR",
+                       help="the seed study (default: the book's published copy, book/studies/seeds)")
     blanked = commands.add_parser(
         "blanked", help="train every model on images with the lungs blanked, beside a run (resumable)",
         description="The run's models trained and tested again with the lung rectangle (shortcuts.LungBox) "
@@ -127,6 +138,18 @@ def main(argv: list[str] | None = None) -> int:
         try:
             publish.publish_studies(args.seeds, args.remedy, args.book_dir or publish.BOOK_STUDIES_DIR)
         except (StudyError, ValueError) as error:  # ValueError: remedy runs that differ in more than the option
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        return 0
+    if args.command == "adopt":
+        from cxr_utils.study import adopt, publish
+
+        study_dir = Path(args.out) if args.out else publish.BOOK_STUDIES_DIR / "seeds"
+        try:
+            adopt.adopt_run(study_dir, args.run)
+            if study_dir.resolve() == (publish.BOOK_STUDIES_DIR / "seeds").resolve():
+                publish.write_pages(publish.BOOK_STUDIES_DIR)
+        except (StudyError, ValueError) as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
         return 0

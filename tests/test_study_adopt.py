@@ -1,0 +1,78 @@
+"""``python -m cxr_utils.study adopt``: the notebook run of the study's protocol becomes the study's seed,
+so one run stands behind every seed-42 number. On a copy of the published seed study: seed 43's own
+model folders, written as a run's results folder, adopted back with one prediction changed."""
+
+import json
+import shutil
+
+import pandas as pd
+import pytest
+
+from cxr_utils import config
+from cxr_utils.study import adopt, cli
+from cxr_utils.study.publish import BOOK_STUDIES_DIR
+from cxr_utils.study.seeds import StudyError
+
+SEED = 43
+
+
+@pytest.fixture
+def study_and_run(tmp_path):
+    study = tmp_path / "seeds"
+    shutil.copytree(BOOK_STUDIES_DIR / "seeds", study)
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy2(study / f"seed-{SEED}" / "split.csv", run / "split.csv")
+    for model_id in config.REGISTRY:
+        shutil.copytree(study / f"seed-{SEED}" / model_id, run / model_id)
+    settings = json.loads((study / "study.json").read_text())["settings"]
+    record = {"settings": {**{k: settings[k] for k in adopt.SAME}, "seed": SEED, "profile": "paper"},
+              "created_utc": "2026-12-03T00:00:00+00:00", "git_commit": "abc"}
+    (run / "run.json").write_text(json.dumps(record))
+    return study, run
+
+
+def test_the_run_replaces_the_seed_and_the_summary_follows(study_and_run):
+    study, run = study_and_run
+    predictions = pd.read_csv(run / "resnet50" / "predictions.csv")
+    wrong = predictions.index[predictions["predicted"] == predictions["label"]][0]
+    predictions.loc[wrong, "predicted"] = 1 - predictions.loc[wrong, "label"]  # one right answer made wrong
+    predictions.to_csv(run / "resnet50" / "predictions.csv", index=False)
+    before = pd.read_csv(study / f"seed-{SEED}" / "evaluation" / "metrics.csv").set_index(["model", "metric"])
+
+    assert cli.main(["adopt", str(run), "--out", str(study)]) == 0
+    after = pd.read_csv(study / f"seed-{SEED}" / "evaluation" / "metrics.csv").set_index(["model", "metric"])
+    assert after.loc[("ResNet50", "accuracy"), "value"] == pytest.approx(before.loc[("ResNet50", "accuracy"), "value"] - 0.01)
+    assert after.loc[("LSTM", "accuracy"), "value"] == before.loc[("LSTM", "accuracy"), "value"]
+    record = json.loads((study / "study.json").read_text())
+    assert record[adopt.ADOPTED][str(SEED)]["git_commit"] == "abc"
+    assert all(entry["adopted_from_run"] for entry in record["runs"][str(SEED)].values())
+    summary = pd.read_csv(study / "summary_metrics.csv")
+    accuracies = [pd.read_csv(study / f"seed-{s}" / "evaluation" / "metrics.csv").set_index(["model", "metric"])
+                  .loc[("ResNet50", "accuracy"), "value"] for s in record["settings"]["seeds"]]
+    row = summary[(summary["model"] == "ResNet50") & (summary["metric"] == "accuracy")].iloc[0]
+    assert row["mean"] == pytest.approx(sum(accuracies) / len(accuracies))
+    assert not list(study.glob("*/*/model.keras")) and not list(study.glob(".*adopting"))
+
+
+def test_a_run_of_another_protocol_is_refused_and_nothing_changes(study_and_run, capsys):
+    study, run = study_and_run
+    record = json.loads((run / "run.json").read_text())
+    record["settings"]["epochs"] = 2
+    (run / "run.json").write_text(json.dumps(record))
+    before = (study / f"seed-{SEED}" / "evaluation" / "metrics.csv").read_text()
+    assert cli.main(["adopt", str(run), "--out", str(study)]) == 2
+    assert "epochs=2" in capsys.readouterr().err
+    assert (study / f"seed-{SEED}" / "evaluation" / "metrics.csv").read_text() == before
+
+    record["settings"]["epochs"] = json.loads((study / "study.json").read_text())["settings"]["epochs"]
+    (run / "run.json").write_text(json.dumps(record))
+    model = json.loads((run / "lstm" / "run.json").read_text())
+    model["settings"]["training"]["batch_size"] = 8  # one model trained otherwise than its run says
+    (run / "lstm" / "run.json").write_text(json.dumps(model))
+    with pytest.raises(StudyError, match="batch_size=8"):
+        adopt.adopt_run(study, run)
+    split = (run / "split.csv").read_text().splitlines()
+    (run / "split.csv").write_text("\n".join([split[0], "/home/someone/" + split[1], *split[2:]]) + "\n")
+    with pytest.raises(StudyError, match="published copy"):
+        adopt.adopt_run(study, run)
