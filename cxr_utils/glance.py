@@ -5,6 +5,8 @@
 with the reasons listed below it; ``tables_markdown`` the paper's tables beside this run's, numbers
 formatted for reading; ``reproduce_markdown`` how to make the run again, from its run record.
 ``cxr_utils.publish`` writes them into ``book/executed/``; no number in them is typed by hand.
+``reader_table`` and ``show_table`` format the tables the chapters show: the columns a reader
+needs, figures rounded, a value and its interval as one cell, a link to the whole CSV below.
 Explained in book/intro, book/report and book/reproducibility.
 """
 
@@ -12,8 +14,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from cxr_utils import config, extended_set, report
@@ -68,6 +72,119 @@ def markdown_table(header: list[str], rows: list[list], align: list[str] | None 
     return "\n".join(lines) + "\n"
 
 
+# Where cxr_utils.publish copies a run's results folder: beside the executed pages, so a page links
+# a file of the run as f"{PUBLISHED_RESULTS}/{its path within the results folder}".
+PUBLISHED_RESULTS = "results"
+
+
+def _is_p_value(column) -> bool:
+    return column in ("p", "p_value") or str(column).endswith("_p")
+
+
+def _cell(column, value, digits: int) -> str:
+    """One cell of ``reader_table``: a figure rounded, a p-value to two significant digits, a
+    whole number or text as it is, yes/no for a flag, a dash for a missing value."""
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if pd.api.types.is_scalar(value) and pd.isna(value):
+        return MISSING
+    if pd.api.types.is_integer(value):
+        return str(value)
+    if pd.api.types.is_float(value):
+        return p_value(value) if _is_p_value(column) else number(value, digits)
+    return str(value)
+
+
+def _index_as_columns(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with its index as columns, unless it is 0, 1, 2, ... (an unnamed level: "")."""
+    if isinstance(table.index, pd.RangeIndex) and table.index.name is None:
+        return table
+    return table.rename_axis(index=["" if n is None else n for n in table.index.names]).reset_index()
+
+
+def reader_table(table: pd.DataFrame, columns: Sequence[str] | Mapping[str, str] | None = None,
+                 intervals: Mapping[str, tuple[str, str, str]] | None = None, digits: int = 2) -> pd.DataFrame:
+    """The columns of ``table`` a reader needs, as text, with no index: the one formatting of the
+    chapters' tables (``show_table`` renders it).
+
+    ``columns``: the columns to show, in order: a list, or a dict from column to the header shown;
+    a named index counts as a column (an unnamed one, other than 0, 1, 2, ..., as the column "");
+    None shows them all. ``intervals``: new columns, each a value with its interval in one cell,
+    "0.83 [0.74, 0.89]", from a (value, low, high) triple of columns; name them in ``columns`` to
+    place them (with ``columns=None`` each takes its value column's place, and the triple's
+    columns are not shown). Figures to ``digits`` decimals; p-values (a column named p_value or
+    ending in _p) to two significant digits; whole numbers and text as they are; flags as yes/no;
+    a missing value as a dash. Explained in notebooks/06_evaluation.
+    """
+    intervals = dict(intervals or {})
+    frame = _index_as_columns(table)
+    if columns is None:
+        used = {column for triple in intervals.values() for column in triple}
+        in_place = {triple[0]: name for name, triple in intervals.items()}
+        columns = [in_place.get(c, c) for c in frame.columns if c not in used or c in in_place]
+        columns += [name for name in intervals if name not in columns]
+    headers = dict(columns) if isinstance(columns, Mapping) else {column: column for column in columns}
+    unknown = [c for c in [*headers, *(c for t in intervals.values() for c in t)]
+               if c not in intervals and c not in frame.columns]
+    if unknown:
+        raise KeyError(f"no column {unknown} in the table; its columns: {list(frame.columns)}")
+
+    def joined(value, low, high) -> str:
+        return MISSING if pd.isna(value) else interval(value, low, high, digits)
+
+    shown = {}
+    for column, header in headers.items():
+        if column in intervals:
+            value, low, high = intervals[column]
+            shown[header] = [joined(*row) for row in zip(frame[value], frame[low], frame[high])]
+        else:
+            shown[header] = [_cell(column, v, digits) for v in frame[column]]
+    return pd.DataFrame(shown, columns=list(shown))
+
+
+def csv_note(csv: str | Sequence[str]) -> str:
+    """Where the whole table is: each CSV, a path within the run's results folder, linked from the
+    executed page (``PUBLISHED_RESULTS``); the book offers it for download."""
+    paths = [csv] if isinstance(csv, str) else list(csv)
+    links = ", ".join(f"[`{path}`]({PUBLISHED_RESULTS}/{path})" for path in paths)
+    return f"Every row and column, unrounded: {links} in the run's results folder.\n"
+
+
+def show_table(table: pd.DataFrame, columns: Sequence[str] | Mapping[str, str] | None = None,
+               intervals: Mapping[str, tuple[str, str, str]] | None = None, digits: int = 2,
+               csv: str | Sequence[str] | None = None, rows: int | None = None):
+    """A table as a chapter shows it: ``reader_table(table, columns, intervals, digits)`` as a
+    Markdown table (figures right-aligned, no index column), only its first ``rows`` rows when
+    given (saying how many there are), and below it ``csv_note(csv)``: the whole table, linked.
+    ``csv``: a path within the run's results folder, or several. Returns an IPython ``Markdown``
+    object (its text in ``.data``). Explained in notebooks/06_evaluation.
+    """
+    from IPython.display import Markdown
+
+    shown = reader_table(table, columns, intervals, digits)
+    total = len(shown)
+    if rows is not None and total > rows:
+        shown = shown.head(rows)
+    frame = _index_as_columns(table)
+    behind = dict(zip(shown.columns, columns if isinstance(columns, Mapping) else shown.columns))
+
+    def right(header) -> bool:  # figures and intervals right-aligned, text and flags left
+        column = behind[header]
+        if intervals and column in intervals:
+            return True
+        return (column in frame.columns and pd.api.types.is_numeric_dtype(frame[column])
+                and not pd.api.types.is_bool_dtype(frame[column]))
+
+    text = shown.apply(lambda values: values.str.replace("|", "\\|", regex=False)).to_markdown(
+        index=False, disable_numparse=True, colalign=["right" if right(h) else "left" for h in shown.columns])
+    notes = []
+    if len(shown) < total:
+        notes.append(f"The first {len(shown)} of {total} rows.\n")
+    if csv:
+        notes.append(csv_note(csv))
+    return Markdown("\n\n".join([text, *notes]).rstrip() + "\n")
+
+
 def verdict_text(verdict: str, reason: str) -> str:
     """A verdict as a table cell: outside the paper's setting, with what the numbers indicate."""
     indicated = report.indicated_verdict(verdict, reason)
@@ -102,14 +219,15 @@ def _settings(results_dir: Path) -> dict:
 # -- the verdicts, compact --------------------------------------------------------------------------
 
 
-def verdicts_markdown(verdicts: pd.DataFrame) -> str:
+def verdicts_markdown(verdicts: pd.DataFrame, disclaimer: bool = True) -> str:
     """The claims as a compact table (claim, verdict, this run, the paper), the reasons as a list
-    below it, and the disclaimer: the long reasons never stretch a table column."""
+    below it, and the disclaimer (unless ``disclaimer=False``: a chapter that ends with it): the
+    long reasons never stretch a table column. Explained in notebooks/07_comparison."""
     rows = [[f"**{row.claim}** {row.text}", verdict_text(row.verdict, row.reason), row.ours, row.paper]
             for row in verdicts.itertuples()]
     lines = [markdown_table(["claim", "verdict", "this run", "the paper"], rows), "Why:", ""]
     lines += [f"- **Claim {row.claim}**: {row.reason}" for row in verdicts.itertuples()]
-    return "\n".join(lines) + f"\n\n{report.DISCLAIMER}\n"
+    return "\n".join(lines) + (f"\n\n{report.DISCLAIMER}\n" if disclaimer else "\n")
 
 
 # -- the paper's tables beside this run's ------------------------------------------------------------
@@ -117,8 +235,7 @@ def verdicts_markdown(verdicts: pd.DataFrame) -> str:
 
 def tables_markdown(results_dir) -> str:
     """The paper's Tables 2-7 beside this run's, and the paired tests, as Markdown for the report:
-    each cell "the paper / this run", losses to 3 decimals, other metrics to 2 with their 95%
-    intervals, p-values to 2 significant digits, no index column."""
+    ``paper_tables`` of the run's ``comparison.compare_with_paper``, one after the other."""
     from cxr_utils import comparison
     from cxr_utils.evaluation import EXTENDED_DIR
 
@@ -127,8 +244,18 @@ def tables_markdown(results_dir) -> str:
         tables = comparison.compare_with_paper(results_dir)
     except FileNotFoundError as error:
         return f"No tables: {error}\n"
+    return "\n".join(paper_tables(tables, _read_csv(results_dir / EXTENDED_DIR / "mcnemar.csv")).values())
+
+
+def paper_tables(tables: dict, mcnemar_extended: pd.DataFrame | None = None) -> dict[str, str]:
+    """The paper's tables beside this run's, each as Markdown under a bold title: "table2",
+    "confusion" (Tables 3-5), "table6", "table7" and, when there are paired tests, "mcnemar" (with
+    the extended test set's beside, when given). ``tables``: ``comparison.compare_with_paper``'s.
+    Each cell "the paper / this run", losses to 3 decimals, other metrics to 2 with their 95%
+    intervals, p-values to 2 significant digits, no index column. Explained in
+    notebooks/07_comparison."""
     paper_side, ours_side = "paper", "this run"
-    parts = []
+    parts = {}
 
     table2 = tables["table2"]
     columns = [("train_loss", "training loss", 3), ("train_accuracy", "training accuracy", 2),
@@ -136,8 +263,8 @@ def tables_markdown(results_dir) -> str:
     rows = [[model] + [f"{number(table2.loc[model, (paper_side, key)], digits)} / "
                        f"{number(table2.loc[model, (ours_side, key)], digits)}" for key, _, digits in columns]
             for model in table2.index]
-    parts.append("**Table 2: training and validation at the best epoch** (each cell: the paper / this run)\n\n"
-                 + markdown_table(["model"] + [label for _, label, _ in columns], rows, ["l"] + ["r"] * 4))
+    parts["table2"] = ("**Table 2: training and validation at the best epoch** (each cell: the paper / this run)\n\n"
+                       + markdown_table(["model"] + [label for _, label, _ in columns], rows, ["l"] + ["r"] * 4))
 
     confusion = tables["confusion"]
     keys = (("tp", "TP"), ("fn", "FN"), ("fp", "FP"), ("tn", "TN"))
@@ -145,9 +272,9 @@ def tables_markdown(results_dir) -> str:
                        f"{number(confusion.loc[model, (ours_side, key)], 0)}" for key, _ in keys]
             for model in confusion.index]
     n_test = int(tables["ours_long"]["n"].max())
-    parts.append(f"**Tables 3-5: confusion counts on the test set** ({n_test} images here; each cell: the paper / "
-                 "this run; COVID is the positive class)\n\n"
-                 + markdown_table(["model"] + [label for _, label in keys], rows, ["l"] + ["r"] * 4))
+    parts["confusion"] = (f"**Tables 3-5: confusion counts on the test set** ({n_test} images here; each cell: "
+                          "the paper / this run; COVID is the positive class)\n\n"
+                          + markdown_table(["model"] + [label for _, label in keys], rows, ["l"] + ["r"] * 4))
 
     ours = tables["ours_long"].set_index(["model", "metric"])
     table6 = tables["table6"]
@@ -155,17 +282,17 @@ def tables_markdown(results_dir) -> str:
                        + (interval(*ours.loc[(model, metric), ["value", "low", "high"]])
                           if (model, metric) in ours.index else MISSING) for metric in METRICS]
             for model in table6.index]
-    parts.append("**Table 6: test metrics** (each cell: the paper / this run with its 95% interval)\n\n"
-                 + markdown_table(["model", "accuracy", "precision", "recall", "F1"], rows, ["l"] + ["r"] * 4))
+    parts["table6"] = ("**Table 6: test metrics** (each cell: the paper / this run with its 95% interval)\n\n"
+                       + markdown_table(["model", "accuracy", "precision", "recall", "F1"], rows, ["l"] + ["r"] * 4))
 
     table7 = tables["table7"]
     rows = [[row.author, row.data, row.method] + [number(getattr(row, m)) for m in METRICS]
             for row in table7.itertuples()]
-    parts.append("**Table 7: earlier work, with this run added**\n\n"
-                 + markdown_table(["study", "data", "method", "accuracy", "precision", "recall", "F1"], rows,
-                                  ["l", "l", "l", "r", "r", "r", "r"]))
+    parts["table7"] = ("**Table 7: earlier work, with this run added**\n\n"
+                       + markdown_table(["study", "data", "method", "accuracy", "precision", "recall", "F1"], rows,
+                                        ["l", "l", "l", "r", "r", "r", "r"]))
 
-    extended = _read_csv(results_dir / EXTENDED_DIR / "mcnemar.csv")
+    extended = mcnemar_extended
     paired = tables["mcnemar"]
     if len(paired):
         def described(row) -> str:
@@ -179,43 +306,45 @@ def tables_markdown(results_dir) -> str:
         rows = [[f"{row.model_a} vs {row.model_b}", described(row)]
                 + ([lookup.get((row.model_a, row.model_b), MISSING)] if lookup else [])
                 for row in paired.itertuples()]
-        parts.append("**Paired comparisons** (McNemar's exact test; each cell: images only A got right vs only B, "
-                     "and p)\n\n" + markdown_table(header, rows))
-    return "\n".join(parts)
+        parts["mcnemar"] = ("**Paired comparisons** (McNemar's exact test; each cell: images only A got right vs only "
+                            "B, and p)\n\n" + markdown_table(header, rows))
+    return parts
 
 
 # -- results at a glance ----------------------------------------------------------------------------
 
 
 def setting_sentence(settings: dict) -> str:
-    """What this run did, in one sentence, from its settings; says plainly when it is not the
-    paper's setting."""
+    """What this run did, in one or two short sentences, from its settings; says plainly when it is
+    not the paper's setting."""
     parts = []
     if settings.get("n_per_class") is not None:
-        parts.append(f"{settings['n_per_class']} + {settings['n_per_class']} images of the database")
+        parts.append(f"{settings['n_per_class']} + {settings['n_per_class']} images")
     for name, label in (("epochs", "{} epochs"), ("batch_size", "batch {}"), ("seed", "seed {}")):
         if settings.get(name) is not None:
             parts.append(label.format(settings[name]))
     profile = f" (profile `{settings['profile']}`)" if settings.get("profile") else ""
-    text = f"**This run**{profile}: " + ", ".join(parts) + "; "
-    smaller = [name for name in ("n_per_class", "epochs")
-               if settings.get(name) is not None and settings[name] < getattr(config.PROTOCOL, name)]
+    text = f"**This run**{profile}: " + ", ".join(parts)
+    smaller = {name: label for name, label in (("n_per_class", "{0} + {0} images"), ("epochs", "{} epochs"))
+               if settings.get(name) is not None and settings[name] < getattr(config.PROTOCOL, name)}
     if smaller:
-        text += ("**smaller than the paper's protocol** (" + ", ".join(
-            f"{name} {settings[name]} where the paper has {getattr(config.PROTOCOL, name)}" for name in smaller)
-            + "), so its numbers show that the pipeline works, not how good the models are; ")
+        text += (", **smaller than the paper's protocol** (" + ", ".join(
+            label.format(getattr(config.PROTOCOL, name)) for name, label in smaller.items())
+            + "): its numbers show that the pipeline works, not how good the models are")
     if "weights" not in settings:
-        return text.rstrip("; ") + "."
+        return text + "."
     if config.is_paper_setting(settings["weights"]):
-        return text + f"ResNet50 with {config.weights_label(settings['weights'])}, as in the paper."
-    return text + ("ResNet50 **trained from scratch** (`weights=None`), where the paper used ImageNet weights: "
+        return text + f"; ResNet50 with {config.weights_label(settings['weights'])}, as in the paper."
+    return text + (". ResNet50 **trained from scratch** (`weights=None`), not from the paper's ImageNet weights: "
                    "no verdict below tests the paper's own setting.")
 
 
 def glance_markdown(results_dir) -> str:
     """"Results at a glance", from a run's saved files: its setting, each model's accuracy beside the
-    paper's with 95% intervals (test set and extended test set), each claim's verdict on both, and
-    what the verdicts mean. Reads run.json, evaluation/ and extended/evaluation/."""
+    paper's with 95% intervals (test set and extended test set), each claim's verdict on both (its
+    figures and reasons are the report's, ``verdicts_markdown``), and what the verdicts mean.
+    Compact, so that the book's first screen shows the accuracies and the verdicts. Reads
+    run.json, evaluation/ and extended/evaluation/."""
     from cxr_utils import paper
     from cxr_utils.evaluation import EVALUATION_DIR, EXTENDED_DIR
 
@@ -241,28 +370,34 @@ def glance_markdown(results_dir) -> str:
             row.append(interval(*table.loc[key, ["value", "low", "high"]]) if key in table.index else MISSING)
         rows.append(row)
     extended_size = _settings(results_dir).get("extended_test_size")
-    parts += [f"**Accuracy** (95% intervals in brackets; the extended test set is {extended_set.description(extended_size)})", "",
-              markdown_table(header, rows, ["l"] + ["r"] * (len(header) - 1))]
+    # The two tables first and close together, so that a reader's first screen holds both; what
+    # their figures are follows them.
+    parts += [markdown_table(header, rows, ["l"] + ["r"] * (len(header) - 1))]
+    notes = ("Accuracy with its 95% interval in brackets"
+             + (f"; the extended test set is {extended_set.description(extended_size)}" if extended is not None else "")
+             + ".")
 
     verdicts, verdicts_extended = _verdicts(results_dir), _verdicts(results_dir, "_extended")
     if verdicts is None:
-        return "\n".join(parts) + "\nNo verdicts yet: notebook 07 did not run.\n"
-    header = ["the paper's claim", "the paper", f"this run (n={n_of(test)})", "verdict"]
+        return "\n".join(parts + ["", notes]) + "\n\nNo verdicts yet: notebook 07 did not run.\n"
+    # The verdicts alone: each claim's figures beside the paper's, and the reasons, are in the
+    # report (verdicts_markdown), a click away.
+    header = ["the paper's claim", f"verdict: test set (n={n_of(test)})"]
     on_extended = {}
     if verdicts_extended is not None and extended is not None:
-        header.append(f"verdict on the extended test set (n={n_of(extended)})")
+        header.append(f"verdict: extended test set (n={n_of(extended)})")
         on_extended = {row.claim: verdict_text(row.verdict, row.reason) for row in verdicts_extended.itertuples()}
-    rows = [[f"**{row.claim}** {row.text}", row.paper, row.ours, verdict_text(row.verdict, row.reason)]
+    rows = [[f"**{row.claim}** {row.text}", verdict_text(row.verdict, row.reason)]
             + ([on_extended.get(row.claim, MISSING)] if on_extended else [])
             for row in verdicts.itertuples()]
-    parts += ["**The paper's claims**", "", markdown_table(header, rows)]
+    parts += [markdown_table(header, rows), notes]
 
     shown = list(dict.fromkeys(list(verdicts["verdict"]) + (list(verdicts_extended["verdict"])
                                                              if verdicts_extended is not None else [])))
     indicated = {report.indicated_verdict(v, r) for v, r in zip(verdicts["verdict"], verdicts["reason"])}
     outcomes = [o for o in report.OUTCOMES if o in shown or (report.NOT_PAPER_SETTING in shown and o in indicated)]
     if outcomes:
-        parts += ["**What the verdicts mean**", ""]
+        parts += ["", "**What the verdicts mean**", ""]
         parts += [f"- *{outcome}*: {OUTCOME_MEANING[outcome]}." for outcome in outcomes]
     return "\n".join(parts).rstrip() + "\n"
 

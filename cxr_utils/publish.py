@@ -111,11 +111,12 @@ def publish_to_book(results_dir: Path, book_dir: Path = BOOK_EXECUTED_DIR, log=p
     # The numbers behind the pages (histories, predictions, metrics, confusion matrices, the
     # sample and split), so readers can check them without retraining. Not the model weights
     # (hundreds of MB) and not the notebooks and figures, which are copied above.
-    shutil.copytree(results_dir, staging / "results",
-                    ignore=shutil.ignore_patterns(*PUBLISH_IGNORE))
-    dataset_relative_paths(staging / "results")  # image paths that hold on any machine
+    # Beside the pages, so a chapter links them (glance.csv_note) and the book offers them for download.
+    numbers = staging / glance.PUBLISHED_RESULTS
+    shutil.copytree(results_dir, numbers, ignore=shutil.ignore_patterns(*PUBLISH_IGNORE))
+    dataset_relative_paths(numbers)  # image paths that hold on any machine
     # The model card, from the published numbers (no weights, paths within the dataset).
-    model_card.write(staging / "results", staging / "model_card.md")
+    model_card.write(numbers, staging / "model_card.md")
     make_portable(staging, folders)
     left = machine_paths(staging, folders)
     if left:

@@ -278,7 +278,7 @@ def test_publishing_writes_the_pages_a_reader_sees_first(planted_run, tmp_path):
     published = publish.publish_to_book(results, tmp_path / "executed")
     glance_page = (published / "glance.md").read_text()
     assert glance_page == glance.glance_markdown(results)
-    assert "this run: test set (n=" in glance_page and "**The paper's claims**" in glance_page
+    assert "this run: test set (n=" in glance_page and "| the paper's claim | verdict: test set (n=" in glance_page
     assert "Why:" in (published / "report.md").read_text()
     assert "| claim | verdict | this run | the paper |" in (published / "report_extended.md").read_text()
     assert "**Paired comparisons**" in (published / "tables.md").read_text()

@@ -16,6 +16,37 @@ def test_published_run_matches_the_notebook_sources():
     assert publish.drift() == []
 
 
+def test_each_page_shows_the_parameters_the_run_used():
+    """Not the notebook's defaults (the paper's): a page never shows epochs = 15 above a 2-epoch run."""
+    record_path = publish.BOOK_EXECUTED_DIR / "run.json"
+    if not record_path.is_file():
+        pytest.skip("no run published in book/executed/ yet")
+    settings = json.loads(record_path.read_text())["settings"]
+    for name in run.series():
+        notebook = json.loads((publish.BOOK_EXECUTED_DIR / f"{name}.ipynb").read_text())
+        shown = next(c for c in notebook["cells"] if "parameters" in c["metadata"].get("tags", []))
+        assert shown["source"][0] == portable.RUN_VALUES_NOTE, name
+        assert "remove-cell" not in shown["metadata"]["tags"], name
+        for line in shown["source"][1:]:
+            parameter, _, value = line.partition(" = ")
+            if parameter in settings and parameter not in ("data_dir", "results_dir", "cache_dir"):
+                assert value.split("  #")[0].strip() == repr(settings[parameter]).replace("'", '"'), (name, line)
+
+
+def test_the_shown_parameters_are_the_injected_ones_comments_kept():
+    notebook = {"cells": [
+        {"cell_type": "code", "metadata": {"tags": ["parameters"]},
+         "source": ["seed = 42\n", "epochs = 15  # paper: 15\n", "weights = \"imagenet\"  # the paper's\n",
+                    "drive_folder = None"]},
+        {"cell_type": "code", "metadata": {"tags": ["injected-parameters"]},
+         "source": ["# Parameters\n", "epochs = 2\n", "weights = None\n", "profile = \"sample\"\n"]}]}
+    shown = portable.show_run_parameters(notebook)["cells"]
+    assert shown[0]["source"] == [portable.RUN_VALUES_NOTE, "seed = 42\n", "epochs = 2  # paper: 15\n",
+                                  "weights = None  # the paper's\n", "drive_folder = None"]
+    assert "remove-cell" in shown[1]["metadata"]["tags"]
+    assert portable.show_run_parameters(notebook)["cells"][0]["source"][1] == "seed = 42\n"  # twice: the same
+
+
 def _fake_published_run(tmp_path):
     notebooks = tmp_path / "notebooks"
     shutil.copytree(run.NOTEBOOKS_DIR, notebooks)
@@ -63,12 +94,16 @@ def test_the_book_renders_the_published_run_without_retraining(book_copy):
     html = publish.build_book(root)
     record = json.loads((publish.BOOK_EXECUTED_DIR / "run.json").read_text())
     report = (html / "book" / "report.html").read_text()
-    # The findings, claims and tables of the published run, and its figures, are on the page.
+    # The findings, claims and tables of the published run are on the page; its figures (the
+    # paper's Figures 3-5 drawn again, the paper beside this run) are published, and shown by the
+    # chapters the report links.
     for text in ("Ranking", "Selection optimism", "ResNet50-LSTM reaches 95% accuracy", "Table 7"):
         assert text in report, text
     for figure in ("curves_resnet50", "curves_lstm", "curves_resnet50_lstm", "paper_vs_ours"):
         assert (root / "book" / "executed" / "figures" / f"{figure}.png").is_file()
-    assert report.count("<img") >= 4
+    for chapter in ("03_resnet50", "04_lstm", "05_resnet50_lstm", "07_comparison"):
+        assert f'href="executed/{chapter}.html"' in report, chapter
+        assert "<img" in (html / "book" / "executed" / f"{chapter}.html").read_text(), chapter
     if record["settings"].get("weights") is None:
         assert "trained from scratch" in report
         import papermill

@@ -13,12 +13,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from cxr_utils import config, paper, portable, remedy, report
 from cxr_utils.study import StudyError, main, publish
 
 COMMITTED = Path(__file__).resolve().parents[1] / "book" / "studies"
-REPORT = Path(__file__).resolve().parents[1] / "book" / "report.md"
+BOOK = COMMITTED.parent
 
 
 def _committed():
@@ -53,19 +54,29 @@ def test_committed_studies_name_no_machine_folder_and_keep_no_weights():
             assert not table["path"].str.startswith("/").any(), path
 
 
-def test_committed_figures_exist_and_the_report_includes_both_pages():
+def test_committed_figures_exist_and_a_page_of_the_book_includes_each():
     studies = _committed()
     figures = {page: [line.split(maxsplit=1)[1] for line in (studies / page).read_text().splitlines()
                       if line.startswith("```{figure}")] for page in publish.PAGES.values()}
     for named in figures.values():
-        assert all((REPORT.parent / figure).is_file() for figure in named)  # as the including page sees them
+        assert all((BOOK / figure).is_file() for figure in named)  # as the including page sees them
     if publish.remedy_pairs(studies):
         assert figures[publish.PAGES["remedy"]], "a remedy pair is published but its page shows no figure"
     assert figures[publish.PAGES["seeds"]] == [f"{publish.INCLUDED_AS}/{publish.SEED_CURVES_FIGURE}"]
-    report = REPORT.read_text()
-    for page in publish.PAGES.values():
-        assert f"```{{include}} studies/{page}" in report
-    assert f"```{{include}} studies/{publish.GLANCE_PAGE}" in (REPORT.parent / "intro.md").read_text()
+    # Each page is included once, by a page in book/ itself (its figures are named from there), a
+    # page of the table of contents; its headings start at level 2, under that page's title.
+    toc = yaml.safe_load((BOOK.parent / "_toc.yml").read_text())
+    listed = {chapter["file"] for part in toc["parts"] for chapter in part["chapters"]} | {toc["root"]}
+    for page in [*publish.PAGES.values(), publish.GLANCE_PAGE]:
+        including = [path for path in BOOK.rglob("*.md") if f"```{{include}} studies/{page}" in path.read_text()]
+        assert [path.parent for path in including] == [BOOK], (page, including)
+        assert f"book/{including[0].stem}" in listed, including[0]
+        text = including[0].read_text()
+        assert text.startswith("# ") or re.match(r"\(.+\)=\n# ", text), including[0]
+        levels = [len(line) - len(line.lstrip("#")) for line in (studies / page).read_text().splitlines()
+                  if re.match(r"#+ ", line)]
+        assert not levels or min(levels) == 2, (page, levels)
+    assert f"```{{include}} studies/{publish.GLANCE_PAGE}" in (BOOK / "intro.md").read_text()
 
 
 def test_the_glance_gives_test_accuracy_over_the_seeds_beside_the_papers(tmp_path):
@@ -74,23 +85,42 @@ def test_the_glance_gives_test_accuracy_over_the_seeds_beside_the_papers(tmp_pat
     seeds = json.loads((studies / "seeds" / "study.json").read_text())["settings"]["seeds"]
     folders = [studies / "seeds" / f"seed-{seed}" for seed in seeds if (studies / "seeds" / f"seed-{seed}").is_dir()]
     assert f"{len(folders)} seed" in text and "from scratch, so not the paper's ImageNet setting" in text
+    assert "What no seed of this study could test: the paper's ImageNet weights." in text
+
+    def mean_and_range(values):
+        return f"{np.mean(values):.2f} ({min(values):.2f}-{max(values):.2f})"
+
+    header = re.search(r"^\| model +\|(.*)\|$", text, re.MULTILINE)
+    assert [cell.strip() for cell in header.group(1).split("|")] == [
+        "the paper's accuracy", "kept epoch: mean (range)", "last epoch: mean (range)",
+        "seeds with validation near chance in some epoch"]
     for model_id, spec in config.REGISTRY.items():
-        accuracy = [json.loads((folder / model_id / "metrics.json").read_text())["test"]["accuracy"]
-                    for folder in folders]
+        tested = [json.loads((folder / model_id / "metrics.json").read_text()) for folder in folders]
         unsteady = sum((pd.read_csv(folder / model_id / "history.csv")["val_accuracy"] <= report.NEAR_CHANCE + 1e-6).any()
                        for folder in folders)
         paper_accuracy = paper.table6().loc[spec.paper_name, "accuracy"]
         row = re.search(rf"^\| {re.escape(spec.paper_name)} +\|(.*)\|$", text, re.MULTILINE)
         assert [cell.strip() for cell in row.group(1).split("|")] == [
-            f"{paper_accuracy:.2f}", f"{np.mean(accuracy):.2f}", f"{min(accuracy):.2f}-{max(accuracy):.2f}",
+            f"{paper_accuracy:.2f}", mean_and_range([record["test"]["accuracy"] for record in tested]),
+            mean_and_range([record["test_last_epoch"]["accuracy"] for record in tested]),
             f"{unsteady} of {len(folders)}"], spec.paper_name
+
+    # Records without the last epoch's test (older runs): the kept epoch's column only.
+    older = shutil.copytree(studies, tmp_path / "older")
+    for path in (older / "seeds").glob("seed-*/*/metrics.json"):
+        record = json.loads(path.read_text())
+        record.pop("test_last_epoch", None)
+        path.write_text(json.dumps(record))
+    older_text = publish.glance_page(older)
+    assert "kept epoch: mean (range)" in older_text and "last epoch" not in older_text
 
     # A study with ImageNet weights is not said to be outside the paper's setting.
     copy = shutil.copytree(studies, tmp_path / "studies")
     record = json.loads((copy / "seeds" / "study.json").read_text())
     record["settings"]["weights"] = "imagenet"
     (copy / "seeds" / "study.json").write_text(json.dumps(record))
-    assert "ImageNet weights)" in publish.glance_page(copy) and "not the paper's" not in publish.glance_page(copy)
+    imagenet = publish.glance_page(copy)
+    assert "ImageNet weights)" in imagenet and "not the paper's" not in imagenet and "no seed" not in imagenet
 
 
 def test_remedy_seeds_are_those_both_studies_complete():
@@ -193,8 +223,8 @@ def test_two_tiny_studies_publish_portable_with_pages_from_their_numbers(real_su
     pages = publish.render_pages(book, figures=False)
     assert all((book / name).read_text() == text for name, text in pages.items())
     seeds_page, remedy_page = pages[publish.PAGES["seeds"]], pages[publish.PAGES["remedy"]]
-    assert seeds_page.startswith("### Seed study: 1 seed") and "\n#### Test metrics over the seeds" in seeds_page
-    assert "### Seed 42" in remedy_page and "from 8 training images" in remedy_page
+    assert seeds_page.startswith("## Seed study: 1 seed") and "\n### Test metrics over the seeds" in seeds_page
+    assert "\n## Seed 42\n" in remedy_page and "from 8 training images" in remedy_page
     for model_id in ("resnet50", "resnet50_lstm"):  # BatchNorm trains from scratch: both figures
         for name in (f"seed-42_{model_id}_paper_protocol.png", f"seed-42_{model_id}_remedy.png"):
             assert (book / publish.FIGURES_DIR / name).stat().st_size > 0

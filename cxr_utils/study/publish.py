@@ -1,4 +1,4 @@
-"""The studies beside the notebook series, published into the book's report: the seed study's
+"""The studies beside the notebook series, published into the book (a page each): the seed study's
 summary (test metrics, training and verdicts over the seeds) and the paper's protocol beside this
 project's BatchNorm remedy, epoch by epoch, on the same split and seed (issue 12); and the seed
 study at a glance on the book's first page.
@@ -32,10 +32,11 @@ from cxr_utils.study.seeds import (
 
 BOOK_STUDIES_DIR = REPO_ROOT / "book" / "studies"
 STUDIES = ("seeds", "remedy")  # the published folders, as the report's includes name them
-PAGES = {"seeds": "seeds.md", "remedy": "remedy.md"}  # the pages the report includes
+PAGES = {"seeds": "seeds.md", "remedy": "remedy.md"}  # included by book/seeds.md and book/remedy.md
 GLANCE_PAGE = "glance.md"  # included by book/intro.md, under the committed run's results at a glance
 FIGURES_DIR = "figures"
-# The pages are included by book/report.md, so their figures are named from book/: studies/figures/...
+# The pages are included by pages of book/ (book/seeds.md, book/remedy.md), each under the page's title,
+# so their figures are named from book/ (studies/figures/...) and their headings start at level 2.
 INCLUDED_AS = BOOK_STUDIES_DIR.name
 # Left out of the published copy: weights, logs and pages written again from the numbers, the
 # dataset listing (the same for every seed) and sample.csv (split.csv holds every column of it).
@@ -171,12 +172,13 @@ def _wall_times(record: dict, seed: int) -> str:
 
 
 def remedy_page(studies_dir, figures: bool = True) -> str:
-    """remedy.md: for each seed of both studies, the settings, the comparison table of the models
-    complete in both (the others named) and its reading (``remedy.remedy_markdown``); then, per
-    model with BatchNorm layers recomputed, what its paper-protocol run shows epoch by epoch
-    (``summaries.training_summary``) and two figures: that run's curves (training mode, training
-    images in inference mode, validation) and the two protocols' validation and inference-mode
-    accuracy side by side. ``figures=False`` writes the text only (the figures are named, not drawn)."""
+    """remedy.md: the settings, then for each seed of both studies (a second-level heading) the
+    comparison table of the models complete in both (the others named) and its reading
+    (``remedy.remedy_markdown``); then, per model with BatchNorm layers recomputed, what its
+    paper-protocol run shows epoch by epoch (``summaries.training_summary``) and two figures: that
+    run's curves (training mode, training images in inference mode, validation) and the two
+    protocols' validation and inference-mode accuracy side by side. ``figures=False`` writes the
+    text only (the figures are named, not drawn)."""
     import matplotlib.pyplot as plt
 
     from cxr_utils import plots, summaries
@@ -195,7 +197,7 @@ def remedy_page(studies_dir, figures: bool = True) -> str:
         paper_dir, remedy_dir = (seed_dir(studies_dir / study, seed) for study in STUDIES)
         table = remedy.remedy_table(paper_dir, remedy_dir, model_ids)
         missing = [spec.paper_name for model_id, spec in config.REGISTRY.items() if model_id not in model_ids]
-        lines += ["", f"### Seed {seed}", "",
+        lines += ["", f"## Seed {seed}", "",
                   f"Wall time: the paper's protocol {_wall_times(records['seeds'], seed)}; "
                   f"the remedy {_wall_times(records['remedy'], seed)}.", "",
                   remedy.remedy_table_markdown(table), ""]
@@ -228,7 +230,7 @@ SEED_CURVES_FIGURE = f"{FIGURES_DIR}/seeds_curves.png"
 
 def seeds_page(studies_dir, figures: bool = True, tables: dict | None = None) -> str:
     """seeds.md: the seed study's summary over its evaluated seeds (``summary.summary_tables`` on
-    the published copy), its title a third-level heading, below the report's section, with every
+    the published copy), its title a second-level heading, below the including page's title, with every
     evaluated seed's validation and inference-mode curves in one figure (``summary.plot_seed_curves``;
     ``figures=False`` names it without drawing it). ``tables``: ``summary_tables`` of the published
     seeds when the caller has them already."""
@@ -248,14 +250,16 @@ def seeds_page(studies_dir, figures: bool = True, tables: dict | None = None) ->
             "accuracy (top) and the training images' accuracy in inference mode (bottom) per epoch, one line per "
             "seed; chance and the near-chance bound dashed.", "```"])
     return summary_markdown(result["metrics"], result["verdicts"], result["seeds"], result["record"],
-                            result["left_out"], level=3, stability=result["stability"], figure=figure)
+                            result["left_out"], level=2, stability=result["stability"], figure=figure)
 
 
 def glance_page(studies_dir, tables: dict | None = None) -> str:
     """glance.md: the seed study in a sentence and a table for the book's first page: its settings
     (saying when they are not the paper's ImageNet setting), each model's test accuracy over the
-    evaluated seeds (mean and range) beside the paper's, and in how many seeds each model's
-    validation accuracy sat near chance in some epoch. ``tables`` as for ``seeds_page``."""
+    evaluated seeds (mean and range) beside the paper's, at the kept epoch and, where every seed's
+    record holds it, at the last epoch, and in how many seeds each model's validation accuracy sat
+    near chance in some epoch; then, outside the paper's setting, what no seed could test.
+    ``tables`` as for ``seeds_page``."""
     from cxr_utils import paper
     from cxr_utils.report import NEAR_CHANCE
     from cxr_utils.study.summary import summary_tables
@@ -267,25 +271,42 @@ def glance_page(studies_dir, tables: dict | None = None) -> str:
                f"{settings['batch_size']}, {settings['image_size']} px, {config.weights_label(settings['weights'])}")
     if not config.is_paper_setting(settings["weights"]):
         setting += ", so not the paper's ImageNet setting"
+    # The epoch whose weights the test scored: the best validation epoch's (restore_best, the
+    # project's default) or, in a study that kept the last weights, the last epoch's.
+    restored = settings.get("protocol", {}).get("restore_best", config.CHOICES.restore_best)
+    kept = "kept epoch" if restored else "last epoch"
     accuracy = result["metrics"].set_index(["model", "metric"]).xs("accuracy", level="metric")
     stability = result["stability"]
-    test_n = f" (n={int(stability['test_n'].max())} each)" if len(stability) else ""
+    test_n = f" (n={int(stability['test_n'].max())} per seed)" if len(stability) else ""
+    # The last epoch's weights are tested beside the kept ones (issue 12); older records lack them.
+    with_last = bool(restored and len(stability) and stability["test_last_epoch_accuracy"].notna().all())
     rows = []
     for model, paper_accuracy in paper.table6()["accuracy"].items():
         if model not in accuracy.index:
             continue
         row = accuracy.loc[model]
-        runs = stability[stability["model"] == model]
-        rows.append({"model": model, "the paper's accuracy": f"{paper_accuracy:.2f}",
-                     "mean over the seeds": f"{row['mean']:.2f}",
-                     f"range{test_n}": f"{row['min']:.2f}-{row['max']:.2f}",
-                     "seeds with validation near chance in some epoch":
-                         f"{int((runs['epochs_near_chance'] > 0).sum())} of {len(runs)}" if len(runs) else "n/a"})
+        runs = stability[stability["model"] == model] if len(stability) else stability
+        shown = {"model": model, "the paper's accuracy": f"{paper_accuracy:.2f}",
+                 f"{kept}: mean (range)": f"{row['mean']:.2f} ({row['min']:.2f}-{row['max']:.2f})"}
+        if with_last:
+            last = runs["test_last_epoch_accuracy"]
+            shown["last epoch: mean (range)"] = f"{last.mean():.2f} ({last.min():.2f}-{last.max():.2f})"
+        shown["seeds with validation near chance in some epoch"] = (
+            f"{int((runs['epochs_near_chance'] > 0).sum())} of {len(runs)}" if len(runs) else "n/a")
+        rows.append(shown)
     table = remedy.figures_markdown(pd.DataFrame(rows), text_columns=1)
-    return (f"**At the paper's scale**, {_count(n_seeds, 'seed')} ({', '.join(map(str, result['seeds']))}) of the "
+    weights = ("the weights of the kept epoch (the best validation accuracy) and of the last epoch" if with_last
+               else "the weights of the kept epoch (the best validation accuracy)" if restored
+               else "the weights of the last epoch")
+    text = (f"**At the paper's scale**, {_count(n_seeds, 'seed')} ({', '.join(map(str, result['seeds']))}) of the "
             f"paper's protocol ({setting}); each seed draws its own sample, split and initial weights. Test "
-            f"accuracy over the seeds beside the paper's, and how often validation accuracy fell to {NEAR_CHANCE} or "
-            f"below during training:\n\n{table}\n")
+            f"accuracy over the seeds{test_n} beside the paper's, for {weights}, and how often validation "
+            f"accuracy fell to {NEAR_CHANCE} or below during training:\n\n{table}\n")
+    if not config.is_paper_setting(settings["weights"]):
+        text += ("\nWhat no seed of this study could test: the paper's ImageNet weights. Every seed trained "
+                 "ResNet50, alone and in the hybrid, from scratch: these accuracies show the paper's models and "
+                 "protocol without pretraining, and test none of the paper's numbers.\n")
+    return text
 
 
 def render_pages(studies_dir, figures: bool = True) -> dict[str, str]:
@@ -295,6 +316,13 @@ def render_pages(studies_dir, figures: bool = True) -> dict[str, str]:
     tables = summary_tables(Path(studies_dir) / "seeds")
     return {PAGES["seeds"]: seeds_page(studies_dir, figures, tables),
             PAGES["remedy"]: remedy_page(studies_dir, figures), GLANCE_PAGE: glance_page(studies_dir, tables)}
+
+
+def write_pages(studies_dir) -> None:
+    """Write the pages of the studies published in ``studies_dir`` again from their numbers (after
+    ``study adopt`` changed a seed)."""
+    for name, text in render_pages(studies_dir).items():
+        (Path(studies_dir) / name).write_text(text)
 
 
 def publish_studies(seeds_dir, remedy_dir, book_dir=BOOK_STUDIES_DIR, log=print) -> Path:
