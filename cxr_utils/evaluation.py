@@ -21,6 +21,9 @@ EXTENDED_DIR = "extended/evaluation"
 # Written by training.save_experiment beside predictions.csv: each model on its own training and
 # validation images, in inference mode (for the loss gap of the paper's claim 3).
 FIT_PREDICTIONS = "fit_predictions.csv"
+# Each model's predictions on chapter 6's extended test set, written by its chapter while the weights
+# are in memory (training.save_experiment), so that chapter 6 needs no model file.
+EXTENDED_PREDICTIONS = "extended_predictions.csv"
 FIT_PREDICTION_COLUMNS = ("path", "split", "label", "probability")
 
 

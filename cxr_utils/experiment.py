@@ -35,7 +35,7 @@ REQUIRED_COLUMNS = ("path", "label", "split")
 # predictions.csv: the kept weights on the test images with recomputed BatchNorm statistics.
 RECOMPUTED_COLUMNS = ("probability_recomputed_batchnorm", "predicted_recomputed_batchnorm")
 # Written while the weights are in memory, for chapters 6 and 8 (numbers only: no model file needed).
-EXTENDED_PREDICTIONS = "extended_predictions.csv"  # the kept model on chapter 6's extended test set
+EXTENDED_PREDICTIONS = evaluation.EXTENDED_PREDICTIONS  # the kept model on chapter 6's extended test set
 GRADCAM_CELLS = "gradcam_cells.npz"  # Grad-CAM at the feature map's resolution on the test images
 
 

@@ -14,12 +14,11 @@ import numpy as np
 import pandas as pd
 
 from cxr_utils import config, metrics
+from cxr_utils.evaluation import EXTENDED_PREDICTIONS as PREDICTIONS_CSV  # each model's, written by its chapter
 from cxr_utils.evaluation import (
     EVALUATION_DIR, EXTENDED_DIR, confusion_matrices, mcnemar_table, metrics_table, model_dir, model_options,
     probability_table, save,
 )
-
-from cxr_utils.experiment import EXTENDED_PREDICTIONS as PREDICTIONS_CSV  # each model's, written by its chapter
 
 
 def description(extended_test_size: int | None) -> str:

@@ -182,6 +182,13 @@ def _md(table: pd.DataFrame, index: bool = False) -> str:
     return table.to_markdown(index=index) if len(table) else "(none recorded)"
 
 
+def folded(summary: str, lines: list[str]) -> list[str]:
+    """``lines`` (Markdown) inside a collapsed ``<details>`` block titled ``summary``: one click away,
+    so the card reads in a few screens. Blank lines around the Markdown let both GitHub and the
+    book parse it inside the HTML block."""
+    return ["<details>", f"<summary>{summary}</summary>", "", *lines, "", "</details>", ""]
+
+
 def _value(long: pd.DataFrame, model: str, metric: str):
     rows = long[(long["model"] == model) & (long["metric"] == metric)]
     return None if rows.empty else rows.iloc[0]

@@ -10,7 +10,7 @@ from cxr_utils import config, data, evaluation, external, image_checks
 from cxr_utils.config import PROTOCOL
 from cxr_utils.model_card import (
     DATABASE, MITCHELL, PAPER, PITFALLS, SHORTCUT_DIR, SOURCES, _class_counts, _confusion_table, _count, _csv,
-    _fmt, _mcnemar_text, _md, _metrics_table, _Run, _shown_options, _shown_weights, _value, builder_defaults,
+    _fmt, _mcnemar_text, _md, _metrics_table, _Run, _shown_options, _shown_weights, _value, builder_defaults, folded,
 )
 from cxr_utils.report import DISCLAIMER, PAPER_TEST_IMAGES, SIGNIFICANCE
 
@@ -83,17 +83,17 @@ def model_details(run: _Run) -> list[str]:
     for name, value in protocol:
         if value is not None:
             lines.append(f"| {name} | {value} | {paper_values.get(name, '')} |")
-    lines += ["", "**Versions and machine** (the run record):", "", "| | |", "|---|---|"]
+    machine = ["| | |", "|---|---|"]
     for name, version in versions.items():
-        lines.append(f"| {name} | {version} |")
+        machine.append(f"| {name} | {version} |")
     for name in ("keras_backend", "accelerator", "cpu", "cpu_count"):
         if name in hardware:
-            lines.append(f"| {name.replace('_', ' ')} | {hardware[name]} |")
+            machine.append(f"| {name.replace('_', ' ')} | {hardware[name]} |")
     if commit:
-        lines.append(f"| git commit | `{commit}` |")
+        machine.append(f"| git commit | `{commit}` |")
     if run.record.get("created_utc"):
-        lines.append(f"| run recorded (UTC) | {run.record['created_utc']} |")
-    lines += ["", f"Card format: {MITCHELL}.", ""]
+        machine.append(f"| run recorded (UTC) | {run.record['created_utc']} |")
+    lines += ["", *folded("Versions and machine (the run record)", machine), f"Card format: {MITCHELL}.", ""]
     return lines
 
 
@@ -278,8 +278,11 @@ def quantitative(run: _Run) -> list[str]:
                   "rather than to where an image comes from.", ""]
     else:
         lines += [shortcut_run.summary_markdown(run.dir), ""]
+    behind = []
     for relative, table in tables:
-        lines += [f"`{relative}`:", "", _md(table.round(4)), ""]
+        behind += [f"`{relative}`:", "", _md(table.round(4)), ""]
+    if behind:
+        lines += folded("The tables behind it: " + ", ".join(f"`{relative}`" for relative, _ in tables), behind)
     return lines
 
 

@@ -302,11 +302,28 @@ def glance_page(studies_dir, tables: dict | None = None) -> str:
             f"paper's protocol ({setting}); each seed draws its own sample, split and initial weights. Test "
             f"accuracy over the seeds{test_n} beside the paper's, for {weights}, and how often validation "
             f"accuracy fell to {NEAR_CHANCE} or below during training:\n\n{table}\n")
+    text += "\n" + _verdicts_over_seeds(result["verdicts"], n_seeds)
     if not config.is_paper_setting(settings["weights"]):
         text += ("\nWhat no seed of this study could test: the paper's ImageNet weights. Every seed trained "
                  "ResNet50, alone and in the hybrid, from scratch: these accuracies show the paper's models and "
                  "protocol without pretraining, and test none of the paper's numbers.\n")
     return text
+
+
+def _verdicts_over_seeds(verdicts: pd.DataFrame, n_seeds: int) -> str:
+    """Each claim's outcomes over the seeds in one line of a table: how many seeds gave each
+    verdict and, for seeds outside the paper's setting, what their numbers alone indicated."""
+    from cxr_utils.claims import NOT_PAPER_SETTING, OUTCOMES
+
+    rows = []
+    for values in verdicts.to_dict(orient="records"):
+        given = [f"{outcome} in {int(values[outcome])} of {n_seeds}" for outcome in OUTCOMES if values.get(outcome)]
+        indicated = [f"{outcome} {int(values[f'indicated_{outcome}'])}" for outcome in OUTCOMES
+                     if outcome != NOT_PAPER_SETTING and values.get(f"indicated_{outcome}")]
+        text = ", ".join(given) + (f" (their numbers alone: {', '.join(indicated)})" if indicated else "")
+        rows.append({"claim": f"**{values['claim']}** {values['text']}", f"verdicts over the {n_seeds} seeds": text})
+    return ("The verdicts over the seeds (the rules are on the method page; seed by seed on the seed study's "
+            "page):\n\n" + pd.DataFrame(rows).to_markdown(index=False) + "\n")
 
 
 def render_pages(studies_dir, figures: bool = True) -> dict[str, str]:
