@@ -1,14 +1,13 @@
 """One fact, one place: the protocol, the model registry and the reading of ``weights`` are read
 from cxr_utils.config by everything that needs them, and a fourth model is one registry entry."""
 
-import dataclasses
 
 import keras
 import pandas as pd
 import papermill
 import pytest
 
-from cxr_utils import chapters, comparison, config, data, evaluation, models, paper, report, run, summaries, training, training_cli
+from cxr_utils import chapters, comparison, config, data, evaluation, models, paper, run, summaries, training, training_cli
 from cxr_utils.config import PROTOCOL
 
 ROOT = run.REPO_ROOT
@@ -18,18 +17,7 @@ def test_protocol_is_the_papers():
     assert (PROTOCOL.n_per_class, PROTOCOL.epochs, PROTOCOL.batch_size, PROTOCOL.image_size) == (500, 15, 32, 224)
     assert PROTOCOL.learning_rate == 1e-3 and PROTOCOL.weights == "imagenet"
     assert PROTOCOL.split_sizes() == {"train": 800, "val": 100, "test": 100}  # the paper's 100 test images
-    assert report.PAPER_TEST_IMAGES == PROTOCOL.split_sizes()["test"]
 
-
-def test_every_default_reads_the_protocol():
-    assert dataclasses.asdict(training.TrainingConfig())["epochs"] == PROTOCOL.epochs
-    defaults = training.TrainingConfig()
-    assert (defaults.batch_size, defaults.learning_rate, defaults.seed) == (
-        PROTOCOL.batch_size, PROTOCOL.learning_rate, PROTOCOL.seed)
-    paper_profile = run.PROFILES["paper"]
-    for name in ("n_per_class", "epochs", "batch_size", "seed", "weights", "image_size"):
-        assert paper_profile[name] == getattr(PROTOCOL, name), name
-    assert models.INPUT_SHAPE == (PROTOCOL.image_size, PROTOCOL.image_size, 3)
 
 
 def test_command_line_defaults_are_the_protocol():
