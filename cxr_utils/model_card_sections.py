@@ -4,6 +4,8 @@ files as ``cxr_utils.model_card`` reads them. See ``cxr_utils.model_card``.
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 
 from cxr_utils import config, data, evaluation, external, image_checks
@@ -251,8 +253,9 @@ def quantitative(run: _Run) -> list[str]:
     lines += ["### The extended test set", ""]
     if run.extended:
         note = "" if run.extended["has_probability"] else " (AUC and Brier score not recorded for this set)"
-        lines += [f"From `{evaluation.EXTENDED_DIR}/`{note}.", "", _metrics_table(run.extended["metrics"], names), "",
-                  _confusion_table(run.extended["confusions"]), "", _mcnemar_text(run.extended["mcnemar"]), ""]
+        lines += folded(f"Metrics, confusion counts and McNemar, from `{evaluation.EXTENDED_DIR}/`{note}",
+                        [_metrics_table(run.extended["metrics"], names), "", _confusion_table(run.extended["confusions"]),
+                         "", _mcnemar_text(run.extended["mcnemar"])])
     else:
         lines += ["Not evaluated in this run.", ""]
 
@@ -277,7 +280,9 @@ def quantitative(run: _Run) -> list[str]:
                   f"`{SHORTCUT_DIR}/`). Until one is, nothing here shows that the models respond to the lungs "
                   "rather than to where an image comes from.", ""]
     else:
-        lines += [shortcut_run.summary_markdown(run.dir), ""]
+        # Its headings as bold lines: a heading inside a folded block would stand in the page's contents.
+        summary = re.sub(r"^#+ (.+)$", r"**\1**", shortcut_run.summary_markdown(run.dir), flags=re.MULTILINE)
+        lines += folded("What the shortcut tests show (chapter 8's summary)", [summary])
     behind = []
     for relative, table in tables:
         behind += [f"`{relative}`:", "", _md(table.round(4)), ""]
