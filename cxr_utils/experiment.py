@@ -157,7 +157,7 @@ def write_experiment(results_dir, model_name: str, result, inputs: Inputs, confi
     intervals seeded with the run's seed), model.keras (unless ``save_model`` is False) and
     run.json (settings, protocol, versions, hardware, wall times); when given,
     extended_predictions.csv (``extended_set.PREDICTIONS_CSV``) and gradcam_cells.npz
-    (``GRADCAM_CELLS``: the test images' paths and their Grad-CAM cells). Returns the folder, ``result``,
+    (``GRADCAM_CELLS``: the test images' file names and their Grad-CAM cells). Returns the folder, ``result``,
     the predictions table and the test metrics.
     """
     model_options = dict(model_options or {})
@@ -205,7 +205,9 @@ def write_experiment(results_dir, model_name: str, result, inputs: Inputs, confi
         if extended_predictions is not None:
             extended_predictions.to_csv(staging / EXTENDED_PREDICTIONS, index=False)
         if gradcam_cells is not None:
-            np.savez_compressed(staging / GRADCAM_CELLS, paths=np.array(rows["test"]["path"].astype(str).tolist(), dtype=str),
+            # Images by file name (unique in the database): no folder of this machine in the file.
+            names = [Path(str(path)).name for path in rows["test"]["path"]]
+            np.savez_compressed(staging / GRADCAM_CELLS, names=np.array(names, dtype=str),
                                 cells=np.asarray(gradcam_cells, dtype=np.float32))
         runtime.write_json(metrics_record, staging / "metrics.json")
         if save_model:

@@ -150,7 +150,7 @@ def _gradcam_maps(results_dir: Path, test: pd.DataFrame, images) -> dict:
         cells_file = folder / experiment.GRADCAM_CELLS
         if cells_file.is_file():
             with np.load(cells_file) as saved:
-                if _names(saved["paths"]) == _names(test["path"]):  # the same images, wherever they lie
+                if saved["names"].tolist() == _names(test["path"]):  # the same images, wherever they lie
                     maps[spec.id] = gradcam.upsample(saved["cells"], *images.shape[1:3])
                     continue
         path = folder / "model.keras"

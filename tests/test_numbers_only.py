@@ -38,6 +38,9 @@ def test_chapters_6_and_8_read_the_numbers_the_model_chapters_wrote(real_manifes
         expected_predictions[spec.paper_name] = expected
         cells = folder / model_id / experiment.GRADCAM_CELLS
         assert cells.is_file() == spec.has_backbone  # the LSTM has no feature map
+        if spec.has_backbone:  # images by file name: no folder of this machine in a file that is published
+            with np.load(cells) as saved:
+                assert saved["names"].tolist() == [p.split("/")[-1] for p in split.loc[split["split"] == "test", "path"]]
         if spec.has_backbone:
             expected_maps[spec.paper_name] = gradcam.grad_cam(model, images)
         (folder / model_id / "model.keras").unlink()  # what a later session may not have

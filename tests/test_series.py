@@ -11,6 +11,7 @@ import pytest
 from cxr_utils import claims, comparison, config, extended_set, metrics, paper, publish, run
 
 pytestmark = pytest.mark.slow
+SERIES_IMAGE_SIZE = 64
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +24,10 @@ def sample_run(real_data, tmp_path_factory):
     executed = tmp_path_factory.mktemp("run-all") / f"{run.RUN_ALL}.ipynb"
     papermill.execute_notebook(
         str(run.NOTEBOOKS_DIR / f"{run.RUN_ALL}.ipynb"), str(executed), cwd=str(run.NOTEBOOKS_DIR),
+        # At SERIES_IMAGE_SIZE px, not the profile's: every chapter runs all the same, on a CPU in a
+        # fraction of the time (ResNet50's cost grows with the pixels), which keeps CI's test command short.
         parameters={"profile": "sample", "data_dir": str(real_data), "results_dir": str(results),
-                    "weights": None, "progress": False},
+                    "weights": None, "progress": False, "image_size": SERIES_IMAGE_SIZE},
         progress_bar=False, kernel_name="python3")
     record = json.loads((results / "run.json").read_text())
     # The run-all notebook ends on the verdicts chapter 7 wrote.
@@ -43,6 +46,7 @@ def test_every_notebook_ran_and_was_recorded(sample_run):
         executed = json.loads((results / "notebooks" / f"{name}.ipynb").read_text())
         assert any(c.get("outputs") for c in executed["cells"] if c["cell_type"] == "code")
     assert saved["settings"]["profile"] == "sample" and saved["settings"]["weights"] is None
+    assert saved["settings"]["image_size"] == SERIES_IMAGE_SIZE  # the run-all notebook passed it on
     assert saved["versions"]["keras"] and saved["hardware"]["cpu_count"] >= 1
 
 
