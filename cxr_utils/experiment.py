@@ -205,9 +205,8 @@ def write_experiment(results_dir, model_name: str, result, inputs: Inputs, confi
         if extended_predictions is not None:
             extended_predictions.to_csv(staging / EXTENDED_PREDICTIONS, index=False)
         if gradcam_cells is not None:
-            # Images by file name (unique in the database): no folder of this machine in the file.
-            names = [Path(str(path)).name for path in rows["test"]["path"]]
-            np.savez_compressed(staging / GRADCAM_CELLS, names=np.array(names, dtype=str),
+            # Images by file name: no folder of this machine in the file.
+            np.savez_compressed(staging / GRADCAM_CELLS, names=np.array(data.file_names(rows["test"]["path"]), dtype=str),
                                 cells=np.asarray(gradcam_cells, dtype=np.float32))
         runtime.write_json(metrics_record, staging / "metrics.json")
         if save_model:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxr_utils import config, metrics
+from cxr_utils import config, data, metrics
 from cxr_utils.evaluation import EXTENDED_PREDICTIONS as PREDICTIONS_CSV  # each model's, written by its chapter
 from cxr_utils.evaluation import (
     EVALUATION_DIR, EXTENDED_DIR, confusion_matrices, mcnemar_table, metrics_table, model_dir, model_options,
@@ -61,8 +61,6 @@ def extended_test_set(manifest: pd.DataFrame, split: pd.DataFrame, max_images: i
 def run_rows(results_dir, max_images: int | None = None, seed: int = 0) -> pd.DataFrame:
     """The run's extended test set (``extended_test_set``), from the manifest.csv and split.csv
     chapters 1 and 2 wrote into ``results_dir``. Explained in notebooks/06_evaluation."""
-    from cxr_utils import data
-
     results_dir = Path(results_dir)
     return extended_test_set(data.read_manifest(results_dir / "manifest.csv"),
                              data.read_manifest(results_dir / "split.csv"), max_images=max_images, seed=seed)
@@ -74,7 +72,7 @@ def predict_rows(model, rows: pd.DataFrame, model_options: dict, image_size: int
     through it a chunk at a time, so memory stays bounded whatever the number of rows; a frozen
     backbone's feature maps come from the shared cache (``cxr_utils.features``), so both ResNet50
     models use one backbone pass. ``model_options``: what the model was built with (its weights)."""
-    from cxr_utils import data, features, models, training
+    from cxr_utils import features, models, training
 
     backbone = models.frozen_backbone(model)
     if backbone is not None:
@@ -101,9 +99,7 @@ def _saved_predictions(folder: Path, rows: pd.DataFrame) -> pd.DataFrame | None:
     if not path.is_file():
         return None
     saved = pd.read_csv(path)
-    # The same images in the same order, by file name (unique in the database): a run continued
-    # on another machine finds them in another folder.
-    if [Path(p).name for p in saved["path"].astype(str)] != [Path(p).name for p in rows["path"].astype(str)]:
+    if data.file_names(saved["path"]) != data.file_names(rows["path"]):  # the same images, wherever they lie
         return None
     return saved.assign(path=rows["path"].to_numpy())
 

@@ -127,12 +127,6 @@ def blanked_models(results_dir, split: pd.DataFrame, box: LungBox, epochs: int =
     return table
 
 
-def _names(paths) -> list[str]:
-    """Images by file name (the database's names are unique): a run continued on another machine
-    finds them in another folder."""
-    return [Path(str(path)).name for path in paths]
-
-
 def _gradcam_maps(results_dir: Path, test: pd.DataFrame, images) -> dict:
     """Grad-CAM maps of the run's backbone models on the test images, keyed by model id: from the
     cells each model's chapter saved while its weights were in memory (``experiment.GRADCAM_CELLS``),
@@ -140,7 +134,7 @@ def _gradcam_maps(results_dir: Path, test: pd.DataFrame, images) -> dict:
     or hold other images."""
     import keras
 
-    from cxr_utils import experiment, gradcam, models  # noqa: F401  (models registers the custom layers)
+    from cxr_utils import data, experiment, gradcam, models  # noqa: F401  (models registers the custom layers)
 
     maps = {}
     for spec in config.REGISTRY.values():
@@ -150,7 +144,7 @@ def _gradcam_maps(results_dir: Path, test: pd.DataFrame, images) -> dict:
         cells_file = folder / experiment.GRADCAM_CELLS
         if cells_file.is_file():
             with np.load(cells_file) as saved:
-                if saved["names"].tolist() == _names(test["path"]):  # the same images, wherever they lie
+                if saved["names"].tolist() == data.file_names(test["path"]):  # the same images, wherever they lie
                     maps[spec.id] = gradcam.upsample(saved["cells"], *images.shape[1:3])
                     continue
         path = folder / "model.keras"

@@ -301,8 +301,8 @@ def save_experiment(results_dir, model_name: str, result: TrainingResult, inputs
     And, while the weights are in memory, what later chapters need from them, as numbers only (a
     run can go on in another session without the model files): the kept model on
     ``extended_rows`` (chapter 6's extended test set, ``extended_set.run_rows``; images from
-    ``cache_dir``) and, for a model with a ResNet50 backbone, its Grad-CAM cells on the test
-    images (chapter 8). ``model_options``: what the model was built with, for the record.
+    ``cache_dir``) and, for an intact model with a ResNet50 backbone, its Grad-CAM cells on the
+    test images (chapter 8). ``model_options``: what the model was built with, for the record.
     ``started``: the run's ``time.perf_counter()`` at its start (default: the time the inputs,
     training and saving took). Explained in notebooks/03_resnet50, 04_lstm and 05_resnet50_lstm.
     """
@@ -329,7 +329,7 @@ def save_experiment(results_dir, model_name: str, result: TrainingResult, inputs
         extended = extended_set.predict_rows(result.model, extended_rows, dict(model_options or {}),
                                              inputs.image_size, cache_dir, config.batch_size)
     cells = None
-    if models.has_backbone(result.model):
+    if models.has_backbone(result.model) and inputs.blank is None:  # chapter 8 maps the intact models only
         test_inputs = inputs.test[0]
         cells = gradcam.grad_cam_cells(result.model, **{"features" if inputs.features else "images": test_inputs})
     now = time.perf_counter()

@@ -70,6 +70,7 @@ from cxr_utils.data.manifest import (
     PHASH_BITS,
     PHASH_SIZE,
     build_manifest,
+    file_names,
     labels,
     read_manifest,
     require_columns,
@@ -85,7 +86,7 @@ __all__ = [
     # errors and the layout
     "DatasetError", "DatasetWarning", "DatasetLayout",
     # layout
-    "find_dataset", "download_dataset", "resolve_dataset",
+    "find_dataset", "download_dataset", "resolve_dataset", "file_names",
     # decode
     "decode_grayscale", "preprocess", "preprocessing_steps", "steps_table",
     # manifest

@@ -206,6 +206,13 @@ def require_columns(
         raise error(empty.format(what=what))
 
 
+def file_names(paths) -> list[str]:
+    """Each image's file name, without its folders: how files written on one machine name the
+    images a run on another machine finds in its own copy of the dataset (the database's file
+    names are unique)."""
+    return [Path(str(path)).name for path in paths]
+
+
 def labels(manifest: pd.DataFrame) -> np.ndarray:
     """The 0/1 labels (Normal/COVID) of the manifest rows, in row order, as int64."""
     require_columns(manifest, ["label"])
