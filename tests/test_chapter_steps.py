@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxr_utils import data, experiment, models, run, runtime, training
+from cxr_utils import data, evaluation, experiment, extended_set, models, run, runtime, training
 
 SMALL = 32  # px
 TIMINGS = {"created_utc", "wall_time_s", "training_wall_time_s", "features_wall_time_s", "command"}
@@ -45,7 +45,8 @@ def _run_cells_in_process(chapter: str, parameters: dict) -> dict:
 
 
 def _files(folder):
-    tables = {name: pd.read_csv(folder / name) for name in ("history.csv", "predictions.csv", "fit_predictions.csv")}
+    tables = {name: pd.read_csv(folder / name) for name in ("history.csv", "predictions.csv", "fit_predictions.csv",
+                                                            evaluation.EXTENDED_PREDICTIONS)}
     metrics = json.loads((folder / "metrics.json").read_text())
     record = json.loads((folder / "run.json").read_text())
     return tables, metrics, {k: v for k, v in record.items() if k not in TIMINGS}
@@ -67,7 +68,8 @@ def test_the_chapters_cells_write_what_run_experiment_writes(real_subset, subset
     assert cells["split"][columns].reset_index(drop=True).equals(subset_split[columns].reset_index(drop=True))
     config = training.TrainingConfig(epochs=2, batch_size=8, seed=5, progress=False)
     training.run_experiment("lstm", subset_split, tmp_path / "one_call", config, model_options={},
-                            cache_dir=tmp_path / "cache", image_size=SMALL)
+                            cache_dir=tmp_path / "cache", image_size=SMALL,
+                            extended_rows=extended_set.run_rows(cells["results"], cells["extended_test_size"], 5))
 
     (tables, metrics, record), (tables_1, metrics_1, record_1) = (
         _files(tmp_path / "cells" / "lstm"), _files(tmp_path / "one_call" / "lstm"))
@@ -191,7 +193,8 @@ def test_chapter_3_runs_with_the_exercise_pasted_into_its_model_cell(real_subset
 
     folder = results / "resnet50"
     assert {p.name for p in folder.iterdir()} == {"history.csv", "predictions.csv", "fit_predictions.csv",
-                                                  "metrics.json", "model.keras", "run.json"}
+                                                  "metrics.json", "model.keras", "run.json",
+                                                  evaluation.EXTENDED_PREDICTIONS, experiment.GRADCAM_CELLS}
     settings = json.loads((folder / "run.json").read_text())["settings"]
     assert settings["fast_path"] is False and settings["image_size"] == size
     outputs = "".join("".join(o.get("text", "")) for c in json.loads((tmp_path / "executed.ipynb").read_text())["cells"]
