@@ -156,7 +156,7 @@ def score_worker(spec: dict) -> dict:
     and per model (where each model's load starts, seen through ``keras.saving.load_model``)."""
     import keras
 
-    from cxr_utils import data, extended_set, models, training  # noqa: F401  (models registers custom layers)
+    from cxr_utils import data, extended_set, inference, models, training  # noqa: F401  (models registers custom layers)
 
     rows = data.read_manifest(spec["rows"])
     if spec.get("limit"):
@@ -183,7 +183,7 @@ def score_worker(spec: dict) -> dict:
             probabilities = []
             for model_id in REGISTRY:
                 model = keras.saving.load_model(Path(spec["results_dir"]) / model_id / "model.keras", safe_mode=True)
-                probabilities.append(training.predict_probabilities(model, images, PROTOCOL.batch_size))
+                probabilities.append(inference.predict_probabilities(model, images, PROTOCOL.batch_size))
     finally:
         keras.saving.load_model = load_model
     end = time.perf_counter()

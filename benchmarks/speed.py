@@ -188,7 +188,7 @@ def data_pipeline(split, n_images, images_for_epoch, labels_for_epoch, protocol,
 
 
 def throughput(images, labels, batches, batch_sizes, image_size, on_row=None):
-    from cxr_utils import training
+    from cxr_utils import inference
 
     rows = []
     for index, batch in enumerate(batch_sizes):
@@ -200,8 +200,8 @@ def throughput(images, labels, batches, batch_sizes, image_size, on_row=None):
             take = np.arange(n) % len(images)
             x, y = (images[:n], labels[:n]) if n <= len(images) else (images[take], labels[take])
             train_s = fit_epoch_timing(model, x, y, batch)[0]
-            training.predict_in_batches(model, x[:batch], batch)  # warm-up
-            _, infer_s = timed(training.predict_in_batches, model, x, batch)
+            inference.predict_in_batches(model, x[:batch], batch)  # warm-up
+            _, infer_s = timed(inference.predict_in_batches, model, x, batch)
             rows.append(add_gpu_memory({
                 "model": spec.id,
                 "batch_size": batch,
@@ -230,7 +230,7 @@ def paper_protocol(images, labels, protocol, image_size, on_row=None):
 
     A model without a backbone is the same run in every variant: measured once, counted in
     each total."""
-    from cxr_utils import training
+    from cxr_utils import inference, training
 
     train, val, test, test_note = protocol_parts(images, labels, protocol)
     config = training_config(protocol)
@@ -261,7 +261,7 @@ def paper_protocol(images, labels, protocol, image_size, on_row=None):
             start = time.perf_counter()
             model = build(spec, image_size, trainable_backbone=variant == "scratch")
             result = training.train_model(model, train, val, config, fast_path=variant != "paper_way")
-            training.predict_probabilities(model, test[0], config.batch_size)
+            inference.predict_probabilities(model, test[0], config.batch_size)
             seconds = time.perf_counter() - start
             rows.append(add_gpu_memory({"variant": variant, "model": spec.id, "fast_path": result.fast_path,
                                         "seconds": round(seconds, 1), "best_epoch": int(result.best_epoch)}))

@@ -12,6 +12,9 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from cxr_utils.inference import predict_in_batches
+from cxr_utils.metrics import binary_cross_entropy
+
 
 class KeepBestEpoch(keras.callbacks.Callback):
     """Remember the weights of the best epoch and restore them when training ends.
@@ -58,11 +61,7 @@ class InferenceModeCheck(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
             return
-        from cxr_utils.training import predict_in_batches
-
         probabilities = predict_in_batches(self.model, self.inputs, self.batch_size).reshape(-1)
-        from cxr_utils.metrics import binary_cross_entropy
-
         logs["train_inference_loss"] = float(binary_cross_entropy(self.labels, probabilities).mean())
         logs["train_inference_accuracy"] = float(np.mean((probabilities >= 0.5) == (self.labels == 1)))
 
@@ -198,8 +197,6 @@ class PairedBatchNormCheck(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is None or not batchnorm_layers(self.model):
             return
-        from cxr_utils.training import predict_in_batches
-
         kept = self.model.get_weights()
         try:
             recompute_batchnorm_statistics(self.model, self.statistics_images, self.batch_size)

@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxr_utils import config, data, metrics
+from cxr_utils import config, data, features, metrics
 from cxr_utils.evaluation import EXTENDED_PREDICTIONS as PREDICTIONS_CSV  # each model's, written by its chapter
+from cxr_utils.inference import predict_probabilities
 from cxr_utils.evaluation import (
     EVALUATION_DIR, EXTENDED_DIR, confusion_matrices, mcnemar_table, metrics_table, model_dir, model_options,
     probability_table, save,
@@ -72,7 +73,7 @@ def predict_rows(model, rows: pd.DataFrame, model_options: dict, image_size: int
     through it a chunk at a time, so memory stays bounded whatever the number of rows; a frozen
     backbone's feature maps come from the shared cache (``cxr_utils.features``), so both ResNet50
     models use one backbone pass. ``model_options``: what the model was built with (its weights)."""
-    from cxr_utils import features, models, training
+    from cxr_utils import models  # Keras: imported only when a model is scored
 
     backbone = models.frozen_backbone(model)
     if backbone is not None:
@@ -85,7 +86,7 @@ def predict_rows(model, rows: pd.DataFrame, model_options: dict, image_size: int
         chunks = data.image_chunks(rows, image_size=image_size, cache_dir=cache_dir, progress=progress)
     probabilities = np.empty(len(rows), dtype=np.float32)
     for positions, inputs in chunks:
-        probabilities[positions] = training.predict_probabilities(predictor, inputs, batch_size)
+        probabilities[positions] = predict_probabilities(predictor, inputs, batch_size)
     return pd.DataFrame({
         "path": rows["path"].to_numpy(), "label": rows["label"].to_numpy(),
         "probability": probabilities, "predicted": metrics.labels_from_probabilities(probabilities),

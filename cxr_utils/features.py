@@ -19,9 +19,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxr_utils import config
+from cxr_utils import config, data
 from cxr_utils.atomic import atomic_write
+from cxr_utils.data.decode import PREPROCESSING_VERSION
 from cxr_utils.data.loading import _save_npy
+from cxr_utils.inference import predict_in_batches
 
 FEATURES_FOLDER = "features"
 CHUNK_IMAGES = 256  # images decoded and passed through the backbone at a time
@@ -46,8 +48,6 @@ def backbone_identity(weights, input_scaling: str = "paper", blank=None) -> str 
 def _cache_folder(cache_dir, identity: str, image_size: int) -> Path:
     import keras
 
-    from cxr_utils.data.decode import PREPROCESSING_VERSION
-
     # The dtype policy too: features computed under mixed precision are not float32's.
     payload = json.dumps({"backbone": identity, "size": int(image_size), "preprocessing": PREPROCESSING_VERSION,
                           "dtype_policy": keras.mixed_precision.global_policy().name})
@@ -59,8 +59,6 @@ def iter_features(backbone, rows: pd.DataFrame, identity: str | None, image_size
     """Yield (row positions, feature maps) for ``rows`` a chunk at a time, computing only what
     the cache lacks (``identity`` None or no ``cache_dir``: nothing is cached). ``blank``: a
     ``shortcuts.LungBox`` blanked in every image before the backbone (``identity`` must say so)."""
-    from cxr_utils import data, training
-
     folder = None if identity is None or cache_dir is None else _cache_folder(cache_dir, identity, image_size)
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -81,7 +79,7 @@ def iter_features(backbone, rows: pd.DataFrame, identity: str | None, image_size
             images = data.load_images(rows.iloc[missing], image_size=image_size, progress=False)
             if blank is not None:
                 images = blank.blank(images)
-            maps = training.predict_in_batches(backbone, images, batch_size)
+            maps = predict_in_batches(backbone, images, batch_size)
             computed = dict(zip(missing.tolist(), maps))
             if folder is not None:
                 for k, feature_map in computed.items():

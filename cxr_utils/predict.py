@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxr_utils import config, data, image_checks, saved_models
+from cxr_utils import config, data, image_checks, inference, saved_models
 from cxr_utils.config import REGISTRY
 from cxr_utils.saved_models import (
     LoadedModel, RunFolderError, _read_json, check_run_folder,
@@ -123,7 +123,6 @@ def score_images(loaded: dict[str, LoadedModel], paths, image_size: int, batch_s
     model id, in the registry's order) of the files that could be decoded, and the problems
     (``{"path", "reason"}``) of those that could not. Chunks of ``chunk_size`` files stream
     through the models, the next chunk decoded in threads while the models score this one."""
-    from cxr_utils import training
     from cxr_utils.data.decode import _strict_decoding
 
     paths = [Path(p) for p in paths]
@@ -162,10 +161,10 @@ def score_images(loaded: dict[str, LoadedModel], paths, image_size: int, batch_s
                     if entry.backbone is not None:
                         owner = entry.shares_backbone_with or model_id
                         if owner not in features:
-                            features[owner] = training.predict_in_batches(entry.backbone, images, batch_size)
-                        probabilities = training.predict_probabilities(entry.head, features[owner], batch_size)
+                            features[owner] = inference.predict_in_batches(entry.backbone, images, batch_size)
+                        probabilities = inference.predict_probabilities(entry.head, features[owner], batch_size)
                     else:
-                        probabilities = training.predict_probabilities(entry.model, images, batch_size)
+                        probabilities = inference.predict_probabilities(entry.model, images, batch_size)
                     columns[model_id].append(probabilities)
             if bar is not None:
                 bar.update(len(chunk))

@@ -35,6 +35,7 @@ from cxr_utils.callbacks import (
 )
 from cxr_utils.claims import NO_BATCHNORM, RECOMPUTED
 from cxr_utils.config import PROTOCOL
+from cxr_utils.inference import predict_in_batches, predict_probabilities  # noqa: F401  (chapters call training.predict_probabilities)
 
 HISTORY_COLUMNS = [*facts.HISTORY_COLUMNS, "is_best"]
 INFERENCE_COLUMNS = ("train_inference_loss", "train_inference_accuracy")  # InferenceModeCheck
@@ -142,24 +143,6 @@ def _compile(fitted: keras.Model, model: keras.Model, config: TrainingConfig) ->
         compile_for_training(fitted, config.learning_rate)
     elif fitted is not model:
         fitted.compile_from_config({**model.get_compile_config(), "jit_compile": "auto"})
-
-
-def predict_in_batches(model: keras.Model, inputs: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    """Run ``model`` over ``inputs`` with ``predict_on_batch`` (steadier than ``predict`` on CPU).
-
-    A last, shorter batch is padded with zeros to ``batch_size`` and the padding's outputs are
-    dropped: in inference each image's output depends on that image alone, and one batch shape
-    means one traced graph. A new shape would trace ResNet50 again (about a second on a CPU;
-    an XLA compilation of several seconds on JAX).
-    """
-    outputs = []
-    for start in range(0, len(inputs), batch_size):
-        batch = inputs[start : start + batch_size]
-        n = len(batch)
-        if n < batch_size and len(inputs) > batch_size:
-            batch = np.concatenate([batch, np.zeros((batch_size - n, *batch.shape[1:]), batch.dtype)])
-        outputs.append(keras.ops.convert_to_numpy(model.predict_on_batch(batch))[:n])
-    return np.concatenate(outputs).astype(np.float32)
 
 
 def _check_arrays(images, labels, name):
@@ -279,11 +262,6 @@ def train_model(
         last_epoch_weights=keep_best.last_weights,
         compiled=compiled,
     )
-
-
-def predict_probabilities(model: keras.Model, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    """P(COVID) for each image, as a flat float array."""
-    return predict_in_batches(model, images, batch_size).reshape(-1)
 
 
 def save_experiment(results_dir, model_name: str, result: TrainingResult, inputs: experiment.Inputs,

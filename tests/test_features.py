@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxr_utils import data, extended_set, features, models, runtime, training
+from cxr_utils import data, extended_set, features, inference, models, runtime, training
 
 SIZE = 64
 
@@ -35,7 +35,7 @@ def test_identity_names_what_the_backbone_computes(local_weights):
 def test_cached_features_equal_a_fresh_pass(local_weights, split, tmp_path, monkeypatch):
     backbone = models.resnet50_backbone(local_weights, input_shape=(SIZE, SIZE, 3))
     identity = features.backbone_identity(local_weights)
-    fresh = training.predict_in_batches(backbone, data.load_images(split, image_size=SIZE, progress=False))
+    fresh = inference.predict_in_batches(backbone, data.load_images(split, image_size=SIZE, progress=False))
     first = features.backbone_features(backbone, split, identity, SIZE, tmp_path)
     np.testing.assert_allclose(first, fresh, atol=1e-6)
     assert len(list(tmp_path.rglob("*.npy"))) == split["sha256"].nunique()
@@ -43,7 +43,7 @@ def test_cached_features_equal_a_fresh_pass(local_weights, split, tmp_path, monk
     def no_backbone_pass(*args, **kwargs):
         raise AssertionError("the cache should have served every image")
 
-    monkeypatch.setattr(training, "predict_in_batches", no_backbone_pass)
+    monkeypatch.setattr(features, "predict_in_batches", no_backbone_pass)
     reordered = split.iloc[::-1]
     np.testing.assert_array_equal(features.backbone_features(backbone, reordered, identity, SIZE, tmp_path),
                                   first[::-1])
@@ -63,14 +63,14 @@ def test_both_resnet_chapters_and_the_extended_set_share_one_pass(local_weights,
     pd.testing.assert_frame_equal(cached["result"].history, uncached["result"].history, atol=1e-6)
 
     calls = []
-    original = training.predict_in_batches
+    original = inference.predict_in_batches
 
     def counting(model, inputs, batch_size=32):
         if model.name == "backbone":
             calls.append(len(inputs))
         return original(model, inputs, batch_size)
 
-    monkeypatch.setattr(training, "predict_in_batches", counting)
+    monkeypatch.setattr(features, "predict_in_batches", counting)
     training.run_experiment("resnet50_lstm", split, tmp_path / "run", config, options, cache, image_size=SIZE)
     assert calls == []  # the hybrid's chapter reused chapter 3's feature maps
     training.run_experiment("lstm", split, tmp_path / "run", config, {}, cache, image_size=SIZE)

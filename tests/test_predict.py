@@ -179,10 +179,10 @@ def test_scores_equal_the_runs_own_predictions_and_training_preprocessing(small_
 def test_each_model_loads_once_and_frozen_backbones_share_one_pass(small_run, external_folder, monkeypatch):
     import keras
 
-    from cxr_utils import training
+    from cxr_utils import inference
 
     loads, backbone_passes = [], []
-    real_load, real_predict = keras.saving.load_model, training.predict_in_batches
+    real_load, real_predict = keras.saving.load_model, inference.predict_in_batches
     monkeypatch.setattr(keras.saving, "load_model",
                         lambda path, **kw: loads.append((path, kw)) or real_load(path, **kw))
 
@@ -191,7 +191,7 @@ def test_each_model_loads_once_and_frozen_backbones_share_one_pass(small_run, ex
             backbone_passes.append(len(inputs))
         return real_predict(model, inputs, batch_size)
 
-    monkeypatch.setattr(training, "predict_in_batches", counted)
+    monkeypatch.setattr(inference, "predict_in_batches", counted)
     loaded = saved_models.load_models(small_run)
     assert loaded["resnet50_lstm"].shares_backbone_with == "resnet50"
     table, problems = predict.score_images(loaded, external_folder["readable"], 32, chunk_size=3)

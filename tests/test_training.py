@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from statsmodels.stats.proportion import proportion_confint
 
-from cxr_utils import callbacks, data, metrics, models, runtime, training
+from cxr_utils import callbacks, data, inference, metrics, models, runtime, training
 
 SMALL = 64  # test-sized images: ResNet50 runs ~12x faster than at 224 and still learns
 
@@ -71,11 +71,11 @@ def test_predictions_do_not_depend_on_padding_the_last_batch(small_arrays):
     images = small_arrays["train"][0][:21]  # two batches of 8, then 5
     runtime.set_seed(5)
     model = models.build_resnet50(weights=None, input_shape=(SMALL, SMALL, 3))
-    padded = training.predict_in_batches(model, images, batch_size=8)
+    padded = inference.predict_in_batches(model, images, batch_size=8)
     unpadded = np.concatenate([np.asarray(model.predict_on_batch(images[i : i + 8])) for i in (0, 8, 16)])
     assert padded.shape == (21, 1)
     np.testing.assert_allclose(padded, unpadded, rtol=0, atol=1e-6)
-    assert training.predict_in_batches(model, images[:5], batch_size=8).shape == (5, 1)
+    assert inference.predict_in_batches(model, images[:5], batch_size=8).shape == (5, 1)
 
 
 def test_keep_best_epoch_prefers_accuracy_then_lower_loss():
