@@ -28,9 +28,12 @@ CONSTRAINTS = ROOT / "tests" / "colab_constraints.txt"
 # The packages the install must never swap out: the issue's TensorFlow and Keras, and the NumPy
 # both are built against.
 RUNTIME_CORE = ("tensorflow", "keras", "numpy")
-# Resolve the extra too: Colab has TensorFlow already, and the project's tensorflow range and
-# TensorFlow's own requirements must both admit Colab's versions for it to stay.
-TARGET = f"{ROOT}[tensorflow]"
+# The extra notebooks/00_run_all installs on Colab: papermill and a kernel, to run the series.
+RUN_ALL_EXTRA = "series"
+# Resolve the extras too: Colab has TensorFlow already, and the project's tensorflow range and
+# TensorFlow's own requirements must both admit Colab's versions for it to stay; the run-all
+# notebook's extra must leave Colab's Jupyter (and Sphinx) packages as they are.
+TARGET = f"{ROOT}[tensorflow,{RUN_ALL_EXTRA}]"
 
 
 def colab_constraints(path: Path = CONSTRAINTS):
@@ -115,11 +118,13 @@ def failure_cause(result, probe, probed: str) -> str:
     return f"pip failed (exit status {result.returncode}); pip said:\n{pip_said(result)}"
 
 
-def unmet_on_colab(report: dict, python_version: str) -> list[str]:
-    """The requirements of the resolved packages that apply on Colab's Python but that the
-    resolution does not meet. pip's --python-version picks wheels and checks Requires-Python
-    for that version, yet evaluates markers such as ``numpy>=1.26; python_version >= "3.12"``
-    with the interpreter running it; this evaluates them again for Colab's."""
+def unmet_on_colab(report: dict, python_version: str, pins: dict[str, str]) -> list[str]:
+    """The requirements of the resolved packages that apply on Colab's Python but that neither
+    the resolution nor Colab's own packages (``pins``) meet. pip's --python-version picks wheels
+    and checks Requires-Python for that version, yet evaluates markers such as
+    ``numpy>=1.26; python_version >= "3.12"`` with the interpreter running it; this evaluates them
+    again for Colab's. A package the resolution left out because its marker was false here is
+    met on Colab when Colab already has it at a version that satisfies the requirement."""
     major_minor = ".".join(python_version.split(".")[:2])
     colab = {**report["environment"], "python_version": major_minor,
              "python_full_version": python_version, "implementation_version": python_version}
@@ -133,7 +138,8 @@ def unmet_on_colab(report: dict, python_version: str) -> list[str]:
             if requirement.marker is not None and not any(
                     requirement.marker.evaluate({**colab, "extra": extra}) for extra in extras):
                 continue
-            version = resolved.get(canonicalize_name(requirement.name))
+            name = canonicalize_name(requirement.name)
+            version = resolved.get(name, Version(pins[name]) if name in pins else None)
             if version is None or not requirement.specifier.contains(version, prereleases=True):
                 unmet.append(f"{item['metadata']['name']} needs {text} (resolved: {version})")
     return unmet
@@ -178,7 +184,7 @@ def test_install_keeps_colab_packages(tmp_path):
     assert not changed, f"the install would replace Colab's packages: {changed}"
 
     # Requirements that only Colab's Python switches on are met as well.
-    unmet = unmet_on_colab(report, header["python-version"])
+    unmet = unmet_on_colab(report, header["python-version"], pins)
     assert not unmet, f"on Colab's Python {header['python-version']}: {unmet}"
 
     # The wheels chosen install on Colab's Python and platform: the resolution was Colab's,
@@ -192,3 +198,12 @@ def test_install_keeps_colab_packages(tmp_path):
         and not colab_tags & parse_wheel_filename(item["download_info"]["url"].rsplit("/", 1)[-1])[3]
     ]
     assert not wrong, f"wheels that do not install on Colab's Python {header['python-version']}: {wrong}"
+
+
+def test_the_run_all_notebook_installs_the_extra_checked_here():
+    """The install cell of notebooks/00_run_all is the one this check resolves: the ``series``
+    extra (not ``book``, whose jupyter-book 1.x would replace Colab's Sphinx)."""
+    notebook = json.loads((ROOT / "notebooks" / "00_run_all.ipynb").read_text())
+    code = "".join("".join(cell["source"]) for cell in notebook["cells"] if cell["cell_type"] == "code")
+    installs = re.findall(r'"pip", "install",[^\]]*?"([^"]*cxr-replication[^"]*)"', code)
+    assert installs == [f"/content/cxr-replication[{RUN_ALL_EXTRA}]"], installs
