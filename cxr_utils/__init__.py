@@ -16,7 +16,9 @@ Submodules (imported on use, so ``import cxr_utils`` is cheap and never touches 
 - ``cxr_utils.claims``: the rules that judge the paper's claims, stated once.
 - ``cxr_utils.report``: the short texts the book shows about a run (findings, the verdicts table).
 - ``cxr_utils.chapters``: what each chapter needs from the ones before it, rebuilt when missing.
-- ``cxr_utils.run``: executes the notebook series with papermill and publishes it to the book.
+- ``cxr_utils.run``: executes the notebook series with papermill and publishes it to the book;
+  ``series``: what the series is (its notebooks, profiles, the hash of their code); ``paths``:
+  where the repository, the notebooks and the book's published folders are.
 - ``cxr_utils.atomic``: writing files so that a crash never leaves half a file.
 - ``cxr_utils.callbacks``, ``features``, ``extended_set``, ``comparison``, ``summaries``,
   ``publish``: the protocol's callbacks, the shared backbone pass, the extended test set, the
@@ -67,7 +69,7 @@ _SUBMODULES = (
     "report", "chapters", "run", "atomic", "callbacks", "features", "extended_set", "comparison",
     "summaries", "publish", "portable", "glance", "study", "predict", "external", "model_card",
     "model_card_sections", "saved_models", "training_cli", "shortcuts", "baselines", "gradcam", "shortcut_run",
-    "claims", "image_checks",
+    "claims", "image_checks", "paths", "series",
 )
 
 

@@ -22,6 +22,8 @@ import pandas as pd
 
 from cxr_utils import config, extended_set, report
 from cxr_utils.config import METRICS
+from cxr_utils.paths import repository_url
+from cxr_utils.series import PROFILES
 
 # What each outcome of report.claim_verdicts means, in a reader's words.
 OUTCOME_MEANING = {
@@ -419,11 +421,9 @@ def reproduce_markdown(record: dict) -> str:
     """How to make this run again, from its run record: the command (``make run`` where the
     Makefile's variables say it, ``python -m cxr_utils.run`` otherwise), the git commit, the
     seed, and how long it took where."""
-    from cxr_utils import run
-
     settings = record.get("settings", {})
     profile = settings.get("profile") or record.get("profile") or "paper"
-    defaults = run.PROFILES.get(profile, {})
+    defaults = PROFILES.get(profile, {})
     overrides = {name: value for name, value in settings.items()
                  if name in defaults and name != "weights" and value != defaults[name]}
     weights = settings.get("weights", defaults.get("weights"))
@@ -450,9 +450,7 @@ def reproduce_markdown(record: dict) -> str:
         machine += f" ({hardware['cpu_count']} cores)"
     lines = ["```bash"]
     if commit:
-        import yaml
-
-        url = yaml.safe_load((run.REPO_ROOT / "_config.yml").read_text())["repository"]["url"]
+        url = repository_url()
         lines += [f"git clone {url}", f"cd {url.rstrip('/').rsplit('/', 1)[-1]}", f"git checkout {commit}"]
     lines += [command, "```", ""]
     text = (f"This reruns the series with the committed run's settings (seed {settings.get('seed')}); "

@@ -20,21 +20,21 @@ from pathlib import Path
 
 import pandas as pd
 
+from cxr_utils import evaluation, glance, model_card, report, shortcut_run, summaries
 from cxr_utils.atomic import replace_folder
+from cxr_utils.paths import BOOK_EXECUTED_DIR, NOTEBOOKS_DIR, REPO_ROOT
 from cxr_utils.portable import (
     placeholder_note, portable_notebook, dataset_relative_paths, machine_folders, machine_paths, make_portable,
     portable_record, portable_text, results_of_published,
 )
-from cxr_utils.run import NOTEBOOKS_DIR, REPO_ROOT, SeriesError, code_hash, series
-
-BOOK_EXECUTED_DIR = REPO_ROOT / "book" / "executed"
+from cxr_utils.series import SeriesError, code_hash, series
 
 # -- the pages written from a run ---------------------------------------------------------------------
 
 
 def _findings_markdown(results_dir: Path) -> str:
     """What the run shows, written from its numbers, for the replication report."""
-    from cxr_utils import comparison, evaluation, report
+    from cxr_utils import comparison  # imports Keras (through runtime): only when a run is published
 
     try:
         findings = comparison.training_findings(results_dir)
@@ -56,11 +56,8 @@ def _findings_markdown(results_dir: Path) -> str:
 def _verdicts_page(results_dir: Path, name: str) -> str:
     """A verdicts page of the report (report.md, report_extended.md): the compact table of
     ``glance.verdicts_markdown`` from the run's verdicts CSV, else the run's own page."""
-    from cxr_utils import glance
-    from cxr_utils.evaluation import EVALUATION_DIR
-
     suffix = name.removeprefix("report").removesuffix(".md")
-    table = results_dir / EVALUATION_DIR / f"verdicts{suffix}.csv"
+    table = results_dir / evaluation.EVALUATION_DIR / f"verdicts{suffix}.csv"
     if table.is_file():
         return glance.verdicts_markdown(pd.read_csv(table, dtype={"claim": str}))
     page = results_dir / name
@@ -69,8 +66,6 @@ def _verdicts_page(results_dir: Path, name: str) -> str:
 
 def _shortcuts_page(results_dir: Path) -> str:
     """Chapter 8's summary for the report, written from the run's shortcut tables."""
-    from cxr_utils import shortcut_run
-
     if not (results_dir / shortcut_run.SHORTCUTS_DIR).is_dir():
         return "No shortcut analysis: notebook 8 did not run.\n"
     return shortcut_run.summary_markdown(results_dir) + "\n"
@@ -85,8 +80,6 @@ def publish_to_book(results_dir: Path, book_dir: Path = BOOK_EXECUTED_DIR, log=p
     tables, verdicts, how to reproduce it), the figures and the numbers behind them; every folder
     of the machine that ran replaced by a placeholder (``machine_folders``), image paths made
     relative to the dataset. The results folder keeps everything as it was."""
-    from cxr_utils import glance, model_card, summaries
-
     results_dir = Path(results_dir)
     record = json.loads((results_dir / "run.json").read_text())
     folders = machine_folders(record, sorted((results_dir / "notebooks").glob("*.ipynb")))

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cxr_utils import glance, portable, publish, report, run
+from cxr_utils import glance, paths, portable, publish, report, run
 
 # -- formatting -----------------------------------------------------------------------------------
 
@@ -221,7 +221,7 @@ def test_published_copy_names_no_folder_of_the_machine(planted_run, tmp_path):
     for path in published.rglob("*"):
         if path.is_file() and path.suffix not in (".png", ".npz"):  # pictures; Grad-CAM cells (names only)
             text = path.read_text()
-            assert str(machine) not in text and str(run.REPO_ROOT) not in text, path
+            assert str(machine) not in text and str(paths.REPO_ROOT) not in text, path
     # The run record keeps what matters, its folders as placeholders saying what they stand for.
     shipped = json.loads((published / "run.json").read_text())
     for key in ("versions", "hardware", "git_commit", "created_utc", "wall_time_s", "notebooks"):

@@ -10,7 +10,7 @@
 
 ``seeds`` runs the first N seeds of 42, 43, 44, ... (the protocol's seed first; ``--seed-list``
 names them instead). A seed sets the balanced sample, the train/val/test split and the initial
-weights. The parameters are the profile's (``run.PROFILES``, "paper" by default: the paper's
+weights. The parameters are the profile's (``series.PROFILES``, "paper" by default: the paper's
 protocol, ImageNet weights) with ``-p`` overrides, as ``python -m cxr_utils.run`` takes them.
 Each seed gets a folder laid out like a notebook run's results folder::
 

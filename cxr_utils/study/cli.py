@@ -8,6 +8,7 @@ from pathlib import Path
 
 
 from cxr_utils.config import PROTOCOL
+from cxr_utils.series import PROFILES, parse_value
 from cxr_utils.study.seeds import (
     DEFAULT_OUT, MIXED_PRECISION, StudyError, _count, run_seeds, seed_list, study_parameters,
 )
@@ -25,8 +26,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 def command_line() -> argparse.ArgumentParser:
-    from cxr_utils import run
-
     parser = _Parser(prog="python -m cxr_utils.study",
                      description="Studies beside the notebook series: the comparison over several seeds; "
                                  "the models again with the lungs blanked.")
@@ -40,7 +39,7 @@ def command_line() -> argparse.ArgumentParser:
     which.add_argument("--seeds", type=int, default=None, metavar="N",
                        help=f"the first N of {PROTOCOL.seed}, {PROTOCOL.seed + 1}, ... (default 5)")
     which.add_argument("--seed-list", metavar="S1,S2,...", help="these seeds instead, e.g. 42,7,1000")
-    seeds.add_argument("--profile", choices=sorted(run.PROFILES), default="paper")
+    seeds.add_argument("--profile", choices=sorted(PROFILES), default="paper")
     seeds.add_argument("--data-dir", help="dataset folder (default: download from Kaggle)")
     seeds.add_argument("--out", default=str(DEFAULT_OUT),
                        help=f"the study's folder (default: {DEFAULT_OUT.as_posix()})")
@@ -85,14 +84,12 @@ def command_line() -> argparse.ArgumentParser:
 
 
 def _overrides(items: list[str]) -> dict:
-    from cxr_utils import run
-
     overrides = {}
     for item in items:
         name, sep, value = item.partition("=")
         if not sep:
             raise ValueError(f"-p {item!r}: write NAME=VALUE, e.g. -p epochs=5")
-        overrides[name.strip()] = run.parse_value(value.strip())
+        overrides[name.strip()] = parse_value(value.strip())
     return overrides
 
 

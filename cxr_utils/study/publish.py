@@ -25,12 +25,11 @@ from cxr_utils.atomic import replace_folder
 from cxr_utils.portable import (
     dataset_relative_paths, machine_folders, machine_paths, make_portable, portable_record,
 )
-from cxr_utils.run import REPO_ROOT
+from cxr_utils.paths import BOOK_STUDIES_DIR
 from cxr_utils.study.seeds import (
     SEED_PREFIX, STUDY_RECORD, StudyError, _count, duration_text, model_complete, seed_dir,
 )
 
-BOOK_STUDIES_DIR = REPO_ROOT / "book" / "studies"
 STUDIES = ("seeds", "remedy")  # the published folders, as the report's includes name them
 PAGES = {"seeds": "seeds.md", "remedy": "remedy.md"}  # included by book/seeds.md and book/remedy.md
 GLANCE_PAGE = "glance.md"  # included by book/intro.md, under the committed run's results at a glance

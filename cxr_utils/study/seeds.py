@@ -14,6 +14,7 @@ from pathlib import Path
 from cxr_utils import config
 from cxr_utils.atomic import atomic_write
 from cxr_utils.config import PROTOCOL, REGISTRY
+from cxr_utils.series import PROFILES, profile_parameters
 DEFAULT_OUT = Path("results") / "study" / "seeds"  # below the current folder
 STUDY_RECORD = "study.json"
 SEED_PREFIX = "seed-"
@@ -78,21 +79,19 @@ def training_defaults() -> dict:
 
 
 def study_parameters(profile: str = "paper", overrides: dict | None = None, data_dir=None) -> dict:
-    """The profile's parameters (``run.profile_parameters``) with ``overrides``, checked, without
+    """The profile's parameters (``series.profile_parameters``) with ``overrides``, checked, without
     the ones a study sets otherwise (``NOT_PARAMETERS``), and the ``TRAINING_OPTIONS``."""
-    from cxr_utils import run
-
-    if profile not in run.PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(run.PROFILES)}")
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
     overrides = dict(overrides or {})
     options = {name: overrides.pop(name) for name in TRAINING_OPTIONS if name in overrides}
-    known = sorted({*run.PROFILES[profile], "cache_dir", *TRAINING_OPTIONS} - set(NOT_PARAMETERS))
+    known = sorted({*PROFILES[profile], "cache_dir", *TRAINING_OPTIONS} - set(NOT_PARAMETERS))
     for name in overrides:
         if name in NOT_PARAMETERS:
             raise ValueError(f"-p {name}: not a study parameter ({NOT_PARAMETERS[name]})")
         if name not in known:
             raise ValueError(f"-p {name}: unknown parameter; a study takes {', '.join(known)}")
-    parameters = run.profile_parameters(profile, data_dir, None, overrides)
+    parameters = profile_parameters(profile, data_dir, None, overrides)
     for name in UNUSED:
         parameters.pop(name, None)
     parameters.update({**training_defaults(), **options})
