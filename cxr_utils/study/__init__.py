@@ -46,12 +46,11 @@ lungs blanked in every image (``cxr_utils.study.blanked``; chapter 8 reads the r
 
 from cxr_utils.study.blanked import blanked_results, train_blanked
 from cxr_utils.study.cli import command_line, main
-from cxr_utils.study.seeds import (
-    DEFAULT_OUT, STUDY_RECORD, SUMMARY_FILES, SUMMARY_METRICS, StudyError, duration_text, run_seeds,
-    seed_complete, seed_dir, seed_list, study_parameters, time_left,
-)
+from cxr_utils.study.common import STUDY_RECORD, StudyError, duration_text, seed_dir
+from cxr_utils.study.seeds import DEFAULT_OUT, run_seeds, seed_complete, seed_list, study_parameters, time_left
 from cxr_utils.study.summary import (
-    metric_summary, plot_seed_curves, stability_table, summarise, summary_markdown, summary_tables, verdict_summary,
+    SUMMARY_FILES, SUMMARY_METRICS, metric_summary, plot_seed_curves, stability_table, summarise, summary_markdown,
+    summary_tables, verdict_summary,
 )
 
 __all__ = [

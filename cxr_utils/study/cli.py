@@ -7,11 +7,12 @@ import sys
 from pathlib import Path
 
 
+from cxr_utils import chapters, config, data
 from cxr_utils.config import PROTOCOL
 from cxr_utils.series import PROFILES, parse_value
-from cxr_utils.study.seeds import (
-    DEFAULT_OUT, MIXED_PRECISION, StudyError, _count, run_seeds, seed_list, study_parameters,
-)
+from cxr_utils.study import adopt, blanked
+from cxr_utils.study.common import StudyError, counted
+from cxr_utils.study.seeds import DEFAULT_OUT, MIXED_PRECISION, run_seeds, seed_list, study_parameters
 from cxr_utils.study.summary import summarise
 
 
@@ -94,8 +95,7 @@ def _overrides(items: list[str]) -> dict:
 
 
 def _blanked(args) -> int:
-    from cxr_utils import chapters, config, models
-    from cxr_utils.study import blanked
+    from cxr_utils import models  # imports Keras: only for the command that trains
 
     try:
         overrides = _overrides(args.parameter)
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "blanked":
         return _blanked(args)
     if args.command == "publish":
-        from cxr_utils.study import publish
+        from cxr_utils.study import publish  # imports matplotlib: only for the commands that publish
 
         try:
             publish.publish_studies(args.seeds, args.remedy, args.book_dir or publish.BOOK_STUDIES_DIR)
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return 0
     if args.command == "adopt":
-        from cxr_utils.study import adopt, publish
+        from cxr_utils.study import publish  # imports matplotlib: only for the commands that publish
 
         study_dir = Path(args.out) if args.out else publish.BOOK_STUDIES_DIR / "seeds"
         try:
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         except StudyError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
-        print(f"summary of {_count(len(result['seeds']), 'seed')} in {Path(args.study_dir) / 'summary.md'}")
+        print(f"summary of {counted(len(result['seeds']), 'seed')} in {Path(args.study_dir) / 'summary.md'}")
         return 0
 
     try:
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
-    from cxr_utils import chapters, data, models
+    from cxr_utils import models  # imports Keras: only for the command that trains
 
     try:
         run_seeds(Path(args.out), seeds, parameters, MIXED_PRECISION[args.mixed_precision])
