@@ -27,9 +27,10 @@ Submodules (imported on use, so ``import cxr_utils`` is cheap and never touches 
   resumable, with a summary; ``study blanked``: the models trained with the lungs blanked.
 - ``cxr_utils.shortcuts``, ``baselines``, ``gradcam``, ``shortcut_run``: chapter 8, what the
   models could be scoring on: the lung rectangle, border and histogram baselines, Grad-CAM.
-- ``cxr_utils.predict``, ``external``, ``model_card`` (``model_card_sections``),
-  ``saved_models``, ``image_checks``: using a finished run: score images, evaluate a labelled
-  folder, the model card, loading a run's models safely, the size an image must have to be scored.
+- ``cxr_utils.predict``, ``external``, ``model_card`` (its sections: ``model_card_sections``; the
+  run as it reads it: ``model_card_run``), ``saved_models``, ``image_checks``: using a finished
+  run: score images, evaluate a labelled folder, the model card, loading a run's models safely,
+  the size an image must have to be scored.
 """
 
 import ctypes
@@ -68,7 +69,7 @@ _SUBMODULES = (
     "config", "data", "models", "training", "metrics", "paper", "plots", "runtime", "evaluation",
     "report", "chapters", "run", "atomic", "callbacks", "features", "extended_set", "comparison",
     "summaries", "publish", "portable", "glance", "study", "predict", "external", "model_card",
-    "model_card_sections", "saved_models", "training_cli", "shortcuts", "baselines", "gradcam", "shortcut_run",
+    "model_card_sections", "model_card_run", "saved_models", "training_cli", "shortcuts", "baselines", "gradcam", "shortcut_run",
     "claims", "image_checks", "paths", "series",
 )
 
