@@ -21,8 +21,9 @@ Submodules (imported on use, so ``import cxr_utils`` is cheap and never touches 
   where the repository, the notebooks and the book's published folders are.
 - ``cxr_utils.atomic``: writing files so that a crash never leaves half a file.
 - ``cxr_utils.callbacks``, ``features``, ``extended_set``, ``comparison``, ``summaries``,
-  ``publish``: the protocol's callbacks, the shared backbone pass, the extended test set, the
-  paper beside the run, the book's texts, publishing a run into the book.
+  ``glance``, ``publish`` (``portable``, ``run_pages``): the protocol's callbacks, the shared
+  backbone pass, the extended test set, the paper beside the run, the book's texts, the tables as
+  the chapters show them, publishing a run into the book (portable copies, the pages written from it).
 - ``cxr_utils.study``: ``python -m cxr_utils.study seeds``: the protocol over several seeds,
   resumable, with a summary; ``study blanked``: the models trained with the lungs blanked.
 - ``cxr_utils.shortcuts``, ``baselines``, ``gradcam``, ``shortcut_run``: chapter 8, what the
@@ -70,7 +71,7 @@ _SUBMODULES = (
     "report", "chapters", "run", "atomic", "callbacks", "features", "extended_set", "comparison",
     "summaries", "publish", "portable", "glance", "study", "predict", "external", "model_card",
     "model_card_sections", "model_card_run", "saved_models", "training_cli", "shortcuts", "baselines", "gradcam", "shortcut_run",
-    "claims", "image_checks", "paths", "series",
+    "claims", "image_checks", "paths", "series", "run_pages",
 )
 
 
