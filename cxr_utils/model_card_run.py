@@ -1,5 +1,5 @@
 """A run as its model card reads it: the run's files, read once (``CardRun``); the works the card
-cites; and the small pieces of text the card's sections are made of (tables, intervals, counts).
+cites; and the small pieces of text the card's sections are made of (tables, intervals).
 ``cxr_utils.model_card_sections`` writes the sections from them; ``cxr_utils.model_card`` puts the
 card together. See ``cxr_utils.model_card``.
 """
@@ -177,11 +177,6 @@ def metric_row(long: pd.DataFrame, model: str, metric: str):
     """The row of ``model`` and ``metric`` in a long metrics table (value, low, high, ...), or None."""
     rows = long[(long["model"] == model) & (long["metric"] == metric)]
     return None if rows.empty else rows.iloc[0]
-
-
-def counted(n: int, singular: str, plural: str | None = None) -> str:
-    """"1 copy", "3 copies": a count with its noun (``plural`` when adding an s is wrong)."""
-    return f"{n} {singular if n == 1 else plural or singular + 's'}"
 
 
 def number_or_na(value, digits: int = 3) -> str:

@@ -11,11 +11,11 @@ import pandas as pd
 from cxr_utils import config, data, evaluation, extended_set, external, image_checks, shortcut_run, summaries
 from cxr_utils.config import PROTOCOL
 from cxr_utils.model_card_run import (
-    DATABASE, MITCHELL, PAPER, PITFALLS, SOURCES, CardRun, builder_defaults, class_counts, confusion_table, counted,
-    folded, mcnemar_text, metric_row, metrics_table, number_or_na, optional_csv, shown_options, shown_weights,
+    DATABASE, MITCHELL, PAPER, PITFALLS, SOURCES, CardRun, builder_defaults, class_counts, confusion_table, folded,
+    mcnemar_text, metric_row, metrics_table, number_or_na, optional_csv, shown_options, shown_weights,
     table_markdown,
 )
-from cxr_utils.report import DISCLAIMER, PAPER_TEST_IMAGES, SIGNIFICANCE
+from cxr_utils.report import DISCLAIMER, PAPER_TEST_IMAGES, SIGNIFICANCE, counted
 
 
 # --- the sections ----------------------------------------------------------------------------

@@ -28,7 +28,8 @@ from cxr_utils import chapters, config, evaluation, metrics, shortcuts
 from cxr_utils.atomic import atomic_write
 from cxr_utils.chapters import note
 from cxr_utils.shortcuts import RESULTS_FOLDER
-from cxr_utils.study.common import StudyError, counted, duration_text, model_complete, utc_now
+from cxr_utils.report import counted
+from cxr_utils.study.common import StudyError, duration_text, model_complete, utc_now
 
 BLANKED_DIR = Path(RESULTS_FOLDER) / "blanked"  # below the run's results folder
 RECORD = "blanked.json"

@@ -9,9 +9,10 @@ from pathlib import Path
 
 from cxr_utils import chapters, config, data
 from cxr_utils.config import PROTOCOL
+from cxr_utils.report import counted
 from cxr_utils.series import PROFILES, parse_value
 from cxr_utils.study import adopt, blanked
-from cxr_utils.study.common import StudyError, counted
+from cxr_utils.study.common import StudyError
 from cxr_utils.study.seeds import DEFAULT_OUT, MIXED_PRECISION, run_seeds, seed_list, study_parameters
 from cxr_utils.study.summary import summarise
 

@@ -1,6 +1,7 @@
 """What the study modules share: the error they raise, a study's folder layout (study.json, one
 ``seed-N`` folder per seed, a model's finished folder, a seed's evaluation files) and the words
-of their progress lines. See ``cxr_utils.study``."""
+of their progress lines (``report.counted`` counts their seeds and models). See
+``cxr_utils.study``."""
 
 from __future__ import annotations
 
@@ -64,11 +65,6 @@ def duration_text(seconds: float) -> str:
     if seconds < 3600:
         return f"{seconds // 60} min {seconds % 60:02d} s"
     return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
-
-
-def counted(n: int, noun: str) -> str:
-    """"1 seed", "3 seeds": a count with its noun."""
-    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def utc_now() -> str:

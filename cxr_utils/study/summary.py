@@ -11,8 +11,8 @@ import pandas as pd
 from cxr_utils import config, report
 from cxr_utils.atomic import atomic_write
 from cxr_utils.evaluation import EVALUATION_DIR
-from cxr_utils.report import NEAR_CHANCE, at_most
-from cxr_utils.study.common import SEED_PREFIX, STUDY_RECORD, StudyError, counted, evaluated, seed_folders
+from cxr_utils.report import NEAR_CHANCE, at_most, counted
+from cxr_utils.study.common import SEED_PREFIX, STUDY_RECORD, StudyError, evaluated, seed_folders
 
 # The summary's metrics, in this order: Table 6's four (evaluation/metrics.csv), then AUC and
 # Brier score (evaluation/probability_metrics.csv).
