@@ -16,18 +16,22 @@ Submodules (imported on use, so ``import cxr_utils`` is cheap and never touches 
 - ``cxr_utils.claims``: the rules that judge the paper's claims, stated once.
 - ``cxr_utils.report``: the short texts the book shows about a run (findings, the verdicts table).
 - ``cxr_utils.chapters``: what each chapter needs from the ones before it, rebuilt when missing.
-- ``cxr_utils.run``: executes the notebook series with papermill and publishes it to the book.
+- ``cxr_utils.run``: executes the notebook series with papermill and publishes it to the book;
+  ``series``: what the series is (its notebooks, profiles, the hash of their code); ``paths``:
+  where the repository, the notebooks and the book's published folders are.
 - ``cxr_utils.atomic``: writing files so that a crash never leaves half a file.
 - ``cxr_utils.callbacks``, ``features``, ``extended_set``, ``comparison``, ``summaries``,
-  ``publish``: the protocol's callbacks, the shared backbone pass, the extended test set, the
-  paper beside the run, the book's texts, publishing a run into the book.
+  ``glance``, ``publish`` (``portable``, ``run_pages``): the protocol's callbacks, the shared
+  backbone pass, the extended test set, the paper beside the run, the book's texts, the tables as
+  the chapters show them, publishing a run into the book (portable copies, the pages written from it).
 - ``cxr_utils.study``: ``python -m cxr_utils.study seeds``: the protocol over several seeds,
   resumable, with a summary; ``study blanked``: the models trained with the lungs blanked.
 - ``cxr_utils.shortcuts``, ``baselines``, ``gradcam``, ``shortcut_run``: chapter 8, what the
   models could be scoring on: the lung rectangle, border and histogram baselines, Grad-CAM.
-- ``cxr_utils.predict``, ``external``, ``model_card`` (``model_card_sections``),
-  ``saved_models``, ``image_checks``: using a finished run: score images, evaluate a labelled
-  folder, the model card, loading a run's models safely, the size an image must have to be scored.
+- ``cxr_utils.predict``, ``external``, ``model_card`` (its sections: ``model_card_sections``; the
+  run as it reads it: ``model_card_run``), ``saved_models``, ``image_checks``: using a finished
+  run: score images, evaluate a labelled folder, the model card, loading a run's models safely,
+  the size an image must have to be scored.
 """
 
 import ctypes
@@ -66,8 +70,8 @@ _SUBMODULES = (
     "config", "data", "models", "training", "metrics", "paper", "plots", "runtime", "evaluation",
     "report", "chapters", "run", "atomic", "callbacks", "features", "extended_set", "comparison",
     "summaries", "publish", "portable", "glance", "study", "predict", "external", "model_card",
-    "model_card_sections", "saved_models", "training_cli", "shortcuts", "baselines", "gradcam", "shortcut_run",
-    "claims", "image_checks",
+    "model_card_sections", "model_card_run", "saved_models", "training_cli", "shortcuts", "baselines", "gradcam", "shortcut_run",
+    "claims", "image_checks", "paths", "series", "run_pages",
 )
 
 

@@ -1,5 +1,5 @@
 """The sections of a run's model card (Mitchell et al., FAT* 2019), each written from the run's
-files as ``cxr_utils.model_card`` reads them. See ``cxr_utils.model_card``.
+files as ``cxr_utils.model_card_run`` reads them. See ``cxr_utils.model_card``.
 """
 
 from __future__ import annotations
@@ -8,18 +8,19 @@ import re
 
 import pandas as pd
 
-from cxr_utils import config, data, evaluation, external, image_checks
+from cxr_utils import config, data, evaluation, extended_set, external, image_checks, shortcut_run, summaries
 from cxr_utils.config import PROTOCOL
-from cxr_utils.model_card import (
-    DATABASE, MITCHELL, PAPER, PITFALLS, SHORTCUT_DIR, SOURCES, _class_counts, _confusion_table, _count, _csv,
-    _fmt, _mcnemar_text, _md, _metrics_table, _Run, _shown_options, _shown_weights, _value, builder_defaults, folded,
+from cxr_utils.model_card_run import (
+    DATABASE, MITCHELL, PAPER, PITFALLS, SOURCES, CardRun, builder_defaults, class_counts, confusion_table, folded,
+    mcnemar_text, metric_row, metrics_table, number_or_na, optional_csv, shown_options, shown_weights,
+    table_markdown,
 )
-from cxr_utils.report import DISCLAIMER, PAPER_TEST_IMAGES, SIGNIFICANCE
+from cxr_utils.report import DISCLAIMER, PAPER_TEST_IMAGES, SIGNIFICANCE, counted
 
 
 # --- the sections ----------------------------------------------------------------------------
 
-def model_details(run: _Run) -> list[str]:
+def model_details(run: CardRun) -> list[str]:
     versions = run.record.get("versions") or next(
         (e["record"].get("versions") for e in run.models.values() if e["record"].get("versions")), {})
     hardware = run.record.get("hardware") or next(
@@ -38,7 +39,7 @@ def model_details(run: _Run) -> list[str]:
         rows.append({
             "model": f"{spec.paper_name} (`{spec.id}`)",
             "builder": f"`{spec.builder if isinstance(spec.builder, str) else spec.builder.__name__}`",
-            "options the run set": _shown_options(options),
+            "options the run set": shown_options(options),
             "builder defaults": ", ".join(f"{k}={v}" for k, v in defaults.items() if k not in options) or "n/a",
             "parameters": f"{parameters:,}" if parameters is not None else "not recorded",
             "backbone": ("ResNet50, " + ("frozen" if run.model_setting(model_id, "fast_path") else "trained"))
@@ -51,13 +52,13 @@ def model_details(run: _Run) -> list[str]:
         f"Three binary classifiers of frontal chest X-rays, COVID-19 (label 1) against Normal (label 0), rebuilt in "
         f"Keras 3 by this replication project (cxr-replication) as described in the paper {PAPER}. Each ends in "
         "one sigmoid unit giving P(COVID); the decision is COVID when it reaches 0.5. Code: MIT licence.", "",
-        _md(pd.DataFrame(rows)), "",
+        table_markdown(pd.DataFrame(rows)), "",
         "*Builder defaults* are those of the code that wrote this card; the run recorded the options it set.", "",
     ]
     weights = run.weights
     if weights not in ("unrecorded", "mixed"):
         lines += [f"- **Weights of the ResNet50 backbone:** {config.weights_label(weights)} (`weights="
-                  f"{_shown_weights(weights)}`; the paper: ImageNet weights).", ""]
+                  f"{shown_weights(weights)}`; the paper: ImageNet weights).", ""]
     else:
         lines += [f"- **Weights of the ResNet50 backbone:** {weights}.", ""]
     first = next(iter(run.models))
@@ -99,7 +100,7 @@ def model_details(run: _Run) -> list[str]:
     return lines
 
 
-def intended_use(run: _Run) -> list[str]:
+def intended_use(run: CardRun) -> list[str]:
     return [
         "## Intended use", "",
         f"> **Not a medical device.** {DISCLAIMER}", "",
@@ -114,9 +115,7 @@ def intended_use(run: _Run) -> list[str]:
     ]
 
 
-def factors(run: _Run) -> list[str]:
-    from cxr_utils import summaries
-
+def factors(run: CardRun) -> list[str]:
     lines = ["## Factors", "", f"- **Source of the images.** {SOURCES} A classifier can separate the classes by "
              "where an image comes from instead of by what the lungs show (a shortcut); the class label and the "
              "source are confounded in every split of this run."]
@@ -135,7 +134,7 @@ def factors(run: _Run) -> list[str]:
     return lines
 
 
-def metrics_section(run: _Run) -> list[str]:
+def metrics_section(run: CardRun) -> list[str]:
     methods = sorted(set(run.test["method"].dropna())) if "method" in run.test else []
     lines = [
         "## Metrics", "",
@@ -154,7 +153,7 @@ def metrics_section(run: _Run) -> list[str]:
     return lines + [""]
 
 
-def evaluation_data(run: _Run) -> list[str]:
+def evaluation_data(run: CardRun) -> list[str]:
     lines = ["## Evaluation data", ""]
     if run.split is not None:
         test = run.split[run.split["split"] == "test"]
@@ -163,18 +162,16 @@ def evaluation_data(run: _Run) -> list[str]:
                      f"{counts.get('Normal', 0)} Normal) of the run's sample, never used in training or model "
                      f"selection; the paper's test set had {PAPER_TEST_IMAGES}.")
     if run.extended:
-        counts = _class_counts(run.extended["confusions"])
+        counts = class_counts(run.extended["confusions"])
         n = int(run.extended["metrics"]["n"].max())
         text = (f"- **The extended test set:** {n} images"
                 + (f" ({counts[0]} COVID, {counts[1]} Normal)" if counts else "")
                 + " of the database that the run did not sample")
         if run.manifest is not None and run.split is not None and "duplicate_group" in run.manifest:
-            from cxr_utils import extended_set
-
             eligible = extended_set.extended_test_set(run.manifest, run.split)
             excluded_count = eligible.attrs["excluded_as_duplicates"]
             text += (f": of the {len(eligible) + excluded_count} images outside the sample, "
-                     f"{_count(excluded_count, 'copy', 'copies')} (duplicate group) of a training or validation "
+                     f"{counted(excluded_count, 'copy', 'copies')} (duplicate group) of a training or validation "
                      f"image excluded, leaving {len(eligible)}")
             size = run.settings.get("extended_test_size")
             if size is not None and len(eligible) > n:
@@ -200,7 +197,7 @@ def evaluation_data(run: _Run) -> list[str]:
     return lines + [""]
 
 
-def training_data(run: _Run) -> list[str]:
+def training_data(run: CardRun) -> list[str]:
     lines = ["## Training data", "", f"- **Source:** {DATABASE}. {SOURCES}"]
     if run.manifest is not None:
         counts = run.manifest["class"].value_counts()
@@ -215,14 +212,14 @@ def training_data(run: _Run) -> list[str]:
                   data.split_summary(run.split).to_markdown(), ""]
     if run.manifest is not None and "duplicate_group" in run.manifest:
         report = data.duplicate_report(run.manifest)
-        text = (f"- **Duplicates:** in the run's copy, {_count(report['groups'], 'group')} of 2+ images are copies "
+        text = (f"- **Duplicates:** in the run's copy, {counted(report['groups'], 'group')} of 2+ images are copies "
                 "of each other "
                 f"({report['exact_groups']} byte-identical, {report['near_groups']} near copies found by the "
                 f"perceptual hash; {report['cross_class_groups']} span both classes).")
         if run.split is not None and "duplicate_group" in run.split:
             try:
                 leak = data.leakage_report(run.split)
-                text += (f" Each group is kept inside one split: of {_count(int(leak.iloc[0]), 'group')} of 2+ "
+                text += (f" Each group is kept inside one split: of {counted(int(leak.iloc[0]), 'group')} of 2+ "
                          f"images in the sample, {int(leak.iloc[1])} lie in more than one split.")
             except data.DatasetError as error:
                 text += f" **The split leaks:** {error}."
@@ -231,7 +228,7 @@ def training_data(run: _Run) -> list[str]:
     return lines + [""]
 
 
-def quantitative(run: _Run) -> list[str]:
+def quantitative(run: CardRun) -> list[str]:
     names = list(run.names.values())
     lines = ["## Quantitative analyses", "", "### The split's test set", ""]
     if run.test.empty:
@@ -240,22 +237,22 @@ def quantitative(run: _Run) -> list[str]:
         sources = ", ".join(f"`{s}`" for s in dict.fromkeys(run.test["source"].dropna()))
         computed = ("" if not run.computed else f" (AUC and Brier score computed for this card from predictions.csv, "
                     f"seed {run.seed}, as chapter 6 computes them: the run did not record them)")
-        lines += [f"95% intervals in brackets; from {sources}{computed}.", "", _metrics_table(run.test, names), ""]
+        lines += [f"95% intervals in brackets; from {sources}{computed}.", "", metrics_table(run.test, names), ""]
     confusions = {}
     for model_id, name in run.names.items():
-        table = _csv(run.dir / evaluation.EVALUATION_DIR / f"confusion_{name}.csv")
+        table = optional_csv(run.dir / evaluation.EVALUATION_DIR / f"confusion_{name}.csv")
         if table is not None:
             confusions[name] = table.set_index(table.columns[0])
     if confusions:
-        lines += ["Confusion counts (COVID positive):", "", _confusion_table(confusions), ""]
-    lines += [_mcnemar_text(run.test_mcnemar), ""]
+        lines += ["Confusion counts (COVID positive):", "", confusion_table(confusions), ""]
+    lines += [mcnemar_text(run.test_mcnemar), ""]
 
     lines += ["### The extended test set", ""]
     if run.extended:
         note = "" if run.extended["has_probability"] else " (AUC and Brier score not recorded for this set)"
         lines += folded(f"Metrics, confusion counts and McNemar, from `{evaluation.EXTENDED_DIR}/`{note}",
-                        [_metrics_table(run.extended["metrics"], names), "", _confusion_table(run.extended["confusions"]),
-                         "", _mcnemar_text(run.extended["mcnemar"])])
+                        [metrics_table(run.extended["metrics"], names), "", confusion_table(run.extended["confusions"]),
+                         "", mcnemar_text(run.extended["mcnemar"])])
     else:
         lines += ["Not evaluated in this run.", ""]
 
@@ -266,32 +263,30 @@ def quantitative(run: _Run) -> list[str]:
         if evaluated.get("metrics") is None:
             continue
         lines += [f"**`{name}`**, from `{external.EXTERNAL_DIR}/{name}/`:", "",
-                  _metrics_table(evaluated["metrics"], names), "", _confusion_table(evaluated["confusions"]), "",
-                  _mcnemar_text(evaluated["mcnemar"]), ""]
+                  metrics_table(evaluated["metrics"], names), "", confusion_table(evaluated["confusions"]), "",
+                  mcnemar_text(evaluated["mcnemar"]), ""]
 
     lines += ["### Shortcut analysis", ""]
-    from cxr_utils import shortcut_run
-
-    tables = [(relative, _csv(run.dir / relative)) for relative in
+    tables = [(relative, optional_csv(run.dir / relative)) for relative in
               (shortcut_run.BASELINES_CSV, shortcut_run.BLANKED_CSV, shortcut_run.GRADCAM_CSV)]
     tables = [(relative, table) for relative, table in tables if table is not None]
     if not tables:
         lines += [f"No shortcut analysis has been run for this run (notebooks/08_shortcuts.ipynb writes "
-                  f"`{SHORTCUT_DIR}/`). Until one is, nothing here shows that the models respond to the lungs "
-                  "rather than to where an image comes from.", ""]
+                  f"`{shortcut_run.SHORTCUTS_DIR}/`). Until one is, nothing here shows that the models respond to the "
+                  "lungs rather than to where an image comes from.", ""]
     else:
         # Its headings as bold lines: a heading inside a folded block would stand in the page's contents.
         summary = re.sub(r"^#+ (.+)$", r"**\1**", shortcut_run.summary_markdown(run.dir), flags=re.MULTILINE)
         lines += folded("What the shortcut tests show (chapter 8's summary)", [summary])
     behind = []
     for relative, table in tables:
-        behind += [f"`{relative}`:", "", _md(table.round(4)), ""]
+        behind += [f"`{relative}`:", "", table_markdown(table.round(4)), ""]
     if behind:
         lines += folded("The tables behind it: " + ", ".join(f"`{relative}`" for relative, _ in tables), behind)
     return lines
 
 
-def ethics(run: _Run) -> list[str]:
+def ethics(run: CardRun) -> list[str]:
     lines = [
         "## Ethical considerations", "",
         "- **Data:** public, de-identified chest X-rays; no patient identifiers are published, so follow-up films of "
@@ -312,7 +307,7 @@ def ethics(run: _Run) -> list[str]:
     return lines + [""]
 
 
-def caveats(run: _Run) -> list[str]:
+def caveats(run: CardRun) -> list[str]:
     lines, names = ["## Caveats and recommendations", ""], list(run.names.values())
     weights = run.weights
     if weights is None:
@@ -330,7 +325,7 @@ def caveats(run: _Run) -> list[str]:
     n_per_class = run.settings.get("n_per_class", run.sample_settings.get("n_per_class"))
     reduced_epochs = epochs is not None and epochs != PROTOCOL.epochs
     if reduced_epochs or (n_per_class is not None and n_per_class != PROTOCOL.n_per_class):
-        lines.append(f"- **Reduced protocol:** {n_per_class} images per class and {_count(epochs or 0, 'epoch')} "
+        lines.append(f"- **Reduced protocol:** {n_per_class} images per class and {counted(epochs or 0, 'epoch')} "
                      "(the paper: "
                      f"{PROTOCOL.n_per_class} and {PROTOCOL.epochs}); its numbers show that the pipeline works, not "
                      "how good the models can be.")
@@ -368,9 +363,9 @@ def caveats(run: _Run) -> list[str]:
             continue
         parts = []
         for name in names:
-            here, there = _value(test, name, "accuracy"), _value(evaluated["metrics"], name, "accuracy")
+            here, there = metric_row(test, name, "accuracy"), metric_row(evaluated["metrics"], name, "accuracy")
             if here is not None and there is not None:
-                parts.append(f"{name} {_fmt(here['value'])} → {_fmt(there['value'])}")
+                parts.append(f"{name} {number_or_na(here['value'])} → {number_or_na(there['value'])}")
         if parts:
             lines.append(f"- **Test set → {label}, accuracy:** " + "; ".join(parts) + ".")
     lines += [

@@ -16,7 +16,7 @@ import tempfile
 import zlib
 from pathlib import Path, PurePath
 
-from cxr_utils.run import REPO_ROOT
+from cxr_utils.paths import REPO_ROOT
 
 # -- portable copies: no folder of the machine that ran ----------------------------------------------
 
@@ -242,7 +242,7 @@ def portable_record(record: dict, folders: dict[str, str]) -> dict:
     ``placeholders`` saying what each stands for (a folder by its last part, as the book shows
     settings: ``summaries.shown_value``). Settings, versions, hardware, git commit and wall times
     are kept as they are."""
-    from cxr_utils import summaries
+    from cxr_utils import summaries  # imports pandas; the rest of this module needs only the standard library
 
     published = _map_strings(record, portable_text(folders))
     meaning = {"REPO_DIR": "the repository", "PYTHON_ENV": "the Python environment", "~": "the home folder",

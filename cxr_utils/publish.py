@@ -1,6 +1,6 @@
 """Publish a run into the book: executed notebooks, run record, tables and verdicts copied into
-``book/executed/``, made portable (no folder of the machine that ran, no log lines); the pages a
-reader sees first (``cxr_utils.glance``); the drift check between a published run and the
+``book/executed/``, made portable (no folder of the machine that ran, no log lines), with the
+pages written from the run (``cxr_utils.run_pages``); the drift check between a published run and the
 notebook sources; the Jupyter Book build, with launch links that open the source notebooks.
 
     python -m cxr_utils.publish results/paper            # publish a run, then build the book
@@ -18,63 +18,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-import pandas as pd
-
+from cxr_utils import glance, model_card, run_pages, summaries
 from cxr_utils.atomic import replace_folder
+from cxr_utils.paths import BOOK_EXECUTED_DIR, NOTEBOOKS_DIR, REPO_ROOT
 from cxr_utils.portable import (
     placeholder_note, portable_notebook, dataset_relative_paths, machine_folders, machine_paths, make_portable,
     portable_record, portable_text, results_of_published,
 )
-from cxr_utils.run import NOTEBOOKS_DIR, REPO_ROOT, SeriesError, code_hash, series
-
-BOOK_EXECUTED_DIR = REPO_ROOT / "book" / "executed"
-
-# -- the pages written from a run ---------------------------------------------------------------------
-
-
-def _findings_markdown(results_dir: Path) -> str:
-    """What the run shows, written from its numbers, for the replication report."""
-    from cxr_utils import comparison, evaluation, report
-
-    try:
-        findings = comparison.training_findings(results_dir)
-    except FileNotFoundError as error:
-        return f"No findings: {error}\n"
-
-    def optional(relative):
-        path = results_dir / relative
-        return pd.read_csv(path) if path.is_file() else None
-
-    return report.findings_markdown(
-        findings,
-        mcnemar_extended=optional(f"{evaluation.EXTENDED_DIR}/mcnemar.csv"),
-        verdicts=optional(f"{evaluation.EVALUATION_DIR}/verdicts.csv"),
-        verdicts_extended=optional(f"{evaluation.EVALUATION_DIR}/verdicts_extended.csv"),
-    )
-
-
-def _verdicts_page(results_dir: Path, name: str) -> str:
-    """A verdicts page of the report (report.md, report_extended.md): the compact table of
-    ``glance.verdicts_markdown`` from the run's verdicts CSV, else the run's own page."""
-    from cxr_utils import glance
-    from cxr_utils.evaluation import EVALUATION_DIR
-
-    suffix = name.removeprefix("report").removesuffix(".md")
-    table = results_dir / EVALUATION_DIR / f"verdicts{suffix}.csv"
-    if table.is_file():
-        return glance.verdicts_markdown(pd.read_csv(table, dtype={"claim": str}))
-    page = results_dir / name
-    return page.read_text() if page.is_file() else "No verdicts: notebook 07 did not run.\n"
-
-
-def _shortcuts_page(results_dir: Path) -> str:
-    """Chapter 8's summary for the report, written from the run's shortcut tables."""
-    from cxr_utils import shortcut_run
-
-    if not (results_dir / shortcut_run.SHORTCUTS_DIR).is_dir():
-        return "No shortcut analysis: notebook 8 did not run.\n"
-    return shortcut_run.summary_markdown(results_dir) + "\n"
-
+from cxr_utils.series import SeriesError, code_hash, series
 
 PUBLISH_IGNORE = ("*.keras", "notebooks", "figures", "*.md", ".*", "__pycache__", "*.settings.json")
 
@@ -85,8 +36,6 @@ def publish_to_book(results_dir: Path, book_dir: Path = BOOK_EXECUTED_DIR, log=p
     tables, verdicts, how to reproduce it), the figures and the numbers behind them; every folder
     of the machine that ran replaced by a placeholder (``machine_folders``), image paths made
     relative to the dataset. The results folder keeps everything as it was."""
-    from cxr_utils import glance, model_card, summaries
-
     results_dir = Path(results_dir)
     record = json.loads((results_dir / "run.json").read_text())
     folders = machine_folders(record, sorted((results_dir / "notebooks").glob("*.ipynb")))
@@ -99,13 +48,13 @@ def publish_to_book(results_dir: Path, book_dir: Path = BOOK_EXECUTED_DIR, log=p
     published = portable_record(record, folders)
     (staging / "run.json").write_text(json.dumps(published, indent=2) + "\n")
     (staging / "run_record.md").write_text(summaries.run_record_markdown(published) + placeholder_note(published))
-    (staging / "reproduce.md").write_text(glance.reproduce_markdown(published))
-    (staging / "glance.md").write_text(glance.glance_markdown(results_dir))
-    (staging / "tables.md").write_text(glance.tables_markdown(results_dir))
-    (staging / "findings.md").write_text(_findings_markdown(results_dir))
-    (staging / "shortcuts.md").write_text(_shortcuts_page(results_dir))
+    (staging / "reproduce.md").write_text(run_pages.reproduce_markdown(published))
+    (staging / "glance.md").write_text(run_pages.glance_markdown(results_dir))
+    (staging / "tables.md").write_text(run_pages.tables_markdown(results_dir))
+    (staging / "findings.md").write_text(run_pages.findings_markdown(results_dir))
+    (staging / "shortcuts.md").write_text(run_pages.shortcuts_page(results_dir))
     for name in ("report.md", "report_extended.md"):
-        (staging / name).write_text(_verdicts_page(results_dir, name))
+        (staging / name).write_text(run_pages.verdicts_page(results_dir, name))
     if (results_dir / "figures").is_dir():
         shutil.copytree(results_dir / "figures", staging / "figures")
     # The numbers behind the pages (histories, predictions, metrics, confusion matrices, the

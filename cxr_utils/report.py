@@ -24,6 +24,11 @@ DISCLAIMER = (
 )
 
 
+def counted(n: int, singular: str, plural: str | None = None) -> str:
+    """"1 seed", "3 seeds", "2 copies": a count with its noun (``plural`` where adding an s is wrong)."""
+    return f"{n} {singular if n == 1 else plural or singular + 's'}"
+
+
 def verdicts_markdown(verdicts: pd.DataFrame) -> str:
     """The claims table as Markdown, for the book's replication report."""
     return verdicts.to_markdown(index=False)

@@ -14,9 +14,7 @@ time per notebook. With ``--book``, the executed notebooks and the run record ar
 from __future__ import annotations
 
 import argparse
-import ast
 import contextlib
-import hashlib
 import json
 import os
 import sys
@@ -24,57 +22,20 @@ import threading
 import time
 from pathlib import Path
 
-from cxr_utils import config
+from cxr_utils import MALLOC_ARENAS, config, model_card, publish
 from cxr_utils.config import PROTOCOL
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+from cxr_utils.paths import BOOK_CONFIG, NOTEBOOKS_DIR, repository_url
+from cxr_utils.series import PROFILES, SeriesError, code_hash, parse_value, profile_parameters, series
 
 # The notebook that runs the whole series in one go (Colab's one click); not a chapter of the book.
 RUN_ALL = "00_run_all"
 
 
-def series() -> tuple[str, ...]:
-    """The notebooks in reading order: data, preprocessing, one chapter per model of
-    ``config.REGISTRY``, evaluation, comparison, then the further chapters (shortcuts)."""
-    return ("01_data_collection", "02_preprocessing", *(spec.chapter for spec in config.REGISTRY.values()),
-            "06_evaluation", "07_comparison", "08_shortcuts")
-
-
-# Every knob a profile may set; each notebook receives the ones its parameters cell declares.
-PROFILES = {
-    # The paper's protocol (config.PROTOCOL): 500 + 500 images, 80/10/10, 15 epochs, batch 32,
-    # ResNet50 with ImageNet weights.
-    "paper": {
-        "n_per_class": PROTOCOL.n_per_class,
-        "epochs": PROTOCOL.epochs,
-        "batch_size": PROTOCOL.batch_size,
-        "seed": PROTOCOL.seed,
-        "weights": PROTOCOL.weights,
-        "image_size": PROTOCOL.image_size,
-        "extended_test_size": None,  # all images outside the sample, minus copies of its training and validation images
-    },
-    # What CI runs: the same code on a small real subset, from scratch, in minutes on 2 CPU cores.
-    # Its numbers show that the pipeline works, not how good the models are.
-    "sample": {
-        "n_per_class": 60,
-        "epochs": 2,
-        "batch_size": 16,
-        "seed": PROTOCOL.seed,
-        "weights": None,
-        "image_size": PROTOCOL.image_size,
-        "extended_test_size": 60,
-    },
-}
-
-
-def install_cell_source(config_path: Path = REPO_ROOT / "_config.yml") -> str:
+def install_cell_source(config_path: Path = BOOK_CONFIG) -> str:
     """The first code cell of every notebook: on Google Colab, install this project from the
     repository that ``_config.yml`` names (the one place its address is written); everywhere,
     say which accelerator Keras sees. tests/test_notebooks.py keeps the notebooks in step."""
-    import yaml
-
-    url = yaml.safe_load(Path(config_path).read_text())["repository"]["url"]
+    url = repository_url(config_path)
     return (
         "# On Google Colab, install this project first; then say which accelerator Keras sees.\n"
         "import sys\n"
@@ -85,49 +46,6 @@ def install_cell_source(config_path: Path = REPO_ROOT / "_config.yml") -> str:
         "from cxr_utils import runtime\n"
         "print(runtime.accelerator_summary())"
     )
-
-
-class SeriesError(RuntimeError):
-    """A notebook of the series failed; the message names the notebook and the cell."""
-
-
-def parse_value(text: str):
-    """``-p name=value`` values: Python literals (None, 15, 0.5, 'x'), anything else a string."""
-    if text.lower() == "none":
-        return None
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
-
-
-def code_hash(notebook_path: Path) -> str:
-    """SHA-256 of a notebook's code cells (sources only), to tell when results and code drift."""
-    notebook = json.loads(Path(notebook_path).read_text())
-    digest = hashlib.sha256()
-    for cell in notebook["cells"]:
-        if cell["cell_type"] == "code":
-            source = cell["source"]
-            digest.update(("".join(source) if isinstance(source, list) else source).encode())
-            digest.update(b"\0")
-    return digest.hexdigest()
-
-
-def profile_parameters(profile: str, data_dir=None, results_dir=None, overrides=None) -> dict:
-    if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
-    parameters = dict(PROFILES[profile])
-    parameters["data_dir"] = None if data_dir is None else str(Path(data_dir).resolve())
-    parameters["results_dir"] = str(Path(results_dir or REPO_ROOT / "results" / profile).resolve())
-    parameters["cache_dir"] = str((REPO_ROOT / ".cache" / "images").resolve())
-    parameters["profile"] = profile
-    unknown = set(overrides or {}) - set(parameters)
-    if unknown:
-        raise ValueError(
-            f"unknown parameter(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(parameters))}"
-        )
-    parameters.update(overrides or {})
-    return config.check_parameters(parameters)
 
 
 def _notebook_parameters(path: Path, parameters: dict) -> dict:
@@ -206,8 +124,7 @@ class KernelMemory:
 
 def kernel_environment(one_thread: bool = False) -> dict:
     """The environment ``execute_series`` gives the papermill kernels it starts."""
-    from cxr_utils import MALLOC_ARENAS
-    from cxr_utils.runtime import ONE_THREAD_ENVIRONMENT
+    from cxr_utils.runtime import ONE_THREAD_ENVIRONMENT  # runtime imports Keras: only when a series runs
 
     return {
         # The kernel must be this interpreter's, also when the virtual environment is not activated.
@@ -255,7 +172,7 @@ def _execute_series(parameters: dict, notebooks, progress: bool, log, one_thread
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    from cxr_utils import runtime
+    from cxr_utils import runtime  # imports Keras: only when a series runs
 
     results_dir = Path(parameters["results_dir"])
     # Made inside the kernels' environment, so that its hardware names their thread settings.
@@ -311,8 +228,6 @@ def _execute_series(parameters: dict, notebooks, progress: bool, log, one_thread
         runtime.write_json(record, results_dir / "run.json")
     if record["notebooks"].get("07_comparison", {}).get("status") == "ok":
         # The run holds the comparison: the model card, from the run's files (run.json included).
-        from cxr_utils import model_card
-
         try:
             log(f"model card: {model_card.write(results_dir)}")
         except (OSError, ValueError) as error:
@@ -359,8 +274,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"executed notebooks and run.json in {parameters['results_dir']} "
               f"({record['wall_time_s']:.0f} s)")
         if args.book:
-            from cxr_utils import publish
-
             publish.publish_to_book(Path(parameters["results_dir"]))
             html = publish.build_book()
             print(f"book: {html / 'index.html'}")

@@ -13,11 +13,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxr_utils import config
+from cxr_utils import baselines, chapters, config, data, evaluation, extended_set, metrics, paper, shortcuts
 from cxr_utils.baselines import BASELINES_CSV as _BASELINES
 from cxr_utils.shortcuts import RESULTS_FOLDER as SHORTCUTS_DIR
 from cxr_utils.shortcuts import LungBox
-from cxr_utils.study.blanked import BLANKED_DIR, RESULTS_CSV
+from cxr_utils.study.blanked import (
+    BLANKED_DIR, RESULTS_CSV, blanked_results, save_blanked_results, train_blanked,
+)
 
 BASELINES_CSV = _BASELINES.as_posix()
 BLANKED_CSV = (BLANKED_DIR / RESULTS_CSV).as_posix()  # study.blanked.save_blanked_results writes it
@@ -42,7 +44,7 @@ def lung_box(values) -> LungBox:
 def _save_box(results_dir: Path, box: LungBox, image_size: int) -> None:
     import dataclasses
 
-    from cxr_utils import runtime
+    from cxr_utils import runtime  # imports Keras: only when called
 
     runtime.write_json({**dataclasses.asdict(box), "image_size": int(image_size)}, results_dir / BOX_JSON)
 
@@ -65,7 +67,7 @@ def plot_lung_box(split: pd.DataFrame, box: LungBox, image_size: int = config.PR
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
-    from cxr_utils import data, plots
+    from cxr_utils import plots  # imports matplotlib, as the figure does: only when one is drawn
 
     train = split[split["split"] == "train"]
     chosen = train.sample(n=min(max_images, len(train)), random_state=seed)
@@ -91,8 +93,6 @@ def evaluate_baselines(results_dir, split: pd.DataFrame, data_dir=None, thumbnai
     """The three baselines (``cxr_utils.baselines``) trained on the run's training images and
     scored on its test set and on the extended test set (the images it never used, as in
     chapter 6); saved to ``shortcuts/baselines.csv``. Explained in notebooks/08_shortcuts."""
-    from cxr_utils import baselines, chapters, extended_set
-
     results_dir = Path(results_dir)
     manifest = chapters.manifest(results_dir, data_dir)
     extended = extended_set.extended_test_set(manifest, split, max_images=extended_test_size, seed=seed)
@@ -111,18 +111,17 @@ def blanked_models(results_dir, split: pd.DataFrame, box: LungBox, epochs: int =
     blanked (``study.blanked``; models already trained there with the same settings are kept,
     e.g. by ``python -m cxr_utils.study blanked``), beside the intact models; the table is saved
     to ``shortcuts/blanked/results.csv``. Explained in notebooks/08_shortcuts."""
-    from cxr_utils import training
-    from cxr_utils.study import blanked
+    from cxr_utils import training  # imports Keras: only when models train
 
     results_dir = Path(results_dir)
     # The blanked models answer where the class can be read, not why validation is unsteady: no
     # paired BatchNorm check (it would add about a quarter to their training time).
     training_config = training.TrainingConfig(epochs=epochs, batch_size=batch_size, seed=seed, progress=False,
                                               batchnorm_check=False)
-    blanked.train_blanked(results_dir, split, box, training_config, {"weights": weights}, cache_dir=cache_dir,
-                          image_size=image_size)
-    table = blanked.blanked_results(results_dir, seed=seed)
-    blanked.save_blanked_results(results_dir, table)
+    train_blanked(results_dir, split, box, training_config, {"weights": weights}, cache_dir=cache_dir,
+                  image_size=image_size)
+    table = blanked_results(results_dir, seed=seed)
+    save_blanked_results(results_dir, table)
     _save_box(results_dir, box, image_size)
     return table
 
@@ -132,9 +131,10 @@ def _gradcam_maps(results_dir: Path, test: pd.DataFrame, images) -> dict:
     cells each model's chapter saved while its weights were in memory (``experiment.GRADCAM_CELLS``),
     upsampled to the images; from the saved model (``model.keras``) where the cells are missing
     or hold other images."""
+    # Keras and the modules that import it: only when Grad-CAM runs.
     import keras
 
-    from cxr_utils import data, experiment, gradcam, models  # noqa: F401  (models registers the custom layers)
+    from cxr_utils import experiment, gradcam, models  # noqa: F401  (models registers the custom layers)
 
     maps = {}
     for spec in config.REGISTRY.values():
@@ -164,7 +164,7 @@ def gradcam_for_run(results_dir, split: pd.DataFrame, box: LungBox, image_size: 
     maps); saved to ``shortcuts/gradcam.csv``, each image's share to ``gradcam_shares.csv``. And a
     figure of examples, correct and wrong, of both classes, picked from the proposed hybrid's
     predictions. Returns {"shares", "figure"}. Explained in notebooks/08_shortcuts."""
-    from cxr_utils import data, evaluation, gradcam, runtime
+    from cxr_utils import gradcam, runtime  # they import Keras: only when Grad-CAM runs
 
     results_dir = Path(results_dir)
     test = split[split["split"] == "test"].reset_index(drop=True)
@@ -201,8 +201,6 @@ def gradcam_for_run(results_dir, split: pd.DataFrame, box: LungBox, image_size: 
 def _accuracy(predictions: pd.DataFrame, seed: int) -> dict:
     """A model's test accuracy with its 95% interval (accuracy, accuracy_low, accuracy_high), from
     its predictions.csv, as Grad-CAM's and the baseline comparison's tables give it."""
-    from cxr_utils import metrics
-
     accuracy = metrics.metrics_with_intervals(predictions["label"], predictions["predicted"], seed=seed).loc["accuracy"]
     return {"accuracy": accuracy["value"], "accuracy_low": accuracy["low"], "accuracy_high": accuracy["high"]}
 
@@ -213,8 +211,6 @@ def baseline_pairs(results_dir, baseline: str = "border") -> pd.DataFrame | None
     and the model's accuracy with its 95% interval. None when the baseline's per-image predictions
     or the models' are missing (a run from before they were saved). Explained in
     notebooks/08_shortcuts."""
-    from cxr_utils import baselines, evaluation, metrics
-
     path = Path(results_dir) / baselines.PREDICTIONS_CSV
     if not path.is_file():
         return None
@@ -240,8 +236,6 @@ def baseline_pairs(results_dir, baseline: str = "border") -> pd.DataFrame | None
 def summary_markdown(results_dir) -> str:
     """What the chapter's three tests show, written from the files they saved
     (``shortcuts.shortcut_summary``). Explained in notebooks/08_shortcuts."""
-    from cxr_utils import shortcuts
-
     results_dir = Path(results_dir)
 
     def optional(relative):
@@ -289,8 +283,6 @@ def costs_markdown(results_dir) -> str:
 def _for_the_papers_claims(baselines: pd.DataFrame | None) -> str:
     """The paper's accuracies beside the best baseline's, in words: what the baselines mean for
     claims made on test images of the same database."""
-    from cxr_utils import paper, shortcuts
-
     if baselines is None or baselines.empty:
         return ""
     table6 = paper.table6()["accuracy"]

@@ -27,7 +27,7 @@ from urllib.parse import unquote, urlparse
 import pytest
 import yaml
 
-from cxr_utils import plots, portable, publish, run
+from cxr_utils import paths, plots, portable, publish, run
 
 WIDE, NARROW = 1280, 400
 WINDOW_HEIGHT = 900  # px: the window the pages are opened in
@@ -36,7 +36,7 @@ MIN_TEXT_PX = 9  # the smallest text of a figure, as shown at NARROW px, in CSS 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 # What a machine's own folder looks like in a page's text (cxr_utils.portable.MACHINE_PATH), and
 # this machine's folders besides.
-MACHINE_FOLDERS = [str(run.REPO_ROOT), str(run.REPO_ROOT.parent / "shared"), str(Path.home())]
+MACHINE_FOLDERS = [str(paths.REPO_ROOT), str(paths.REPO_ROOT.parent / "shared"), str(Path.home())]
 
 # Lines that belong in a run's log, not on a page a reader opens: each pattern matches one kind,
 # searched line by line in the text the page shows (a planted line of each kind is caught:

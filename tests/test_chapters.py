@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cxr_utils import chapters, config, data, publish, run
+from cxr_utils import chapters, config, data, paths, publish, run
 
 TINY = {"n_per_class": 10, "epochs": 1, "batch_size": 8, "image_size": 32, "weights": None,
         "extended_test_size": 10}
@@ -34,7 +34,7 @@ def test_launch_buttons_open_the_source_notebooks(book_copy):
 
     import yaml
 
-    settings = yaml.safe_load((run.REPO_ROOT / "_config.yml").read_text())
+    settings = yaml.safe_load((paths.REPO_ROOT / "_config.yml").read_text())
     repository = settings["repository"]["url"].removeprefix("https://github.com/")
     colab = settings["launch_buttons"]["colab_url"].rstrip("/")
     blob = f"{colab}/github/{repository}/blob/{settings['repository']['branch']}"

@@ -7,10 +7,10 @@ import pandas as pd
 import papermill
 import pytest
 
-from cxr_utils import chapters, comparison, config, data, evaluation, models, paper, run, summaries, training, training_cli
+from cxr_utils import chapters, comparison, config, data, evaluation, models, paper, paths, run, summaries, training, training_cli
 from cxr_utils.config import PROTOCOL
 
-ROOT = run.REPO_ROOT
+ROOT = paths.REPO_ROOT
 
 
 def test_protocol_is_the_papers():

@@ -1,5 +1,5 @@
-"""What a reader sees first (cxr_utils.glance: results at a glance, compact verdicts, readable
-tables, how to reproduce the run), written from a run's files; and the published copy of a run
+"""What a reader sees first (cxr_utils.glance and cxr_utils.run_pages: results at a glance, compact
+verdicts, readable tables, how to reproduce the run), written from a run's files; and the published copy of a run
 (cxr_utils.publish), which names no folder of the machine that ran and carries no log lines."""
 
 import json
@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cxr_utils import glance, portable, publish, report, run
+from cxr_utils import glance, paths, portable, publish, report, run, run_pages
 
 # -- formatting -----------------------------------------------------------------------------------
 
@@ -77,7 +77,7 @@ def _fake_results(folder: Path, weights=None, hybrid_accuracy=0.73) -> Path:
 
 
 def test_results_at_a_glance_are_written_from_the_run(tmp_path):
-    text = glance.glance_markdown(_fake_results(tmp_path / "a"))
+    text = run_pages.glance_markdown(_fake_results(tmp_path / "a"))
     assert "500 + 500 images" in text and "seed 42" in text and "**trained from scratch**" in text
     # Each model's accuracy beside the paper's, with intervals on both test sets.
     assert "| ResNet50-LSTM | 0.95 | 0.73 [0.63, 0.83] | 0.75 [0.65, 0.85] |" in text
@@ -86,10 +86,10 @@ def test_results_at_a_glance_are_written_from_the_run(tmp_path):
     assert "**1** ResNet50-LSTM reaches 95% accuracy" in text
     assert text.count("(its numbers alone: *contradicted*)") == 2
     for outcome in (report.NOT_PAPER_SETTING, report.CONTRADICTED, report.INCONCLUSIVE):
-        assert f"- *{outcome}*: {glance.OUTCOME_MEANING[outcome]}." in text
+        assert f"- *{outcome}*: {run_pages.OUTCOME_MEANING[outcome]}." in text
     assert f"*{report.SUPPORTED}*:" not in text  # only the outcomes that occur are explained
     # No number is typed: another run's files give another page.
-    other = glance.glance_markdown(_fake_results(tmp_path / "b", weights="imagenet", hybrid_accuracy=0.91))
+    other = run_pages.glance_markdown(_fake_results(tmp_path / "b", weights="imagenet", hybrid_accuracy=0.91))
     assert "| ResNet50-LSTM | 0.95 | 0.91 [0.81, 1.01] | 0.93 [0.83, 1.03] |" in other
     assert "ResNet50 with ImageNet weights, as in the paper." in other and "from scratch" not in other
     assert "**contradicted**" in other
@@ -97,7 +97,7 @@ def test_results_at_a_glance_are_written_from_the_run(tmp_path):
 
 def test_results_at_a_glance_say_what_is_missing(tmp_path):
     (tmp_path / "run.json").write_text(json.dumps({"settings": {"weights": None}}))
-    assert "notebook 06 did not run" in glance.glance_markdown(tmp_path)
+    assert "notebook 06 did not run" in run_pages.glance_markdown(tmp_path)
 
 
 def test_reproduce_names_the_command_commit_seed_and_time_of_the_run():
@@ -106,16 +106,16 @@ def test_reproduce_names_the_command_commit_seed_and_time_of_the_run():
               "hardware": {"cpu": "Test CPU", "cpu_count": 2, "accelerator": "CPU only"},
               "notebooks": {"03_resnet50": {"wall_time_s": 2568.9}, "04_lstm": {"wall_time_s": 43.5},
                             "05_resnet50_lstm": {"wall_time_s": 2070.4}}}
-    text = glance.reproduce_markdown(record)
+    text = run_pages.reproduce_markdown(record)
     assert "make run DATA_DIR=/path/to/COVID-19_Radiography_Dataset WEIGHTS=None\n" in text
     assert "git checkout abc123" in text and "(seed 42)" in text
     assert "took 80 minutes in all, most of it in 03_resnet50 (43 minutes) and 05_resnet50_lstm (35 minutes)" in text
     assert "Test CPU, CPU only (2 cores)" in text
     record["settings"].update(epochs=5, data_dir=None, weights="imagenet")
-    text = glance.reproduce_markdown(record)
+    text = run_pages.reproduce_markdown(record)
     assert "python -m cxr_utils.run --profile paper -p epochs=5 --book" in text and "DATA_DIR=" not in text
     record["one_thread"] = True  # no make target for it: the run command, with the option
-    text = glance.reproduce_markdown(record)
+    text = run_pages.reproduce_markdown(record)
     assert "python -m cxr_utils.run --profile paper -p epochs=5 --one-thread --book" in text
     assert "TensorFlow on one thread" in text
 
@@ -127,7 +127,7 @@ def test_report_tables_are_readable():
     results = publish.BOOK_EXECUTED_DIR / "results"
     if not (results / "evaluation" / "metrics.csv").is_file():
         pytest.skip("no run published in book/executed/ yet")
-    text = glance.tables_markdown(results)
+    text = run_pages.tables_markdown(results)
     for title in ("Table 2", "Tables 3-5", "Table 6", "Table 7", "Paired comparisons"):
         assert f"**{title}" in text, title
     assert "|    |" not in text and "| 0 |" not in text  # no index column
@@ -221,7 +221,7 @@ def test_published_copy_names_no_folder_of_the_machine(planted_run, tmp_path):
     for path in published.rglob("*"):
         if path.is_file() and path.suffix not in (".png", ".npz"):  # pictures; Grad-CAM cells (names only)
             text = path.read_text()
-            assert str(machine) not in text and str(run.REPO_ROOT) not in text, path
+            assert str(machine) not in text and str(paths.REPO_ROOT) not in text, path
     # The run record keeps what matters, its folders as placeholders saying what they stand for.
     shipped = json.loads((published / "run.json").read_text())
     for key in ("versions", "hardware", "git_commit", "created_utc", "wall_time_s", "notebooks"):
@@ -277,7 +277,7 @@ def test_publishing_writes_the_pages_a_reader_sees_first(planted_run, tmp_path):
     _, results, record = planted_run
     published = publish.publish_to_book(results, tmp_path / "executed")
     glance_page = (published / "glance.md").read_text()
-    assert glance_page == glance.glance_markdown(results)
+    assert glance_page == run_pages.glance_markdown(results)
     assert "this run: test set (n=" in glance_page and "| the paper's claim | verdict: test set (n=" in glance_page
     assert "Why:" in (published / "report.md").read_text()
     assert "| claim | verdict | this run | the paper |" in (published / "report_extended.md").read_text()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cxr_utils import config, external, model_card, predict, report
+from cxr_utils import config, external, model_card, model_card_run, predict, report, shortcut_run
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PUBLISHED = REPO_ROOT / "book" / "executed" / "results"
@@ -60,17 +60,15 @@ def test_the_card_of_a_published_run_reads_its_files(published_copy):
         test = metrics["test"]
         assert f"| {test['tp']} | {test['fn']} | {test['fp']} | {test['tn']} |" in re.sub(r" +", " ", text)
     assert "auc" in text and "brier" in text
-    has_shortcuts = (published_copy / model_card.SHORTCUT_DIR / "baselines.csv").is_file()
+    has_shortcuts = (published_copy / shortcut_run.SHORTCUTS_DIR / "baselines.csv").is_file()
     assert ("No shortcut analysis has been run" in text) is not has_shortcuts
     assert "External data:** none evaluated yet" in text
 
 
 def test_shortcut_results_appear_when_present(published_copy):
-    from cxr_utils import shortcut_run
-
-    shutil.rmtree(published_copy / model_card.SHORTCUT_DIR, ignore_errors=True)
+    shutil.rmtree(published_copy / shortcut_run.SHORTCUTS_DIR, ignore_errors=True)
     assert "No shortcut analysis has been run" in model_card.markdown(published_copy)
-    (published_copy / model_card.SHORTCUT_DIR).mkdir()
+    (published_copy / shortcut_run.SHORTCUTS_DIR).mkdir()
     pd.DataFrame({"model": ["ResNet50"], "n": [100], "mean_lung_share": [0.61234], "box_area_share": [0.53]}).to_csv(
         published_copy / shortcut_run.GRADCAM_CSV, index=False)
     text = model_card.markdown(published_copy)
@@ -86,7 +84,7 @@ def test_a_folder_without_trained_models_has_no_card(tmp_path):
 
 
 def test_builder_defaults_are_read_without_importing_keras(published_copy):
-    assert model_card.builder_defaults(config.REGISTRY["lstm"]) == {"lstm_units": "(32, 16, 8)", "dropout": "0.2"}
+    assert model_card_run.builder_defaults(config.REGISTRY["lstm"]) == {"lstm_units": "(32, 16, 8)", "dropout": "0.2"}
     code = ("import sys; from cxr_utils import model_card; model_card.markdown(sys.argv[1]); "
             "assert 'keras' not in sys.modules, 'keras imported'")
     result = subprocess.run([sys.executable, "-c", code, str(published_copy)], capture_output=True, text=True,

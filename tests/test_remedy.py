@@ -229,9 +229,9 @@ def test_a_study_refuses_to_mix_the_protocols(tmp_path):
     training_record = {"epochs": 15, "batch_size": 32, "seed": 42}
     (folder / "run.json").write_text(json.dumps({"settings": {"training": training_record, "image_size": 224}}))
     parameters = {"epochs": 15, "batch_size": 32, "image_size": 224, "recompute_batchnorm_images": 0}
-    seeds._check_model_folder(folder, seeds.REGISTRY["lstm"], parameters, 42)
+    seeds.check_model_folder(folder, seeds.REGISTRY["lstm"], parameters, 42)
     with pytest.raises(seeds.StudyError, match="recompute_batchnorm_images=320"):
-        seeds._check_model_folder(folder, seeds.REGISTRY["lstm"], {**parameters, "recompute_batchnorm_images": 320}, 42)
+        seeds.check_model_folder(folder, seeds.REGISTRY["lstm"], {**parameters, "recompute_batchnorm_images": 320}, 42)
 
 
 def test_an_lstm_run_records_the_option_and_is_unchanged_by_it(real_subset, tmp_path):

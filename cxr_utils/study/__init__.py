@@ -10,7 +10,7 @@
 
 ``seeds`` runs the first N seeds of 42, 43, 44, ... (the protocol's seed first; ``--seed-list``
 names them instead). A seed sets the balanced sample, the train/val/test split and the initial
-weights. The parameters are the profile's (``run.PROFILES``, "paper" by default: the paper's
+weights. The parameters are the profile's (``series.PROFILES``, "paper" by default: the paper's
 protocol, ImageNet weights) with ``-p`` overrides, as ``python -m cxr_utils.run`` takes them.
 Each seed gets a folder laid out like a notebook run's results folder::
 
@@ -46,12 +46,11 @@ lungs blanked in every image (``cxr_utils.study.blanked``; chapter 8 reads the r
 
 from cxr_utils.study.blanked import blanked_results, train_blanked
 from cxr_utils.study.cli import command_line, main
-from cxr_utils.study.seeds import (
-    DEFAULT_OUT, STUDY_RECORD, SUMMARY_FILES, SUMMARY_METRICS, StudyError, duration_text, run_seeds,
-    seed_complete, seed_dir, seed_list, study_parameters, time_left,
-)
+from cxr_utils.study.common import STUDY_RECORD, StudyError, duration_text, seed_dir
+from cxr_utils.study.seeds import DEFAULT_OUT, run_seeds, seed_complete, seed_list, study_parameters, time_left
 from cxr_utils.study.summary import (
-    metric_summary, plot_seed_curves, stability_table, summarise, summary_markdown, summary_tables, verdict_summary,
+    SUMMARY_FILES, SUMMARY_METRICS, metric_summary, plot_seed_curves, stability_table, summarise, summary_markdown,
+    summary_tables, verdict_summary,
 )
 
 __all__ = [

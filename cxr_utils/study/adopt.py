@@ -17,11 +17,12 @@ import json
 import shutil
 from pathlib import Path
 
+from cxr_utils import evaluation
 from cxr_utils.atomic import replace_folder
 from cxr_utils.config import REGISTRY
-from cxr_utils.study.seeds import (
-    STUDY_RECORD, StudyError, _check_model_folder, _now, model_complete, seed_dir, training_defaults,
-)
+from cxr_utils.study.common import STUDY_RECORD, StudyError, model_complete, seed_dir, utc_now
+from cxr_utils.study.seeds import check_model_folder, training_defaults
+from cxr_utils.study.summary import summarise
 
 # The run's settings that must equal the study's (its study.json "settings").
 SAME = ("n_per_class", "epochs", "batch_size", "weights", "image_size")
@@ -51,8 +52,7 @@ def _run_settings(run_dir: Path) -> dict:
 def adopt_run(study_dir, run_dir, log=print) -> dict:
     """Make the run in ``run_dir`` the study's seed ``run.json``'s seed: refused (``StudyError``,
     naming what differs) unless the run has the study's protocol. Returns the study's new record."""
-    from cxr_utils import comparison, evaluation, runtime
-    from cxr_utils.study.summary import summarise  # it imports the seeds module, as this one does
+    from cxr_utils import comparison, runtime  # they import Keras: only when a run is adopted
 
     study_dir, run_dir = Path(study_dir), Path(run_dir)
     record = _read(study_dir / STUDY_RECORD, "give the folder of a seed study (python -m cxr_utils.study seeds)")
@@ -73,7 +73,7 @@ def adopt_run(study_dir, run_dir, log=print) -> dict:
     parameters = {**{name: study[name] for name in SAME},
                   **{name: study.get(name, default) for name, default in training_defaults().items()}}
     for spec in REGISTRY.values():
-        _check_model_folder(run_dir / spec.id, spec, parameters, seed)  # every model, its own record
+        check_model_folder(run_dir / spec.id, spec, parameters, seed)  # every model, its own record
 
     target = seed_dir(study_dir, seed)
     staging = target.with_name(f".{target.name}.adopting")
@@ -101,7 +101,7 @@ def adopt_run(study_dir, run_dir, log=print) -> dict:
     record.setdefault(ADOPTED, {})[str(seed)] = {
         "what": "the notebook series' run (python -m cxr_utils.run), not a second training of this seed",
         "profile": run.get("profile"), "git_commit": run.get("git_commit"), "run_created_utc": run.get("created_utc"),
-        "adopted_utc": _now(),
+        "adopted_utc": utc_now(),
     }
     if seed not in study.setdefault("seeds", []):
         study["seeds"].append(seed)

@@ -24,11 +24,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from cxr_utils import config
+from cxr_utils import chapters, config, evaluation, metrics, shortcuts
 from cxr_utils.atomic import atomic_write
 from cxr_utils.chapters import note
 from cxr_utils.shortcuts import RESULTS_FOLDER
-from cxr_utils.study.seeds import StudyError, _count, _now, duration_text, model_complete
+from cxr_utils.report import counted
+from cxr_utils.study.common import StudyError, duration_text, model_complete, utc_now
 
 BLANKED_DIR = Path(RESULTS_FOLDER) / "blanked"  # below the run's results folder
 RECORD = "blanked.json"
@@ -120,7 +121,7 @@ def train_blanked(results_dir, split: pd.DataFrame, box, training_config, model_
     (``StudyError``). Progress after each model, with the time left estimated from the intact
     run's wall times. Chapter 8 reads the results (``blanked_results``).
     """
-    from cxr_utils import training
+    from cxr_utils import training  # imports Keras: only when models train
 
     results_dir = Path(results_dir)
     folder = blanked_dir(results_dir)
@@ -136,7 +137,7 @@ def train_blanked(results_dir, split: pd.DataFrame, box, training_config, model_
         raise StudyError(f"{record_path} is not readable JSON: repair or delete it")
     _check_settings(record, settings, folder)
     # The settings agree with every trained model's, so they replace the recorded ones.
-    record = {"started_utc": _now(), **(record or {}), "settings": settings}
+    record = {"started_utc": utc_now(), **(record or {}), "settings": settings}
     runs = record["runs"] = {m: entry for m, entry in record.get("runs", {}).items() if model_complete(folder / m)}
     for model_id in model_ids:
         if model_complete(folder / model_id):
@@ -146,9 +147,9 @@ def train_blanked(results_dir, split: pd.DataFrame, box, training_config, model_
                                  "delete the folder to train it again")
     pending = [m for m in model_ids if not model_complete(folder / m)]
     estimates, ratios = _intact_estimates(results_dir, settings["epochs"]), []
-    log(f"Lungs-blanked training in {folder}: {box.key}; {_count(settings['epochs'], 'epoch')}, batch "
+    log(f"Lungs-blanked training in {folder}: {box.key}; {counted(settings['epochs'], 'epoch')}, batch "
         f"{settings['batch_size']}, seed {settings['seed']}, {config.weights_label(weights)}, {image_size} px; "
-        f"{_count(len(pending), 'model')} to train ({_time_left(pending, estimates, ratios)}).")
+        f"{counted(len(pending), 'model')} to train ({_time_left(pending, estimates, ratios)}).")
     folder.mkdir(parents=True, exist_ok=True)
 
     def write_record():
@@ -168,12 +169,12 @@ def train_blanked(results_dir, split: pd.DataFrame, box, training_config, model_
         pending.remove(model_id)
         if model_id in estimates and estimates[model_id] > 0:
             ratios.append(wall / estimates[model_id])
-        runs[model_id] = {"wall_time_s": round(wall, 1), "finished_utc": _now(),
+        runs[model_id] = {"wall_time_s": round(wall, 1), "finished_utc": utc_now(),
                           "best_epoch": int(outcome["result"].best_epoch),
                           "test_accuracy": float(outcome["metrics"]["accuracy"])}
         write_record()
         log(f"{spec.paper_name}: {duration_text(wall)} (blanked test accuracy {outcome['metrics']['accuracy']:.2f}); "
-            f"{_count(len(pending), 'model')} to go: {_time_left(pending, estimates, ratios)}.")
+            f"{counted(len(pending), 'model')} to go: {_time_left(pending, estimates, ratios)}.")
     return record
 
 
@@ -191,8 +192,6 @@ def _image_key(table: pd.DataFrame) -> list[tuple[int, str]]:
 
 
 def _scores(prefix: str, table: pd.DataFrame, seed: int) -> dict:
-    from cxr_utils import metrics
-
     accuracy = metrics.metrics_with_intervals(table["label"], table["predicted"], seed=seed).loc["accuracy"]
     auc = metrics.probability_metrics(table["label"], table["probability"], seed=seed).loc["auc"]
     return {f"{prefix}_accuracy": accuracy["value"], f"{prefix}_accuracy_low": accuracy["low"],
@@ -209,8 +208,6 @@ def blanked_results(results_dir, seed: int | None = None) -> pd.DataFrame:
     the blanked runs' settings. ``seed`` seeds the bootstrap: the run's own by default
     (``evaluation.run_seed``), as every interval of the run. Explained in notebooks/08_shortcuts.
     """
-    from cxr_utils import evaluation, metrics
-
     results_dir = Path(results_dir)
     seed = evaluation.run_seed(results_dir) if seed is None else seed
     folder = blanked_dir(results_dir)
@@ -257,8 +254,6 @@ def run_protocol(results_dir, overrides: dict | None = None, data_dir=None) -> d
     batch_size, image_size, weights, data_dir and cache_dir; from the run's parameters
     (``run.json``), else its models' and its split's records; ``overrides`` (``OVERRIDABLE``) replace
     some. ValueError for a bad override, StudyError for a folder that is not a run."""
-    from cxr_utils import chapters, evaluation
-
     results_dir = Path(results_dir)
     if not (results_dir / "split.csv").is_file():
         raise StudyError(f"{results_dir} holds no split.csv: give --run the results folder of a run "
@@ -303,7 +298,7 @@ def run_protocol(results_dir, overrides: dict | None = None, data_dir=None) -> d
 def command(run_dir, data_dir=None, overrides: dict | None = None, models=None, log=print) -> pd.DataFrame:
     """What ``python -m cxr_utils.study blanked`` does: read the run's split and protocol, train the
     blanked models beside it, write and return ``blanked_results``."""
-    from cxr_utils import chapters, shortcuts, training
+    from cxr_utils import training  # imports Keras: only when models train
 
     protocol = run_protocol(run_dir, overrides, data_dir)
     model_ids = _model_ids(models)

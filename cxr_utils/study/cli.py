@@ -7,10 +7,13 @@ import sys
 from pathlib import Path
 
 
+from cxr_utils import chapters, config, data
 from cxr_utils.config import PROTOCOL
-from cxr_utils.study.seeds import (
-    DEFAULT_OUT, MIXED_PRECISION, StudyError, _count, run_seeds, seed_list, study_parameters,
-)
+from cxr_utils.report import counted
+from cxr_utils.series import PROFILES, parse_value
+from cxr_utils.study import adopt, blanked
+from cxr_utils.study.common import StudyError
+from cxr_utils.study.seeds import DEFAULT_OUT, MIXED_PRECISION, run_seeds, seed_list, study_parameters
 from cxr_utils.study.summary import summarise
 
 
@@ -25,8 +28,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 def command_line() -> argparse.ArgumentParser:
-    from cxr_utils import run
-
     parser = _Parser(prog="python -m cxr_utils.study",
                      description="Studies beside the notebook series: the comparison over several seeds; "
                                  "the models again with the lungs blanked.")
@@ -40,7 +41,7 @@ def command_line() -> argparse.ArgumentParser:
     which.add_argument("--seeds", type=int, default=None, metavar="N",
                        help=f"the first N of {PROTOCOL.seed}, {PROTOCOL.seed + 1}, ... (default 5)")
     which.add_argument("--seed-list", metavar="S1,S2,...", help="these seeds instead, e.g. 42,7,1000")
-    seeds.add_argument("--profile", choices=sorted(run.PROFILES), default="paper")
+    seeds.add_argument("--profile", choices=sorted(PROFILES), default="paper")
     seeds.add_argument("--data-dir", help="dataset folder (default: download from Kaggle)")
     seeds.add_argument("--out", default=str(DEFAULT_OUT),
                        help=f"the study's folder (default: {DEFAULT_OUT.as_posix()})")
@@ -85,20 +86,17 @@ def command_line() -> argparse.ArgumentParser:
 
 
 def _overrides(items: list[str]) -> dict:
-    from cxr_utils import run
-
     overrides = {}
     for item in items:
         name, sep, value = item.partition("=")
         if not sep:
             raise ValueError(f"-p {item!r}: write NAME=VALUE, e.g. -p epochs=5")
-        overrides[name.strip()] = run.parse_value(value.strip())
+        overrides[name.strip()] = parse_value(value.strip())
     return overrides
 
 
 def _blanked(args) -> int:
-    from cxr_utils import chapters, config, models
-    from cxr_utils.study import blanked
+    from cxr_utils import models  # imports Keras: only for the command that trains
 
     try:
         overrides = _overrides(args.parameter)
@@ -133,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "blanked":
         return _blanked(args)
     if args.command == "publish":
-        from cxr_utils.study import publish
+        from cxr_utils.study import publish  # imports matplotlib: only for the commands that publish
 
         try:
             publish.publish_studies(args.seeds, args.remedy, args.book_dir or publish.BOOK_STUDIES_DIR)
@@ -142,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return 0
     if args.command == "adopt":
-        from cxr_utils.study import adopt, publish
+        from cxr_utils.study import publish  # imports matplotlib: only for the commands that publish
 
         study_dir = Path(args.out) if args.out else publish.BOOK_STUDIES_DIR / "seeds"
         try:
@@ -159,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         except StudyError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
-        print(f"summary of {_count(len(result['seeds']), 'seed')} in {Path(args.study_dir) / 'summary.md'}")
+        print(f"summary of {counted(len(result['seeds']), 'seed')} in {Path(args.study_dir) / 'summary.md'}")
         return 0
 
     try:
@@ -169,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
-    from cxr_utils import chapters, data, models
+    from cxr_utils import models  # imports Keras: only for the command that trains
 
     try:
         run_seeds(Path(args.out), seeds, parameters, MIXED_PRECISION[args.mixed_precision])

@@ -20,17 +20,20 @@ from pathlib import Path
 
 import pandas as pd
 
-from cxr_utils import config, remedy
+from cxr_utils import config, paper, plots, remedy, summaries
 from cxr_utils.atomic import replace_folder
+from cxr_utils.claims import NOT_PAPER_SETTING, OUTCOMES
+from cxr_utils.paths import BOOK_STUDIES_DIR
 from cxr_utils.portable import (
     dataset_relative_paths, machine_folders, machine_paths, make_portable, portable_record,
 )
-from cxr_utils.run import REPO_ROOT
-from cxr_utils.study.seeds import (
-    SEED_PREFIX, STUDY_RECORD, StudyError, _count, duration_text, model_complete, seed_dir,
+from cxr_utils.report import NEAR_CHANCE, counted
+from cxr_utils.study.common import (
+    SEED_PREFIX, STUDY_RECORD, StudyError, duration_text, model_complete, seed_dir,
 )
+from cxr_utils.study.seeds import study_kind
+from cxr_utils.study.summary import plot_seed_curves, summary_markdown, summary_tables, write_summary_tables
 
-BOOK_STUDIES_DIR = REPO_ROOT / "book" / "studies"
 STUDIES = ("seeds", "remedy")  # the published folders, as the report's includes name them
 PAGES = {"seeds": "seeds.md", "remedy": "remedy.md"}  # included by book/seeds.md and book/remedy.md
 GLANCE_PAGE = "glance.md"  # included by book/intro.md, under the committed run's results at a glance
@@ -79,8 +82,6 @@ def _copy_study(study_dir: Path, target: Path) -> dict[str, str]:
     make_portable(target, folders)
     # The study folder's summary was written when its command last ended, perhaps before a seed now
     # published finished: the published one is written again from the seeds it holds.
-    from cxr_utils.study.summary import write_summary_tables
-
     write_summary_tables(target)
     return folders
 
@@ -99,8 +100,7 @@ def complete_records(target: Path, record: dict) -> dict:
     (``config.protocol_record``), and each model's run.json ``protocol`` and ``batchnorm_momentum``;
     every key added is named under ``recorded_at_publishing`` with ``BACKFILL_NOTE``. Returns the
     study record (the model records are rewritten in ``target``); a complete record is unchanged."""
-    from cxr_utils.comparison import fit_batchnorm
-    from cxr_utils.study.seeds import study_kind
+    from cxr_utils.comparison import fit_batchnorm  # imports Keras: only for a record to complete
 
     settings = record["settings"]
     added = {}
@@ -160,7 +160,7 @@ def _settings_sentence(record: dict) -> str:
     sizes = config.PROTOCOL.split_sizes(settings["n_per_class"])
     return (f"{config.weights_label(settings['weights'])}, {settings['n_per_class']} images per class "
             f"({sizes['train']} training, {sizes['val']} validation, {sizes['test']} test), "
-            f"{_count(settings['epochs'], 'epoch')}, batch {settings['batch_size']}, {settings['image_size']} px, "
+            f"{counted(settings['epochs'], 'epoch')}, batch {settings['batch_size']}, {settings['image_size']} px, "
             f"dtype policy {settings['dtype_policy']}, Keras on {record['hardware']['keras_backend']}, "
             f"{record['hardware']['accelerator']}")
 
@@ -180,8 +180,6 @@ def remedy_page(studies_dir, figures: bool = True) -> str:
     protocols' validation and inference-mode accuracy side by side. ``figures=False`` writes the
     text only (the figures are named, not drawn)."""
     import matplotlib.pyplot as plt
-
-    from cxr_utils import plots, summaries
 
     studies_dir = Path(studies_dir)
     records = {study: _record(studies_dir / study) for study in STUDIES}
@@ -236,8 +234,6 @@ def seeds_page(studies_dir, figures: bool = True, tables: dict | None = None) ->
     seeds when the caller has them already."""
     import matplotlib.pyplot as plt
 
-    from cxr_utils.study.summary import plot_seed_curves, summary_markdown, summary_tables
-
     studies_dir = Path(studies_dir)
     result = tables or summary_tables(studies_dir / "seeds")
     figure = ""
@@ -260,14 +256,10 @@ def glance_page(studies_dir, tables: dict | None = None) -> str:
     record holds it, at the last epoch, and in how many seeds each model's validation accuracy sat
     near chance in some epoch; then, outside the paper's setting, what no seed could test.
     ``tables`` as for ``seeds_page``."""
-    from cxr_utils import paper
-    from cxr_utils.report import NEAR_CHANCE
-    from cxr_utils.study.summary import summary_tables
-
     result = tables or summary_tables(Path(studies_dir) / "seeds")
     settings = result["record"]["settings"]
     n_seeds = len(result["seeds"])
-    setting = (f"{settings['n_per_class']} images per class, {_count(settings['epochs'], 'epoch')}, batch "
+    setting = (f"{settings['n_per_class']} images per class, {counted(settings['epochs'], 'epoch')}, batch "
                f"{settings['batch_size']}, {settings['image_size']} px, {config.weights_label(settings['weights'])}")
     if not config.is_paper_setting(settings["weights"]):
         setting += ", so not the paper's ImageNet setting"
@@ -298,7 +290,7 @@ def glance_page(studies_dir, tables: dict | None = None) -> str:
     weights = ("the weights of the kept epoch (the best validation accuracy) and of the last epoch" if with_last
                else "the weights of the kept epoch (the best validation accuracy)" if restored
                else "the weights of the last epoch")
-    text = (f"**At the paper's scale**, {_count(n_seeds, 'seed')} ({', '.join(map(str, result['seeds']))}) of the "
+    text = (f"**At the paper's scale**, {counted(n_seeds, 'seed')} ({', '.join(map(str, result['seeds']))}) of the "
             f"paper's protocol ({setting}); each seed draws its own sample, split and initial weights. Test "
             f"accuracy over the seeds{test_n} beside the paper's, for {weights}, and how often validation "
             f"accuracy fell to {NEAR_CHANCE} or below during training:\n\n{table}\n")
@@ -313,8 +305,6 @@ def glance_page(studies_dir, tables: dict | None = None) -> str:
 def _verdicts_over_seeds(verdicts: pd.DataFrame, n_seeds: int) -> str:
     """Each claim's outcomes over the seeds in one line of a table: how many seeds gave each
     verdict and, for seeds outside the paper's setting, what their numbers alone indicated."""
-    from cxr_utils.claims import NOT_PAPER_SETTING, OUTCOMES
-
     rows = []
     for values in verdicts.to_dict(orient="records"):
         given = [f"{outcome} in {int(values[outcome])} of {n_seeds}" for outcome in OUTCOMES if values.get(outcome)]
@@ -328,8 +318,6 @@ def _verdicts_over_seeds(verdicts: pd.DataFrame, n_seeds: int) -> str:
 
 def render_pages(studies_dir, figures: bool = True) -> dict[str, str]:
     """Every page of ``PAGES`` and ``GLANCE_PAGE``, written from the published numbers in ``studies_dir``."""
-    from cxr_utils.study.summary import summary_tables
-
     tables = summary_tables(Path(studies_dir) / "seeds")
     return {PAGES["seeds"]: seeds_page(studies_dir, figures, tables),
             PAGES["remedy"]: remedy_page(studies_dir, figures), GLANCE_PAGE: glance_page(studies_dir, tables)}

@@ -3,20 +3,24 @@
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import shutil
 import sys
 import time
 from pathlib import Path
 
-
-from cxr_utils import config
+from cxr_utils import chapters, config, evaluation
 from cxr_utils.atomic import atomic_write
 from cxr_utils.config import PROTOCOL, REGISTRY
+from cxr_utils.report import counted
+from cxr_utils.series import PROFILES, profile_parameters
+from cxr_utils.study.common import (
+    SEED_PREFIX, STUDY_RECORD, StudyError, duration_text, evaluated, evaluation_files, model_complete,
+    seed_dir, seed_folders, utc_now,
+)
+from cxr_utils.study.summary import summarise
+
 DEFAULT_OUT = Path("results") / "study" / "seeds"  # below the current folder
-STUDY_RECORD = "study.json"
-SEED_PREFIX = "seed-"
 # The parameters a study's results depend on: resuming with any of them changed is refused.
 COMPARED = ("profile", "n_per_class", "epochs", "batch_size", "weights", "image_size", "dtype_policy", "models",
             "recompute_batchnorm_images")
@@ -33,15 +37,6 @@ NOT_PARAMETERS = {
 }
 UNUSED = ("seed", "results_dir", "extended_test_size")  # dropped from a study's parameters
 MIXED_PRECISION = {"auto": "auto", "on": True, "off": False, "bfloat16": "bfloat16"}
-# The summary's metrics, in this order: Table 6's four (evaluation/metrics.csv), then AUC and
-# Brier score (evaluation/probability_metrics.csv).
-SUMMARY_METRICS = (*config.METRICS, "auc", "brier")
-SUMMARY_FILES = ("summary_metrics.csv", "summary_verdicts.csv", "summary.md")
-
-
-class StudyError(RuntimeError):
-    """The study cannot go on as asked (another study's folder, bad settings); the message says why
-    and what to do."""
 
 
 # -- settings -------------------------------------------------------------------------------------
@@ -78,21 +73,19 @@ def training_defaults() -> dict:
 
 
 def study_parameters(profile: str = "paper", overrides: dict | None = None, data_dir=None) -> dict:
-    """The profile's parameters (``run.profile_parameters``) with ``overrides``, checked, without
+    """The profile's parameters (``series.profile_parameters``) with ``overrides``, checked, without
     the ones a study sets otherwise (``NOT_PARAMETERS``), and the ``TRAINING_OPTIONS``."""
-    from cxr_utils import run
-
-    if profile not in run.PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(run.PROFILES)}")
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
     overrides = dict(overrides or {})
     options = {name: overrides.pop(name) for name in TRAINING_OPTIONS if name in overrides}
-    known = sorted({*run.PROFILES[profile], "cache_dir", *TRAINING_OPTIONS} - set(NOT_PARAMETERS))
+    known = sorted({*PROFILES[profile], "cache_dir", *TRAINING_OPTIONS} - set(NOT_PARAMETERS))
     for name in overrides:
         if name in NOT_PARAMETERS:
             raise ValueError(f"-p {name}: not a study parameter ({NOT_PARAMETERS[name]})")
         if name not in known:
             raise ValueError(f"-p {name}: unknown parameter; a study takes {', '.join(known)}")
-    parameters = run.profile_parameters(profile, data_dir, None, overrides)
+    parameters = profile_parameters(profile, data_dir, None, overrides)
     for name in UNUSED:
         parameters.pop(name, None)
     parameters.update({**training_defaults(), **options})
@@ -121,9 +114,7 @@ def _check_same_study(record: dict, settings: dict, study_dir: Path) -> None:
     if differ:
         made_text = ", ".join(f"{name}={made[name]!r}" for name in differ)
         wanted_text = ", ".join(f"{name}={wanted[name]!r}" for name in differ)
-        from cxr_utils.study.summary import _seed_folders  # the summary module reads seed folders too
-
-        trained = any(model_complete(folder / model_id) for _, folder in _seed_folders(study_dir, record)
+        trained = any(model_complete(folder / model_id) for _, folder in seed_folders(study_dir, record)
                       for model_id in REGISTRY)
         raise StudyError(
             f"{study_dir} holds a study made with {made_text} ({STUDY_RECORD}), but this command asks for "
@@ -135,38 +126,17 @@ def _check_same_study(record: dict, settings: dict, study_dir: Path) -> None:
 # -- one seed's folder ----------------------------------------------------------------------------
 
 
-def seed_dir(study_dir, seed: int) -> Path:
-    return Path(study_dir) / f"{SEED_PREFIX}{seed}"
-
-
-def model_complete(folder) -> bool:
-    """A model's folder is complete when it holds metrics.json: ``run_experiment`` moves the whole
-    folder into place only after every file is written."""
-    return (Path(folder) / "metrics.json").is_file()
-
-
-def _evaluation_files(folder: Path) -> list[Path]:
-    from cxr_utils.evaluation import EVALUATION_DIR
-
-    return [folder / EVALUATION_DIR / name for name in ("metrics.csv", "probability_metrics.csv", "verdicts.csv")]
-
-
-def evaluated(folder) -> bool:
-    """The seed's evaluation and verdicts exist (what ``summarise`` reads)."""
-    return all(path.is_file() for path in _evaluation_files(Path(folder)))
-
-
 def seed_complete(folder) -> bool:
     """Every model trained and the verdicts written after the last of them."""
     folder = Path(folder)
     models = [folder / model_id / "metrics.json" for model_id in REGISTRY]
     if not evaluated(folder) or not all(path.is_file() for path in models):
         return False
-    judged = min(path.stat().st_mtime for path in _evaluation_files(folder))
+    judged = min(path.stat().st_mtime for path in evaluation_files(folder))
     return judged >= max(path.stat().st_mtime for path in models)
 
 
-def _check_model_folder(folder: Path, spec, parameters: dict, seed: int) -> None:
+def check_model_folder(folder: Path, spec, parameters: dict, seed: int) -> None:
     """Refuse a complete model folder trained with other settings than this study's."""
     try:
         settings = json.loads((folder / "run.json").read_text())["settings"]
@@ -195,8 +165,6 @@ def _check_model_folder(folder: Path, spec, parameters: dict, seed: int) -> None
 def _copy_manifest(study_dir: Path, folder: Path, data_dir, log) -> None:
     """The study's manifest.csv (indexed once, here) copied into a seed's folder, where
     ``chapters.sample`` reads it."""
-    from cxr_utils import chapters
-
     target = folder / "manifest.csv"
     if target.is_file():
         return
@@ -206,16 +174,6 @@ def _copy_manifest(study_dir: Path, folder: Path, data_dir, log) -> None:
 
 
 # -- progress -------------------------------------------------------------------------------------
-
-
-def duration_text(seconds: float) -> str:
-    """12 s, 3 min 20 s, 2 h 05 min."""
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
 def time_left(durations: dict[str, list[float]], pending: list[str]) -> str:
@@ -233,14 +191,6 @@ def time_left(durations: dict[str, list[float]], pending: list[str]) -> str:
     return f"about {duration_text(sum(known))} left"
 
 
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
 # -- the study ------------------------------------------------------------------------------------
 
 
@@ -256,9 +206,10 @@ def run_seeds(study_dir, seeds: list[int], parameters: dict, mixed_precision: bo
     """Train and evaluate every model of ``config.REGISTRY`` once per seed, resuming what a
     previous run left; returns the study record (study.json). ``parameters``: as
     ``study_parameters`` returns them. Summarises at the end (``summarise``)."""
+    # Keras and what imports it (comparison, runtime, training): only when a study trains.
     import keras
 
-    from cxr_utils import chapters, comparison, evaluation, runtime, training
+    from cxr_utils import comparison, runtime, training
 
     study_dir = Path(study_dir).expanduser().resolve()
     session_start = time.perf_counter()
@@ -288,11 +239,11 @@ def run_seeds(study_dir, seeds: list[int], parameters: dict, mixed_precision: bo
         if study_dir.is_dir() and any(p.name.startswith(SEED_PREFIX) for p in study_dir.iterdir()):
             raise StudyError(f"{study_dir} holds seed folders but no {STUDY_RECORD}, so its settings are unknown: "
                              "--out a new folder for this study.")
-        record = {"started_utc": _now(), "runs": {}, "sessions": []}
+        record = {"started_utc": utc_now(), "runs": {}, "sessions": []}
     known_seeds = [int(s) for s in record.get("settings", {}).get("seeds", [])]
     settings["seeds"] = known_seeds + [s for s in seeds if s not in known_seeds]
     runs = record.setdefault("runs", {})
-    session = {"started_utc": _now(), "command": runtime.invoked_command(),
+    session = {"started_utc": utc_now(), "command": runtime.invoked_command(),
                "seeds": list(seeds), "keras_backend": runtime.backend(), "dtype_policy": policy,
                "accelerator": (runtime.gpu_names() or ["CPU only"])[0], "trained": [], "wall_time_s": 0.0}
     sessions = record.setdefault("sessions", [])
@@ -317,11 +268,11 @@ def run_seeds(study_dir, seeds: list[int], parameters: dict, mixed_precision: bo
                 durations.setdefault(model_id, []).append(entry["wall_time_s"])
     log(f"Study in {study_dir}: seeds {', '.join(map(str, seeds))}; profile {parameters['profile']}, "
         f"{config.weights_label(parameters['weights'])}, {parameters['n_per_class']} images per class, "
-        f"{_count(parameters['epochs'], 'epoch')}, {runtime.backend()}, {policy}"
+        f"{counted(parameters['epochs'], 'epoch')}, {runtime.backend()}, {policy}"
         + (f", BatchNorm statistics recomputed from {options['recompute_batchnorm_images']} training images "
            "before every validation (this project's remedy, not the paper's)"
            if options["recompute_batchnorm_images"] else "")
-        + f"; {_count(len(pending), 'model')} to train.")
+        + f"; {counted(len(pending), 'model')} to train.")
     study_dir.mkdir(parents=True, exist_ok=True)
     if not all(seed_complete(seed_dir(study_dir, seed)) for seed in seeds):
         # The dataset, indexed once for every seed; a missing dataset stops here, before any record.
@@ -346,7 +297,7 @@ def run_seeds(study_dir, seeds: list[int], parameters: dict, mixed_precision: bo
             for spec in REGISTRY.values():
                 model_folder = folder / spec.id
                 if model_complete(model_folder):
-                    _check_model_folder(model_folder, spec, parameters, seed)
+                    check_model_folder(model_folder, spec, parameters, seed)
                     continue
                 start = time.perf_counter()
                 outcome = training.run_experiment(
@@ -361,7 +312,7 @@ def run_seeds(study_dir, seeds: list[int], parameters: dict, mixed_precision: bo
                 durations.setdefault(spec.id, []).append(wall)
                 pending.remove((seed, spec.id))
                 runs.setdefault(str(seed), {})[spec.id] = {
-                    "wall_time_s": round(wall, 1), "finished_utc": _now(),
+                    "wall_time_s": round(wall, 1), "finished_utc": utc_now(),
                     "best_epoch": int(outcome["result"].best_epoch),
                     "test_accuracy": float(outcome["metrics"]["accuracy"]), "dtype_policy": policy,
                     "keras_backend": runtime.backend(), "accelerator": session["accelerator"],
@@ -369,17 +320,15 @@ def run_seeds(study_dir, seeds: list[int], parameters: dict, mixed_precision: bo
                 session["trained"].append(f"{seed}/{spec.id}")
                 written = save()
                 log(f"{where} {spec.paper_name}: {duration_text(wall)} (test accuracy "
-                    f"{outcome['metrics']['accuracy']:.2f}); {_count(len(pending), 'model')} to go: "
+                    f"{outcome['metrics']['accuracy']:.2f}); {counted(len(pending), 'model')} to go: "
                     f"{time_left(durations, [model_id for _, model_id in pending])}.")
             evaluation.evaluate_test_set(folder, seed=seed)
             verdicts = comparison.judge_claims(folder)
-            record.setdefault("evaluated", {})[str(seed)] = _now()
+            record.setdefault("evaluated", {})[str(seed)] = utc_now()
             written = save()
             log(f"{where}: verdicts " + ", ".join(f"{row.claim} {row.verdict}" for row in verdicts.itertuples()))
     finally:
         written = save()  # the session's wall time, also when it stops early
-    from cxr_utils.study.summary import summarise  # it imports this module's names
-
     summary = summarise(study_dir)
-    log(f"Summary of {_count(len(summary['seeds']), 'seed')}: {study_dir / 'summary.md'}")
+    log(f"Summary of {counted(len(summary['seeds']), 'seed')}: {study_dir / 'summary.md'}")
     return written

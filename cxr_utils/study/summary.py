@@ -8,11 +8,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from cxr_utils import config
+from cxr_utils import config, report
 from cxr_utils.atomic import atomic_write
-from cxr_utils.study.seeds import (
-    SEED_PREFIX, STUDY_RECORD, SUMMARY_FILES, SUMMARY_METRICS, StudyError, _count, evaluated,
-)
+from cxr_utils.evaluation import EVALUATION_DIR
+from cxr_utils.report import NEAR_CHANCE, at_most, counted
+from cxr_utils.study.common import SEED_PREFIX, STUDY_RECORD, StudyError, evaluated, seed_folders
+
+# The summary's metrics, in this order: Table 6's four (evaluation/metrics.csv), then AUC and
+# Brier score (evaluation/probability_metrics.csv).
+SUMMARY_METRICS = (*config.METRICS, "auc", "brier")
+SUMMARY_FILES = ("summary_metrics.csv", "summary_verdicts.csv", "summary.md")
 
 
 # -- the summary ----------------------------------------------------------------------------------
@@ -25,23 +30,8 @@ def _read_record(study_dir: Path) -> dict | None:
         return None
 
 
-def _seed_folders(study_dir: Path, record: dict | None) -> list[tuple[int, Path]]:
-    """The study's seed folders: study.json's seeds in its order, then any other seed-N folder."""
-    found = {}
-    for path in Path(study_dir).glob(f"{SEED_PREFIX}*"):
-        number = path.name[len(SEED_PREFIX):]
-        if path.is_dir() and number.isdigit():
-            found[int(number)] = path
-    order = [int(s) for s in (record or {}).get("settings", {}).get("seeds", []) if int(s) in found]
-    order += sorted(set(found) - set(order))
-    return [(seed, found[seed]) for seed in order]
-
-
 def _seed_tables(seeds: list[tuple[int, Path]]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Long tables over the seeds: (seed, model, metric, value) and (seed, claim, text, verdict, indicated)."""
-    from cxr_utils import report
-    from cxr_utils.evaluation import EVALUATION_DIR
-
     metric_parts, verdict_parts = [], []
     for seed, folder in seeds:
         evaluation_dir = folder / EVALUATION_DIR
@@ -80,8 +70,6 @@ def verdict_summary(per_seed: pd.DataFrame) -> pd.DataFrame:
     """Per claim: how many seeds give each outcome of ``report.OUTCOMES``, n_seeds, and, for seeds
     outside the paper's setting, the outcome their numbers alone would indicate
     (``indicated_<outcome>``, ``report.indicated_verdict``); claims in the verdicts' order."""
-    from cxr_utils import report
-
     claims = list(dict.fromkeys(per_seed["claim"]))
     text = per_seed.drop_duplicates("claim").set_index("claim")["text"]
     counts = pd.crosstab(per_seed["claim"], per_seed["verdict"]).reindex(index=claims, columns=list(report.OUTCOMES),
@@ -105,7 +93,7 @@ def stability_table(seeds: list[tuple[int, Path]]) -> pd.DataFrame:
     accuracy's range, the lowest inference-mode accuracy on training images, the kept epoch, the
     test accuracy with its interval and the last epoch's) with seed, model and model_id in front.
     Empty when no seed folder holds a model's run (a summary of evaluation files alone)."""
-    from cxr_utils import remedy
+    from cxr_utils import remedy  # imports matplotlib: only when a summary is written
 
     rows = [{"seed": seed, "model": spec.paper_name, "model_id": model_id,
              **remedy.run_figures(folder / model_id)}
@@ -118,8 +106,7 @@ def stability_markdown(stability: pd.DataFrame) -> str:
     """``stability_table`` for a reader: per model, in how many seeds validation sat near chance in
     at least one epoch and the inference-mode check of the training images fell near chance, and
     how often the kept epoch was the last; then the table, one row per model and seed."""
-    from cxr_utils import remedy
-    from cxr_utils.report import NEAR_CHANCE, at_most
+    from cxr_utils import remedy  # imports matplotlib: only when a summary is written
 
     def span(values) -> str:
         low, high = values.min(), values.max()
@@ -127,14 +114,14 @@ def stability_markdown(stability: pd.DataFrame) -> str:
 
     lines = []
     for model, rows in stability.groupby("model", sort=False):
-        seeds = _count(len(rows), "seed")
+        seeds = counted(len(rows), "seed")
         text = (f"- **{model}**: validation near chance (at or below {NEAR_CHANCE}) in some epoch in "
                 f"{int((rows['epochs_near_chance'] > 0).sum())} of {seeds}, "
                 f"{int(rows['epochs_near_chance'].sum())} of {int(rows['epochs'].sum())} epochs in all")
         inference = rows["train_inference_accuracy_min"].dropna()
         if len(inference):
             text += (f"; its training images near chance in inference mode in some epoch in "
-                     f"{int(at_most(inference, NEAR_CHANCE).sum())} of {_count(len(inference), 'seed')}")
+                     f"{int(at_most(inference, NEAR_CHANCE).sum())} of {counted(len(inference), 'seed')}")
         text += (f"; the kept epoch the last one in {int((rows['best_epoch'] == rows['epochs']).sum())} of {seeds}; "
                  f"test accuracy {span(rows['test_accuracy'])} at the kept epoch")
         if rows["test_last_epoch_accuracy"].notna().all():
@@ -205,21 +192,19 @@ def summary_markdown(metrics: pd.DataFrame, verdicts: pd.DataFrame, seeds: list[
     given a non-empty ``stability`` (``stability_table``), how steady training was per seed,
     followed by ``figure`` (Markdown showing ``plot_seed_curves``, as the page names it); its
     title a heading of ``level`` (1: ``#``), its sections one level below."""
-    from cxr_utils import report
-
     title, section = "#" * level, "#" * (level + 1)
     settings = (record or {}).get("settings", {})
     if settings:
         setting = (f"profile {settings.get('profile')!s}, {config.weights_label(settings.get('weights'))}, "
-                   f"{settings.get('n_per_class')} images per class, {_count(settings.get('epochs'), 'epoch')}, "
+                   f"{settings.get('n_per_class')} images per class, {counted(settings.get('epochs'), 'epoch')}, "
                    f"batch {settings.get('batch_size')}, {settings.get('image_size')} px, dtype policy "
                    f"{settings.get('dtype_policy')}")
     else:
         setting = f"settings not recorded (no {STUDY_RECORD})"
     lines = [
-        f"{title} Seed study: {_count(len(seeds), 'seed')}",
+        f"{title} Seed study: {counted(len(seeds), 'seed')}",
         "",
-        f"{_count(len(seeds), 'seed')} ({', '.join(map(str, seeds))}): {setting}. Each seed draws its own "
+        f"{counted(len(seeds), 'seed')} ({', '.join(map(str, seeds))}): {setting}. Each seed draws its own "
         "sample, split and initial weights; each model is tested on its seed's test images.",
     ]
     if left_out:
@@ -267,7 +252,7 @@ def summary_tables(study_dir) -> dict:
     if not study_dir.is_dir():
         raise StudyError(f"{study_dir} is not a folder; give the folder of a study (--out of `seeds`)")
     record = _read_record(study_dir)
-    folders = _seed_folders(study_dir, record)
+    folders = seed_folders(study_dir, record)
     done = [(seed, folder) for seed, folder in folders if evaluated(folder)]
     left_out = [seed for seed, folder in folders if not evaluated(folder)]
     if not done:
