@@ -13,6 +13,19 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 
+# `make test` runs the suite in two pytest-xdist workers (--dist loadgroup): tests that share a
+# costly module- or session-scoped fixture go to one worker, so that fixture is built once.
+SHARED_FIXTURE_GROUPS = {"sample_run": "series", "tiny_study": "tiny-study", "tiny_run": "blanked",
+                         "small_run": "small-run"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        group = next((g for name, g in SHARED_FIXTURE_GROUPS.items() if name in item.fixturenames), None)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
 def real_data_dir() -> Path:
     return Path(os.environ.get("CXR_DATA_DIR", DEFAULT_DATA_DIR))
 
