@@ -8,8 +8,8 @@ recompute_batchnorm_images``, ``callbacks.recompute_batchnorm_statistics``); the
 untouched. The paper says nothing of it: its protocol stays the default, and this module sets two
 runs side by side, the same split and seed, one with the option.
 
-    python -m cxr_utils.training --model resnet50 --weights none --results-dir results/paper-protocol
-    python -m cxr_utils.training --model resnet50 --weights none --results-dir results/remedy \\
+    python -m cxr_utils.training_cli --model resnet50 --weights none --results-dir results/paper-protocol
+    python -m cxr_utils.training_cli --model resnet50 --weights none --results-dir results/remedy \\
         --recompute-batchnorm-images 320
 
 The report shows the comparison for seed studies run with and without the option

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import sys
 import time
 from pathlib import Path
 
@@ -387,9 +386,3 @@ def _fit_probabilities(result: TrainingResult, predict, train_inputs: np.ndarray
         return probabilities(), RECOMPUTED
     finally:
         result.fitted.set_weights(kept)
-
-
-if __name__ == "__main__":  # the command line lives in cxr_utils.training_cli
-    from cxr_utils.training_cli import main
-
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""``python -m cxr_utils.training``: train and test one of the paper's models from the command
+"""``python -m cxr_utils.training_cli``: train and test one of the paper's models from the command
 line, every default the paper's protocol (``config.PROTOCOL``). Explained in book/reproducibility.
 """
 
@@ -14,9 +14,9 @@ from cxr_utils.training import TrainingConfig, run_experiment
 
 
 def command_line() -> argparse.ArgumentParser:
-    """``python -m cxr_utils.training``'s arguments; every default is the paper's protocol."""
+    """``python -m cxr_utils.training_cli``'s arguments; every default is the paper's protocol."""
     parser = argparse.ArgumentParser(
-        prog="python -m cxr_utils.training",
+        prog="python -m cxr_utils.training_cli",
         description="Train and test one of the paper's models on a seeded, balanced sample.",
     )
     parser.add_argument("--data-dir", help="dataset folder (default: download from Kaggle)")
