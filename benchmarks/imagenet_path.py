@@ -52,16 +52,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules below
-from rendering import (  # noqa: E402
-    add_record_options, markdown_table, measured_line, render_only, show_tables, summary, write_record,
-)
+from rendering import DEFAULT_DATA, add_record_options, render_only, show_tables, write_record  # noqa: E402
+from rendering import markdown_table, measured_line, summary  # noqa: E402  (the tables)
 from timing import log, peak_memory_mb  # noqa: E402
 
 from cxr_utils import standin_weights  # noqa: E402  (imports nothing heavy; routes nothing by itself)
 from cxr_utils.config import PROTOCOL  # noqa: E402  (no Keras)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "covid19-radiography-224"
 MODES = {
     "shared": "as `make run` runs it: each image's backbone features computed once, read by every later chapter",
     "per_chapter": "the feature cache emptied as each notebook starts: each chapter computes its own backbone "

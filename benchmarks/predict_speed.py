@@ -40,13 +40,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules below
 from rendering import (  # noqa: E402
-    add_record_options, markdown_table, measured_line, render_only, show_tables, summary, write_record,
+    REPO_ROOT, add_record_options, markdown_table, measured_line, render_only, show_tables, summary, write_record,
 )
 from timing import log  # noqa: E402
 
 from cxr_utils.config import PROTOCOL, REGISTRY  # noqa: E402  (no Keras)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 WAYS = {
     "predict": "`python -m cxr_utils.predict`'s Python API: saved_models.load_models, then predict.score_images",
     "series": "the series' inference: extended_set.predict_saved_models, its caches cold (as on a first run)",

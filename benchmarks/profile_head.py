@@ -35,13 +35,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules below
 from rendering import (  # noqa: E402
-    markdown_table, measured_line, protocol_record, record_protocol, render_only, show_tables, summary, write_record,
+    REPO_ROOT, markdown_table, measured_line, protocol_record, record_protocol, render_only, show_tables, summary,
+    write_record,
 )
 from timing import log, timed  # noqa: E402
 
 from cxr_utils.config import PROTOCOL  # noqa: E402  (no Keras)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 FEATURE_SHAPE = (7, 7, 2048)
 
 

@@ -62,6 +62,8 @@ def show_tables(text: str, json_path=None, markdown_path=None) -> None:
         runtime.write_text(text, markdown_path)
 
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "covid19-radiography-224"  # the images, beside the project
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
