@@ -25,8 +25,7 @@ from cxr_utils import config, metrics
 from cxr_utils.callbacks import PairedBatchNormCheck
 from cxr_utils.claims import SIGNIFICANCE
 from cxr_utils.experiment import RECOMPUTED_COLUMNS
-from cxr_utils.plots import MIN_POINTS, PAGE_WIDTH_IN, _finish
-from cxr_utils.remedy import mark_chance
+from cxr_utils.plots import MIN_POINTS, PAGE_WIDTH_IN, finish_figure, mark_chance
 from cxr_utils.report import NEAR_CHANCE, at_most
 
 WAYS = {"moving": "moving statistics (the paper's protocol)", "recomputed": "statistics recomputed"}
@@ -108,7 +107,7 @@ def plot_batchnorm_check(results_dir, model_id: str, path=None):
     figure.suptitle(f"{spec.paper_name}: the same weights, two kinds of BatchNorm statistics")
     figure.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize=MIN_POINTS,
                   frameon=False)
-    return _finish(figure, path)
+    return finish_figure(figure, path)
 
 
 def _interval(row) -> str:

@@ -27,7 +27,7 @@ import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
 from cxr_utils import config, metrics
-from cxr_utils.plots import MIN_POINTS, PAGE_WIDTH_IN, _finish
+from cxr_utils.plots import MIN_POINTS, PAGE_WIDTH_IN, finish_figure, mark_chance
 from cxr_utils.claims import SIGNIFICANCE
 from cxr_utils.report import NEAR_CHANCE, at_most
 
@@ -233,13 +233,6 @@ def _history(folder: Path) -> pd.DataFrame:
     return history
 
 
-def mark_chance(ax) -> None:
-    """Chance (0.5) dashed and the near-chance bound (``report.NEAR_CHANCE``) dotted, labelled for
-    the legend, on an accuracy panel."""
-    ax.axhline(0.5, color="grey", linestyle="--", linewidth=1, label="chance (0.5)")
-    ax.axhline(NEAR_CHANCE, color="grey", linestyle=":", linewidth=1, label=f"near chance ({NEAR_CHANCE})")
-
-
 def plot_remedy_curves(paper_dir, remedy_dir, model_id: str, path=None):
     """Validation accuracy (left) and inference-mode accuracy on training images (right) per epoch,
     the paper's protocol beside the remedy, with chance (0.5) and the near-chance bound dashed.
@@ -267,4 +260,4 @@ def plot_remedy_curves(paper_dir, remedy_dir, model_id: str, path=None):
     # One legend for both panels, below them, so that neither panel is squeezed by it.
     figure.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize=MIN_POINTS,
                   frameon=False)
-    return _finish(figure, path)
+    return finish_figure(figure, path)

@@ -265,7 +265,7 @@ def shortcut_summary(baselines_table, blanked_table=None, gradcam_table=None, bo
     """Chapter 8's conclusion in Markdown, every number read from the tables: the baselines
     (``baselines.evaluate_baselines``; None: not run), each model paired with the border baseline
     on the same test images (``baseline_pairs``, ``shortcut_run.baseline_pairs``), the
-    lungs-blanked runs (``study.blanked.blanked_results``; None: not run) and Grad-CAM
+    lungs-blanked runs (``blanked.blanked_results``; None: not run) and Grad-CAM
     (``gradcam_table``: gradcam.csv of ``shortcut_run.gradcam_for_run``), against the share of
     the image the box covers at ``image_size`` (default ``config.PROTOCOL.image_size``). It claims
     only what the intervals show; a model at chance gets no reading. Explained in

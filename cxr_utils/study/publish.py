@@ -27,10 +27,9 @@ from cxr_utils.paths import BOOK_STUDIES_DIR
 from cxr_utils.portable import (
     dataset_relative_paths, machine_folders, machine_paths, make_portable, portable_record,
 )
-from cxr_utils.report import NEAR_CHANCE, counted
-from cxr_utils.study.common import (
-    SEED_PREFIX, STUDY_RECORD, StudyError, duration_text, model_complete, seed_dir,
-)
+from cxr_utils.evaluation import model_complete
+from cxr_utils.report import NEAR_CHANCE, counted, duration_text
+from cxr_utils.study.common import SEED_PREFIX, STUDY_RECORD, StudyError, seed_dir
 from cxr_utils.study.seeds import study_kind
 from cxr_utils.study.summary import plot_seed_curves, summary_markdown, summary_tables, write_summary_tables
 

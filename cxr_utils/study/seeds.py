@@ -12,11 +12,12 @@ from pathlib import Path
 from cxr_utils import chapters, config, evaluation
 from cxr_utils.atomic import atomic_write
 from cxr_utils.config import PROTOCOL, REGISTRY
-from cxr_utils.report import counted
+from cxr_utils.chapters import utc_now
+from cxr_utils.evaluation import model_complete
+from cxr_utils.report import counted, duration_text
 from cxr_utils.series import PROFILES, profile_parameters
 from cxr_utils.study.common import (
-    SEED_PREFIX, STUDY_RECORD, StudyError, duration_text, evaluated, evaluation_files, model_complete,
-    seed_dir, seed_folders, utc_now,
+    SEED_PREFIX, STUDY_RECORD, StudyError, evaluated, evaluation_files, seed_dir, seed_folders,
 )
 from cxr_utils.study.summary import summarise
 

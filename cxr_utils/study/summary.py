@@ -144,9 +144,8 @@ def plot_seed_curves(seeds: list[tuple[int, Path]], path=None):
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    from cxr_utils.plots import MIN_POINTS, PAGE_WIDTH_IN, _finish
-    from cxr_utils.remedy import mark_chance
-
+    from cxr_utils.plots import MIN_POINTS, PAGE_WIDTH_IN, finish_figure, mark_chance
+    
     histories = {(seed, model_id): pd.read_csv(folder / model_id / "history.csv")
                  for seed, folder in seeds for model_id in config.REGISTRY
                  if (folder / model_id / "history.csv").is_file()}
@@ -176,7 +175,7 @@ def plot_seed_curves(seeds: list[tuple[int, Path]], path=None):
     seeds_first = sorted(handles, key=lambda label: (not label.startswith("seed"),))
     figure.legend([handles[label] for label in seeds_first], seeds_first, loc="outside lower center",
                   ncol=min(4, len(seeds_first)), fontsize=MIN_POINTS, frameon=False)
-    return _finish(figure, path)
+    return finish_figure(figure, path)
 
 
 def _number(value: float, metric: str) -> str:
