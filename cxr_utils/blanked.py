@@ -294,9 +294,7 @@ def run_protocol(results_dir, overrides: dict | None = None, data_dir=None) -> d
     if unknown:
         raise BlankedError(f"cannot tell the run's {', '.join(unknown)} from {results_dir} (no run.json, no model "
                          "record, no split.settings.json): train its models first")
-    for name in ("epochs", "batch_size"):
-        if isinstance(protocol[name], bool) or not isinstance(protocol[name], int) or protocol[name] < 1:
-            raise ValueError(f"{name} must be a positive integer, not {protocol[name]!r}")
+    config.check_parameters({name: protocol[name] for name in ("epochs", "batch_size")})
     protocol["data_dir"] = data_dir if data_dir is not None else parameters.get("data_dir")
     return protocol
 

@@ -177,7 +177,7 @@ def reproduce_markdown(record: dict) -> str:
     seed, and how long it took where."""
     settings = record.get("settings", {})
     profile = settings.get("profile") or record.get("profile") or "paper"
-    defaults = PROFILES.get(profile, {})
+    defaults = PROFILES[profile].parameters() if profile in PROFILES else {}
     overrides = {name: value for name, value in settings.items()
                  if name in defaults and name != "weights" and value != defaults[name]}
     weights = settings.get("weights", defaults.get("weights"))

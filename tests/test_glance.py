@@ -101,7 +101,7 @@ def test_results_at_a_glance_say_what_is_missing(tmp_path):
 
 
 def test_reproduce_names_the_command_commit_seed_and_time_of_the_run():
-    record = {"settings": {**run.PROFILES["paper"], "weights": None, "data_dir": "DATA_DIR", "profile": "paper"},
+    record = {"settings": {**run.PROFILES["paper"].parameters(), "weights": None, "data_dir": "DATA_DIR", "profile": "paper"},
               "git_commit": "abc123", "wall_time_s": 4778.6,
               "hardware": {"cpu": "Test CPU", "cpu_count": 2, "accelerator": "CPU only"},
               "notebooks": {"03_resnet50": {"wall_time_s": 2568.9}, "04_lstm": {"wall_time_s": 43.5},

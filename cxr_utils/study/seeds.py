@@ -80,7 +80,7 @@ def study_parameters(profile: str = "paper", overrides: dict | None = None, data
         raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
     overrides = dict(overrides or {})
     options = {name: overrides.pop(name) for name in TRAINING_OPTIONS if name in overrides}
-    known = sorted({*PROFILES[profile], "cache_dir", *TRAINING_OPTIONS} - set(NOT_PARAMETERS))
+    known = sorted({*PROFILES[profile].parameters(), "cache_dir", *TRAINING_OPTIONS} - set(NOT_PARAMETERS))
     for name in overrides:
         if name in NOT_PARAMETERS:
             raise ValueError(f"-p {name}: not a study parameter ({NOT_PARAMETERS[name]})")
