@@ -33,6 +33,8 @@ Submodules (imported on use, so ``import cxr_utils`` is cheap and never touches 
   run as it reads it: ``model_card_run``), ``saved_models``, ``image_checks``: using a finished
   run: score images, evaluate a labelled folder, the model card, loading a run's models safely,
   the size an image must have to be scored.
+- ``cxr_utils.prose``: renders the pages' words, kept as Jinja2 templates in
+  ``cxr_utils/templates`` (the model card's so far).
 """
 
 import ctypes
@@ -72,7 +74,7 @@ _SUBMODULES = (
     "report", "chapters", "run", "atomic", "callbacks", "features", "extended_set", "comparison",
     "summaries", "publish", "portable", "glance", "study", "predict", "external", "model_card",
     "model_card_sections", "model_card_run", "saved_models", "training_cli", "shortcuts", "baselines", "gradcam", "shortcut_run",
-    "claims", "image_checks", "paths", "series", "run_pages", "blanked",
+    "claims", "image_checks", "paths", "series", "run_pages", "blanked", "prose",
 )
 
 
