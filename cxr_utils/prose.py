@@ -29,9 +29,14 @@ def thousands(number) -> str:
     return f"{number:,}"
 
 
+def percent(share) -> str:
+    """A share in [0, 1] as a whole percentage: 0.53 -> 53%."""
+    return f"{share:.0%}"
+
+
 ENVIRONMENT = Environment(loader=PackageLoader("cxr_utils", "templates"), undefined=StrictUndefined,
                           keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True, autoescape=False)
-ENVIRONMENT.filters.update(counted=counted, code=code, thousands=thousands)
+ENVIRONMENT.filters.update(counted=counted, code=code, thousands=thousands, percent=percent)
 
 
 def render(template: str, **values) -> str:
