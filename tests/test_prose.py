@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from jinja2 import meta
 
-from cxr_utils import model_card, prose, shortcut_run
+from cxr_utils import batchnorm_check, config, model_card, prose, shortcut_run
 from cxr_utils.study import publish as study_publish
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -22,6 +22,8 @@ PAGES = (
     lambda run, studies: model_card.markdown(run),
     lambda run, studies: shortcut_run.summary_markdown(run),
     lambda run, studies: study_publish.render_pages(studies, figures=False),
+    lambda run, studies: [batchnorm_check.check_markdown(run, model_id) for model_id in config.REGISTRY
+                          if batchnorm_check.has_check(run, model_id)],
 )
 
 
