@@ -3,13 +3,14 @@ of the published run, and each names exactly the values its Python passes. Stric
 page only on a run that reaches the branch naming a value never passed; comparing the names with
 jinja2.meta catches that on any run, and a template no page renders is stale text."""
 
+import json
 import shutil
 from pathlib import Path
 
 import pytest
 from jinja2 import meta
 
-from cxr_utils import batchnorm_check, config, model_card, prose, shortcut_run
+from cxr_utils import batchnorm_check, config, model_card, prose, run_pages, shortcut_run
 from cxr_utils.study import publish as study_publish
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -20,6 +21,8 @@ STUDIES = REPO_ROOT / "book" / "studies"
 # studies' folder.
 PAGES = (
     lambda run, studies: model_card.markdown(run),
+    lambda run, studies: run_pages.glance_markdown(run),
+    lambda run, studies: run_pages.reproduce_markdown(json.loads((run / "run.json").read_text())),
     lambda run, studies: shortcut_run.summary_markdown(run),
     lambda run, studies: study_publish.render_pages(studies, figures=False),
     lambda run, studies: [batchnorm_check.check_markdown(run, model_id) for model_id in config.REGISTRY
