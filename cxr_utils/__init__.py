@@ -25,13 +25,16 @@ Submodules (imported on use, so ``import cxr_utils`` is cheap and never touches 
   backbone pass, the extended test set, the paper beside the run, the book's texts, the tables as
   the chapters show them, publishing a run into the book (portable copies, the pages written from it).
 - ``cxr_utils.study``: ``python -m cxr_utils.study seeds``: the protocol over several seeds,
-  resumable, with a summary; ``study blanked``: the models trained with the lungs blanked.
-- ``cxr_utils.shortcuts``, ``baselines``, ``gradcam``, ``shortcut_run``: chapter 8, what the
-  models could be scoring on: the lung rectangle, border and histogram baselines, Grad-CAM.
+  resumable, with a summary; ``study blanked``: chapter 8's lungs-blanked models, trained beside a run.
+- ``cxr_utils.shortcuts``, ``baselines``, ``blanked``, ``gradcam``, ``shortcut_run``: chapter 8, what
+  the models could be scoring on: the lung rectangle, border and histogram baselines, the models
+  trained with the lungs blanked, Grad-CAM.
 - ``cxr_utils.predict``, ``external``, ``model_card`` (its sections: ``model_card_sections``; the
   run as it reads it: ``model_card_run``), ``saved_models``, ``image_checks``: using a finished
   run: score images, evaluate a labelled folder, the model card, loading a run's models safely,
   the size an image must have to be scored.
+- ``cxr_utils.prose``: renders the pages' words, kept as Jinja2 templates in
+  ``cxr_utils/templates`` (the model card's so far).
 """
 
 import ctypes
@@ -71,7 +74,7 @@ _SUBMODULES = (
     "report", "chapters", "run", "atomic", "callbacks", "features", "extended_set", "comparison",
     "summaries", "publish", "portable", "glance", "study", "predict", "external", "model_card",
     "model_card_sections", "model_card_run", "saved_models", "training_cli", "shortcuts", "baselines", "gradcam", "shortcut_run",
-    "claims", "image_checks", "paths", "series", "run_pages",
+    "claims", "image_checks", "paths", "series", "run_pages", "blanked", "prose",
 )
 
 

@@ -21,12 +21,11 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
-from cxr_utils import config, metrics
+from cxr_utils import config, metrics, prose
 from cxr_utils.callbacks import PairedBatchNormCheck
 from cxr_utils.claims import SIGNIFICANCE
 from cxr_utils.experiment import RECOMPUTED_COLUMNS
-from cxr_utils.plots import MIN_POINTS, PAGE_WIDTH_IN, _finish
-from cxr_utils.remedy import mark_chance
+from cxr_utils.plots import MIN_POINTS, PAGE_WIDTH_IN, finish_figure, mark_chance
 from cxr_utils.report import NEAR_CHANCE, at_most
 
 WAYS = {"moving": "moving statistics (the paper's protocol)", "recomputed": "statistics recomputed"}
@@ -108,7 +107,7 @@ def plot_batchnorm_check(results_dir, model_id: str, path=None):
     figure.suptitle(f"{spec.paper_name}: the same weights, two kinds of BatchNorm statistics")
     figure.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize=MIN_POINTS,
                   frameon=False)
-    return _finish(figure, path)
+    return finish_figure(figure, path)
 
 
 def _interval(row) -> str:
@@ -118,33 +117,21 @@ def _interval(row) -> str:
 def check_markdown(results_dir, model_id: str) -> str:
     """What the paired check shows, in sentences written from the saved numbers: the epochs where
     validation was near chance one way and not the other, and the test images at the kept epoch,
-    both ways, with McNemar's exact test."""
+    both ways, with McNemar's exact test. The words are in
+    ``cxr_utils/templates/batchnorm_check.md.j2``."""
     table = epoch_table(results_dir, model_id)
-    moving, recomputed = (table[f"validation: {way}"] for way in ("moving", "recomputed"))
-    near_moving = [int(e) for e, v in moving.items() if at_most(v, NEAR_CHANCE)]
-    near_recomputed = [int(e) for e, v in recomputed.items() if at_most(v, NEAR_CHANCE)]
-    n = len(table)
 
-    def epochs(found):
-        return f"{len(found)} of {n} epochs" + (f" ({', '.join(map(str, found))})" if found else "")
+    def validation(way: str) -> dict:
+        accuracy = table[f"validation: {way}"]
+        return {"min": accuracy.min(), "max": accuracy.max(),
+                "near_chance": [int(e) for e, v in accuracy.items() if at_most(v, NEAR_CHANCE)]}
 
-    lines = [
-        f"- **Validation, per epoch.** With the moving statistics, validation accuracy ranged "
-        f"{moving.min():.2f}-{moving.max():.2f} and was at or below {NEAR_CHANCE} in {epochs(near_moving)}; "
-        f"the same weights with recomputed statistics ranged {recomputed.min():.2f}-{recomputed.max():.2f}, "
-        f"at or below {NEAR_CHANCE} in {epochs(near_recomputed)}."
-    ]
     pair = test_pair(results_dir, model_id)
+    better = None
     if pair["p_value"] < SIGNIFICANCE:
-        better = "recomputed" if pair["recomputed_only"] > pair["moving_only"] else "moving"
-        verdict = (f"the two ways differ (McNemar exact p = {pair['p_value']:.2g}), the {WAYS[better]} right more "
-                   "often; the weights are the same, so the difference is the statistics'")
-    else:
-        verdict = (f"a difference chance alone could give (McNemar exact p = {pair['p_value']:.2g}), so this test set "
-                   "does not tell the two ways apart")
-    lines.append(
-        f"- **The test images at the kept epoch** ({pair['n']}): accuracy {_interval(pair['moving'])} with the moving "
-        f"statistics, {_interval(pair['recomputed'])} with recomputed ones (95% intervals). Only the moving statistics "
-        f"are right on {pair['moving_only']} images, only the recomputed ones on {pair['recomputed_only']}: {verdict}."
-    )
-    return "\n".join(lines) + "\n"
+        better = WAYS["recomputed" if pair["recomputed_only"] > pair["moving_only"] else "moving"]
+    test = {"n": pair["n"], "moving": _interval(pair["moving"]), "recomputed": _interval(pair["recomputed"]),
+            "moving_only": pair["moving_only"], "recomputed_only": pair["recomputed_only"],
+            "p_value": pair["p_value"], "better": better}
+    return prose.render("batchnorm_check.md.j2", n_epochs=len(table), near_chance=NEAR_CHANCE,
+                        moving=validation("moving"), recomputed=validation("recomputed"), test=test)

@@ -19,6 +19,7 @@ book/reproducibility.
 
 from __future__ import annotations
 
+import datetime as _dt
 import hashlib
 import json
 import os
@@ -56,6 +57,11 @@ DRIVE_MOUNT = COLAB_CONTENT / "drive"
 # Said by every "run this first" message: on Colab each chapter may get a runtime of its own.
 SHARED_ON_COLAB = ("; on Google Colab, chapters run on separate runtimes share their results only when each is "
                    "given the same drive_folder (a folder of your Google Drive).")
+
+
+def utc_now() -> str:
+    """The time now in UTC, to the second, as the study records write it."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def on_colab() -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import numbers
 from pathlib import Path
 from typing import Callable
 
@@ -107,8 +108,16 @@ NOTEBOOK_PARAMETERS = (
 )
 
 
+def _integer(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)  # NumPy's integers too
+
+
 def _positive_integer(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    return _integer(value) and value >= 1
+
+
+def _count(value) -> bool:
+    return _integer(value) and value >= 0
 
 
 def _lung_box(value) -> bool:
@@ -116,13 +125,15 @@ def _lung_box(value) -> bool:
             and all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1 for v in value))
 
 
-# What each notebook parameter accepts, in words and as a check: every override (-p NAME=VALUE of
-# run and study, a notebook's parameters) is checked here, once.
+# What each parameter accepts, in words and as a check: every override (-p NAME=VALUE of run and
+# study, a notebook's parameters, a profile, training.TrainingConfig's counts) is checked here, once.
 PARAMETER_RULES: dict[str, tuple[str, Callable]] = {
     **{name: ("a positive integer", _positive_integer)
        for name in ("n_per_class", "epochs", "batch_size", "image_size", "thumbnail_size", "border_width",
                     "histogram_bins")},
-    "seed": ("an integer of 0 or more", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0),
+    # seed, and the training options of run_experiment and the study (training.TrainingConfig)
+    **{name: ("an integer of 0 or more", _count)
+       for name in ("seed", "inference_check_images", "recompute_batchnorm_images")},
     "extended_test_size": ("None (all eligible images) or a positive integer", lambda v: v is None or _positive_integer(v)),
     "lung_box": ("four fractions (top, left, height, width) in [0, 1]", _lung_box),
 }

@@ -27,6 +27,12 @@ EXTENDED_PREDICTIONS = "extended_predictions.csv"
 FIT_PREDICTION_COLUMNS = ("path", "split", "label", "probability")
 
 
+def model_complete(folder) -> bool:
+    """A model's folder is complete when it holds metrics.json: ``run_experiment`` moves the whole
+    folder into place only after every file is written."""
+    return (Path(folder) / "metrics.json").is_file()
+
+
 def model_dir(results_dir, model_id) -> Path:
     folder = Path(results_dir) / model_id
     if not folder.is_dir():

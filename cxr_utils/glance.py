@@ -46,17 +46,19 @@ def p_value(value) -> str:
     return MISSING if math.isnan(value) else f"{value:.2g}"
 
 
+_ALIGN = {"l": "left", "r": "right", "c": "center"}
+
+
 def markdown_table(header: list[str], rows: list[list], align: list[str] | None = None) -> str:
-    """A Markdown pipe table with no index column; ``align`` per column: "l", "r" or "c"."""
+    """A Markdown pipe table with no index column (pandas' ``to_markdown``, every table the
+    package writes); ``align`` per column: "l", "r" or "c". Cells are shown as given (already
+    formatted: no re-reading as numbers), a "|" escaped and a line break made a space."""
     def cell(value) -> str:
         return str(value).replace("|", "\\|").replace("\n", " ")
 
-    rule = {"l": ":---", "r": "---:", "c": ":---:"}
-    align = align or ["l"] * len(header)
-    lines = ["| " + " | ".join(map(cell, header)) + " |",
-             "|" + "|".join(rule[a] for a in align) + "|"]
-    lines += ["| " + " | ".join(map(cell, row)) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
+    table = pd.DataFrame([[cell(value) for value in row] for row in rows], columns=[cell(name) for name in header])
+    colalign = [_ALIGN[a] for a in align or ["l"] * len(header)]
+    return table.to_markdown(index=False, tablefmt="pipe", colalign=colalign, disable_numparse=True) + "\n"
 
 
 # Where cxr_utils.publish copies a run's results folder: beside the executed pages, so a page links

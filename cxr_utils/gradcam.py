@@ -324,7 +324,7 @@ def plot_gradcam_grid(images, cams_by_model: dict, rows: pd.DataFrame, box: Lung
     from matplotlib.colors import Normalize
     from matplotlib.patches import Rectangle
 
-    from cxr_utils.plots import PAGE_WIDTH_IN, _finish
+    from cxr_utils.plots import PAGE_WIDTH_IN, finish_figure
 
     images = np.asarray(images)
     if images.ndim == 4:
@@ -383,4 +383,4 @@ def plot_gradcam_grid(images, cams_by_model: dict, rows: pd.DataFrame, box: Lung
     colorbar = figure.colorbar(ScalarMappable(Normalize(0, 1), cmap=COLORMAP), ax=axes[-1, :].tolist(),
                                orientation="horizontal", fraction=0.5 / n_rows, aspect=40)
     colorbar.set_label("Grad-CAM weight (each map scaled to its maximum)")
-    return _finish(figure, path)
+    return finish_figure(figure, path)

@@ -10,7 +10,8 @@ when present); none is typed here. It works on a results folder of ``python -m c
 and on a published copy (``book/executed/results``: no model weights, image paths relative to
 the dataset folder). No folder of the machine that ran is named. ``cxr_utils.run`` writes it at
 the end of every series that ran through chapter 7; the book shows it. Each section is written by
-``cxr_utils.model_card_sections`` from the run as ``cxr_utils.model_card_run`` reads it.
+``cxr_utils.model_card_sections`` from the run as ``cxr_utils.model_card_run`` reads it; the
+words are the templates ``cxr_utils/templates/card*.j2`` (``cxr_utils.prose`` renders them).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import sys
 from pathlib import Path
 
 from cxr_utils import model_card_sections as sections
+from cxr_utils import prose
 from cxr_utils.atomic import atomic_write
 from cxr_utils.model_card_run import CardRun, ModelCardError
 from cxr_utils.report import DISCLAIMER
@@ -36,22 +38,15 @@ def markdown(results_dir, title: bool = True) -> str:
     False leaves out the first heading ("# Model card: ..."), for a page that has its own and
     includes the card."""
     run = CardRun(results_dir)
-    profile = run.settings.get("profile", run.record.get("profile"))
-    heading = "Model card: " + ", ".join(run.names.values()) + " (chest X-rays, COVID-19 vs Normal)"
-    lines = [
-        *([f"# {heading}", ""] if title else []),
-        f"> **Not a medical device.** {DISCLAIMER}", "",
-        "Written by `cxr_utils.model_card` from the files of this run"
-        + (f" (profile `{profile}`"
-           + (f", recorded {run.record['created_utc']}" if run.record.get("created_utc") else "") + ")"
-           if profile else "")
-        + "; every number below is read from them. The sections follow Mitchell et al. (FAT* 2019).", "",
-    ]
-    for section in (sections.model_details, sections.intended_use, sections.factors, sections.metrics_section,
-                    sections.evaluation_data, sections.training_data, sections.quantitative, sections.ethics,
-                    sections.caveats):
-        lines += section(run)
-    return "\n".join(lines).rstrip() + "\n"
+    text = prose.render(
+        "card.md.j2", title=title, models=list(run.names.values()), disclaimer=DISCLAIMER,
+        profile=run.settings.get("profile", run.record.get("profile")), recorded=run.record.get("created_utc"),
+        sections=[section(run) for section in (
+            sections.model_details, sections.intended_use, sections.factors, sections.metrics_section,
+            sections.evaluation_data, sections.training_data, sections.quantitative, sections.ethics,
+            sections.caveats)],
+    )
+    return text.rstrip() + "\n"
 
 
 def write(results_dir, path=None, title: bool = True) -> Path:

@@ -1,12 +1,13 @@
-"""A run as its model card reads it: the run's files, read once (``CardRun``); the works the card
-cites; and the small pieces of text the card's sections are made of (tables, intervals).
-``cxr_utils.model_card_sections`` writes the sections from them; ``cxr_utils.model_card`` puts the
-card together. See ``cxr_utils.model_card``.
+"""A run as its model card reads it: the run's files, read once (``CardRun``), and the tables the
+card's sections show (metrics with intervals, confusion counts, McNemar's tests).
+``cxr_utils.model_card_sections`` computes each section from them and renders its template;
+``cxr_utils.model_card`` puts the card together. See ``cxr_utils.model_card``.
 """
 
 from __future__ import annotations
 
 import ast
+import functools
 import importlib.util
 import inspect
 import json
@@ -17,24 +18,6 @@ import pandas as pd
 
 from cxr_utils import config, data, evaluation, external, predict
 from cxr_utils.config import PROTOCOL, REGISTRY
-
-PAPER = ('*"Hybrid Model CNN-RNN untuk Diagnosis COVID-19 pada Citra X-Ray"*, which reports 95% accuracy for the '
-         "ResNet50-LSTM hybrid on 100 test images")
-MITCHELL = ('M. Mitchell et al., "Model Cards for Model Reporting", Proceedings of the Conference on Fairness, '
-            "Accountability, and Transparency (FAT* 2019)")
-DATABASE = ("the COVID-19 Radiography Database (M.E.H. Chowdhury et al., IEEE Access 8, 2020; T. Rahman et al., "
-            f"Comput. Biol. Med. 132, 2021; {data.KAGGLE_URL})")
-# What the database's description says of where its images come from (no counts: those are the
-# database's, not this run's).
-SOURCES = (
-    "The database's COVID-19 images were gathered from several public collections (the PadChest set, a German "
-    "medical school, the Italian Society of Medical and Interventional Radiology, GitHub and Kaggle collections and "
-    "images shared online), its Normal images from other collections (the RSNA pneumonia challenge and a Kaggle "
-    "set of paediatric chest X-rays). The two classes therefore differ in hospital, scanner, patient age, "
-    "projection, text markers and image processing, not only in disease."
-)
-PITFALLS = ('M. Roberts et al., "Common pitfalls and recommendations for using machine learning to detect and '
-            'prognosticate for COVID-19 using chest radiographs and CT scans", Nature Machine Intelligence 3, 2021')
 
 
 class ModelCardError(ValueError):
@@ -93,6 +76,7 @@ class CardRun:
         self.sample_settings = _json(self.dir / "sample.settings.json") or {}
         self.computed = []  # models whose AUC and Brier score this card computed from predictions.csv
         self.test = self._test_metrics()
+        self.test_confusions = _confusions(self.dir / evaluation.EVALUATION_DIR, self.names.values())
         self.test_mcnemar = optional_csv(self.dir / evaluation.EVALUATION_DIR / "mcnemar.csv")
         self.extended = self._evaluated(self.dir / Path(evaluation.EXTENDED_DIR))
         self.external = {name: {**self._evaluated(external.external_dir(self.dir, name) / evaluation.EVALUATION_DIR),
@@ -106,6 +90,30 @@ class CardRun:
                 return default
             value = value[key]
         return value
+
+    def first_recorded(self, key: str, default):
+        """``key`` (versions, hardware, git_commit) of the run record, else of the first model
+        record that has it: each model's training records them too, and a run whose chapters ran
+        without ``python -m cxr_utils.run`` has no run record."""
+        return self.record.get(key) or next(
+            (entry["record"][key] for entry in self.models.values() if entry["record"].get(key)), default)
+
+    @property
+    def training(self) -> dict:
+        """The training settings the first model recorded (epochs, batch size, learning rate, ...)."""
+        return self.model_setting(next(iter(self.models)), "training", default={}) or {}
+
+    @property
+    def n_per_class(self):
+        """Images per class in the run's sample, or None when not recorded."""
+        return self.settings.get("n_per_class", self.sample_settings.get("n_per_class"))
+
+    @functools.cached_property
+    def duplicates(self) -> dict | None:
+        """``data.duplicate_report`` of the run's copy of the database; None without duplicate groups."""
+        if self.manifest is None or "duplicate_group" not in self.manifest:
+            return None
+        return data.duplicate_report(self.manifest)
 
     @property
     def seed(self) -> int:
@@ -150,27 +158,26 @@ class CardRun:
             return {}
         probability = optional_csv(folder / "probability_metrics.csv")
         both = pd.concat([metrics_long, probability], ignore_index=True) if probability is not None else metrics_long
-        confusions = {}
-        for name in dict.fromkeys(metrics_long["model"]):
-            table = optional_csv(folder / f"confusion_{name}.csv")
-            if table is not None:
-                confusions[name] = table.set_index(table.columns[0])
-        return {"metrics": both, "mcnemar": optional_csv(folder / "mcnemar.csv"), "confusions": confusions,
+        return {"metrics": both, "mcnemar": optional_csv(folder / "mcnemar.csv"),
+                "confusions": _confusions(folder, dict.fromkeys(metrics_long["model"])),
                 "has_probability": probability is not None}
 
 
-# --- pieces of text --------------------------------------------------------------------------
+def _confusions(folder: Path, names) -> dict[str, pd.DataFrame]:
+    """The confusion matrices of ``names`` (models) saved in ``folder``, by model, for those it holds."""
+    confusions = {}
+    for name in names:
+        table = optional_csv(folder / f"confusion_{name}.csv")
+        if table is not None:
+            confusions[name] = table.set_index(table.columns[0])
+    return confusions
+
+
+# --- the tables ------------------------------------------------------------------------------
 
 def table_markdown(table: pd.DataFrame, index: bool = False) -> str:
     """A table as Markdown; "(none recorded)" for an empty one."""
     return table.to_markdown(index=index) if len(table) else "(none recorded)"
-
-
-def folded(summary: str, lines: list[str]) -> list[str]:
-    """``lines`` (Markdown) inside a collapsed ``<details>`` block titled ``summary``: one click away,
-    so the card reads in a few screens. Blank lines around the Markdown let both GitHub and the
-    book parse it inside the HTML block."""
-    return ["<details>", f"<summary>{summary}</summary>", "", *lines, "", "</details>", ""]
 
 
 def metric_row(long: pd.DataFrame, model: str, metric: str):
@@ -256,13 +263,12 @@ def confusion_table(confusions: dict) -> str:
     return table_markdown(pd.DataFrame(rows))
 
 
-def mcnemar_text(mcnemar: pd.DataFrame | None) -> str:
-    """McNemar's tests between the models as a sentence and a table, or why there are none."""
+def mcnemar_table(mcnemar: pd.DataFrame | None) -> str | None:
+    """McNemar's tests between the models as a Markdown table (p-values to 3 significant digits),
+    or None when there are none."""
     if mcnemar is None or mcnemar.empty:
-        return "McNemar's test: not recorded (it needs two models scored on the same images)."
-    table = mcnemar.assign(p_value=[f"{p:.3g}" for p in mcnemar["p_value"]])
-    return ("McNemar's exact test on the same images (a_only_correct: images only model A got right):\n\n"
-            + table_markdown(table))
+        return None
+    return table_markdown(mcnemar.assign(p_value=[f"{p:.3g}" for p in mcnemar["p_value"]]))
 
 
 def class_counts(confusions: dict) -> tuple[int, int] | None:

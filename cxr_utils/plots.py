@@ -17,6 +17,7 @@ import seaborn as sns
 from matplotlib.ticker import MaxNLocator
 
 from cxr_utils.config import HISTORY_COLUMNS, METRICS, PAPER_ORDER
+from cxr_utils.report import NEAR_CHANCE
 
 LONG_COLUMNS = ("model", "metric", "value")
 METRIC_ORDER = list(METRICS)
@@ -64,13 +65,20 @@ def smallest_shown_points(figure) -> float:
     return min(sizes) * min(1.0, PAGE_WIDTH_IN / figure.get_figwidth())
 
 
-def _finish(figure, path):
+def finish_figure(figure, path):
     _legible(figure)
     if path is not None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(path, format="png", dpi=DPI, bbox_inches="tight")
     return figure
+
+
+def mark_chance(ax) -> None:
+    """Chance (0.5) dashed and the near-chance bound (``report.NEAR_CHANCE``) dotted, labelled for
+    the legend, on an accuracy panel."""
+    ax.axhline(0.5, color="grey", linestyle="--", linewidth=1, label="chance (0.5)")
+    ax.axhline(NEAR_CHANCE, color="grey", linestyle=":", linewidth=1, label=f"near chance ({NEAR_CHANCE})")
 
 
 def plot_image_grid(manifest: pd.DataFrame, per_class: int = 6, seed: int = 0, path=None):
@@ -92,7 +100,7 @@ def plot_image_grid(manifest: pd.DataFrame, per_class: int = 6, seed: int = 0, p
                 image_path = chosen["path"].iloc[col]
                 ax.imshow(data.decode_grayscale(image_path), cmap="gray")
                 ax.set_title(f"{name}\n{Path(image_path).name}", fontsize=MIN_POINTS)
-    return _finish(figure, path)
+    return finish_figure(figure, path)
 
 
 def plot_preprocessing_steps(steps: dict, path=None):
@@ -111,7 +119,7 @@ def plot_preprocessing_steps(steps: dict, path=None):
         ax.set_title(f"{name}\n{array.shape} {array.dtype}\n[{array.min():.3g}, {array.max():.3g}]",
                      fontsize=MIN_POINTS)
         ax.axis("off")
-    return _finish(figure, path)
+    return finish_figure(figure, path)
 
 
 def model_table(model) -> pd.DataFrame:
@@ -181,7 +189,7 @@ def plot_training_curves(history: pd.DataFrame, title: str, path=None):
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1, fontsize=MIN_POINTS, frameon=False)
     axes[0].set_yscale("log")
     axes[1].set_ylim(0, 1.02)
-    return _finish(figure, path)
+    return finish_figure(figure, path)
 
 
 def plot_confusion(confusion: pd.DataFrame, title: str, path=None):
@@ -204,7 +212,7 @@ def plot_confusion(confusion: pd.DataFrame, title: str, path=None):
     ax.set_xlabel("Predicted")
     ax.set_ylabel("Actual")
     ax.set_title(title)
-    return _finish(figure, path)
+    return finish_figure(figure, path)
 
 
 def paper_long(table: pd.DataFrame) -> pd.DataFrame:
@@ -266,7 +274,7 @@ def plot_paper_vs_ours(ours: pd.DataFrame, paper: pd.DataFrame, path=None, title
         ax.set_xlabel("")
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0, fontsize=MIN_POINTS, frameon=False)
     figure.suptitle(title)
-    return _finish(figure, path)
+    return finish_figure(figure, path)
 
 
 def _check_predictions(predictions) -> dict:
@@ -317,7 +325,7 @@ def plot_roc(predictions: dict[str, pd.DataFrame], path=None):
     ax.set_aspect("equal")
     _style(ax, "false positive rate (1 - specificity)", "true positive rate (recall)", "ROC curves, COVID positive")
     _legend_outside(ax)
-    return _finish(figure, path)
+    return finish_figure(figure, path)
 
 
 def plot_reliability(predictions: dict[str, pd.DataFrame], n_bins: int = 10, path=None):
@@ -348,4 +356,4 @@ def plot_reliability(predictions: dict[str, pd.DataFrame], n_bins: int = 10, pat
     _style(count_ax, "predicted P(COVID)", "images")
     count_ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     _legend_outside(curve_ax)
-    return _finish(figure, path)
+    return finish_figure(figure, path)

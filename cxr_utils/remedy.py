@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
-from cxr_utils import config, metrics
-from cxr_utils.plots import MIN_POINTS, PAGE_WIDTH_IN, _finish
+from cxr_utils import config, metrics, prose
+from cxr_utils.plots import MIN_POINTS, PAGE_WIDTH_IN, finish_figure, mark_chance
 from cxr_utils.claims import SIGNIFICANCE
 from cxr_utils.report import NEAR_CHANCE, at_most
 
@@ -176,53 +176,40 @@ def figure_columns(table: pd.DataFrame) -> dict[str, list]:
     }
 
 
+def _protocol_figures(row) -> dict:
+    """One protocol's row of ``remedy_table`` as ``remedy_reading.md.j2`` states it."""
+    return {"range": _range(row), "epochs_near_chance": int(row.epochs_near_chance), "epochs": int(row.epochs),
+            "best_epoch": int(row.best_epoch), "test": _test(row)}
+
+
+def _paired(row) -> dict:
+    """The paired test of a ``remedy_table`` row: on the same test images, how many only each run got
+    right, McNemar's exact p, and the protocol right more often when that tells the runs apart
+    (None: a difference chance alone could give)."""
+    paper_only, remedy_only, p_value = int(row.paired_paper_only), int(row.paired_remedy_only), row.paired_p_value
+    better = PROTOCOLS["remedy" if remedy_only > paper_only else "paper"] if p_value < SIGNIFICANCE else None
+    return {"n": int(row.paired_n), "paper_only": paper_only, "remedy_only": remedy_only, "p_value": p_value,
+            "better": better}
+
+
 def remedy_markdown(table: pd.DataFrame) -> str:
     """What ``remedy_table`` shows, in plain words written from its numbers: per model, how often
     validation sat near chance under each protocol, how the inference-mode check of the training
-    images moved, and whether the test intervals overlap. Issue 12."""
-    lines = []
+    images moved, and whether the test intervals overlap. Issue 12. The words are in
+    ``cxr_utils/templates/remedy_reading.md.j2``."""
+    models = []
     for model, rows in table.groupby("model", sort=False):
         paper = rows[rows["protocol"] == "paper"].iloc[0]
         remedy = rows[rows["protocol"] == "remedy"].iloc[0]
-        n = int(remedy[OPTION])
         if remedy["batchnorm_layers_recomputed"] == 0:
-            lines.append(f"- **{model}** has no BatchNorm layer that training updates (no BatchNorm, or a frozen "
-                         "backbone): the option changes nothing for it, and any difference between the two runs "
-                         "is not the option's doing.")
+            models.append({"name": model, "recomputed": False})
             continue
-        text = (f"- **{model}.** With the paper's protocol, validation accuracy ranged over {_range(paper)} and was "
-                f"at or below {NEAR_CHANCE} (a coin toss on balanced classes) in {int(paper.epochs_near_chance)} of "
-                f"{int(paper.epochs)} epochs; with BatchNorm statistics recomputed from {n} training images before "
-                f"each evaluation, it ranged over {_range(remedy)}, near chance in {int(remedy.epochs_near_chance)} "
-                f"of {int(remedy.epochs)}.")
-        if not (np.isnan(paper.train_inference_accuracy_min) or np.isnan(remedy.train_inference_accuracy_min)):
-            text += (f" The lowest inference-mode accuracy on training images went from "
-                     f"{paper.train_inference_accuracy_min:.2f} to {remedy.train_inference_accuracy_min:.2f}.")
-        text += (f" Test accuracy of the kept epoch (epoch {int(paper.best_epoch)} and {int(remedy.best_epoch)}): "
-                 f"{_test(paper)} against {_test(remedy)} (95% intervals). {paired_sentence(paper)}")
-        lines.append(text)
-    lines.append(
-        "\nThe paper's protocol is the default everywhere in this project; the paper says nothing of BatchNorm "
-        "statistics. Recomputing them is this project's option (`recompute_batchnorm_images`), which changes no "
-        "weight, only the statistics BatchNorm uses when the model is evaluated. One split and one seed: "
-        "a study over several seeds says how far this holds."
-    )
-    return "\n".join(lines) + "\n"
-
-
-def paired_sentence(row) -> str:
-    """The paired test of a ``remedy_table`` row in words: on the same test images, how many only
-    each run got right, McNemar's exact p, and whether that tells the two runs apart."""
-    paper_only, remedy_only, p_value = int(row.paired_paper_only), int(row.paired_remedy_only), row.paired_p_value
-    if p_value < SIGNIFICANCE:
-        better = PROTOCOLS["remedy" if remedy_only > paper_only else "paper"]
-        verdict = f"the two runs differ ({better} right more often)"
-    else:
-        verdict = "a difference chance alone could give"
-    return (f"Paired on the same {int(row.paired_n)} test images, only the paper's protocol is right on "
-            f"{paper_only} and only the remedy on {remedy_only} (McNemar exact p = {p_value:.2g}): {verdict}. "
-            "These are two trainings whose weights differ from the first epoch, so the test compares the "
-            "runs, not the statistics alone.")
+        inference_mins = (paper.train_inference_accuracy_min, remedy.train_inference_accuracy_min)
+        models.append({"name": model, "recomputed": True, "images": int(remedy[OPTION]),
+                       "paper": _protocol_figures(paper), "remedy": _protocol_figures(remedy),
+                       "inference_mins": None if np.isnan(inference_mins).any() else inference_mins,
+                       "paired": _paired(paper)})
+    return prose.render("remedy_reading.md.j2", models=models, near_chance=NEAR_CHANCE)
 
 
 def _history(folder: Path) -> pd.DataFrame:
@@ -231,13 +218,6 @@ def _history(folder: Path) -> pd.DataFrame:
         if column not in history:
             raise ValueError(f"{folder / 'history.csv'} has no '{column}' column")
     return history
-
-
-def mark_chance(ax) -> None:
-    """Chance (0.5) dashed and the near-chance bound (``report.NEAR_CHANCE``) dotted, labelled for
-    the legend, on an accuracy panel."""
-    ax.axhline(0.5, color="grey", linestyle="--", linewidth=1, label="chance (0.5)")
-    ax.axhline(NEAR_CHANCE, color="grey", linestyle=":", linewidth=1, label=f"near chance ({NEAR_CHANCE})")
 
 
 def plot_remedy_curves(paper_dir, remedy_dir, model_id: str, path=None):
@@ -267,4 +247,4 @@ def plot_remedy_curves(paper_dir, remedy_dir, model_id: str, path=None):
     # One legend for both panels, below them, so that neither panel is squeezed by it.
     figure.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize=MIN_POINTS,
                   frameon=False)
-    return _finish(figure, path)
+    return finish_figure(figure, path)

@@ -16,22 +16,20 @@ from pathlib import Path
 
 import pandas as pd
 
-from cxr_utils import config, evaluation, extended_set, paper, report, shortcut_run
+from cxr_utils import config, evaluation, extended_set, paper, prose, report, shortcut_run
 from cxr_utils.evaluation import EVALUATION_DIR, EXTENDED_DIR
 from cxr_utils.glance import MISSING, interval, markdown_table, number, paper_tables, verdict_text, verdicts_markdown
 from cxr_utils.paths import repository_url
 from cxr_utils.series import PROFILES
 
-# What each outcome of report.claim_verdicts means, in a reader's words.
-OUTCOME_MEANING = {
-    report.SUPPORTED: "this run's numbers agree with the claim beyond their uncertainty",
-    report.CONTRADICTED: "this run's numbers disagree with the claim beyond their uncertainty",
-    report.INCONCLUSIVE: "the uncertainty of this run's numbers is too wide to say either",
-    report.NOT_PAPER_SETTING: (
-        "this run trained ResNet50 from scratch, so it cannot test a claim about the paper's ImageNet "
-        "transfer learning; the outcome its own numbers would give is shown beside it, as context only"
-    ),
-}
+# The outcomes of report.claim_verdicts as the glance template compares them (it explains each in
+# a reader's words).
+OUTCOMES = {"supported": report.SUPPORTED, "contradicted": report.CONTRADICTED,
+            "inconclusive": report.INCONCLUSIVE, "not_paper_setting": report.NOT_PAPER_SETTING}
+# The settings the glance page's first sentence names, in its order; those compared with the paper's
+# protocol say so when they are smaller.
+DESCRIBED_SETTINGS = ("n_per_class", "epochs", "batch_size", "seed")
+COMPARED_WITH_PROTOCOL = ("n_per_class", "epochs")
 
 
 # -- reading a run ----------------------------------------------------------------------------------
@@ -74,89 +72,83 @@ def tables_markdown(results_dir) -> str:
 # -- results at a glance ----------------------------------------------------------------------------
 
 
-def setting_sentence(settings: dict) -> str:
-    """What this run did, in one or two short sentences, from its settings; says plainly when it is
-    not the paper's setting."""
-    parts = []
-    if settings.get("n_per_class") is not None:
-        parts.append(f"{settings['n_per_class']} + {settings['n_per_class']} images")
-    for name, label in (("epochs", "{} epochs"), ("batch_size", "batch {}"), ("seed", "seed {}")):
-        if settings.get(name) is not None:
-            parts.append(label.format(settings[name]))
-    profile = f" (profile `{settings['profile']}`)" if settings.get("profile") else ""
-    text = f"**This run**{profile}: " + ", ".join(parts)
-    smaller = {name: label for name, label in (("n_per_class", "{0} + {0} images"), ("epochs", "{} epochs"))
-               if settings.get(name) is not None and settings[name] < getattr(config.PROTOCOL, name)}
-    if smaller:
-        text += (", **smaller than the paper's protocol** (" + ", ".join(
-            label.format(getattr(config.PROTOCOL, name)) for name, label in smaller.items())
-            + "): its numbers show that the pipeline works, not how good the models are")
-    if "weights" not in settings:
-        return text + "."
-    if config.is_paper_setting(settings["weights"]):
-        return text + f"; ResNet50 with {config.weights_label(settings['weights'])}, as in the paper."
-    return text + (". ResNet50 **trained from scratch** (`weights=None`), not from the paper's ImageNet weights: "
-                   "no verdict below tests the paper's own setting.")
+def _setting_values(settings: dict) -> dict:
+    """What the glance page's first sentence says of a run's settings: those given, those smaller
+    than the paper's protocol (with the protocol's values), and how ResNet50 started."""
+    given = {name: settings[name] for name in DESCRIBED_SETTINGS if settings.get(name) is not None}
+    smaller = {name: getattr(config.PROTOCOL, name) for name in COMPARED_WITH_PROTOCOL
+               if name in given and given[name] < getattr(config.PROTOCOL, name)}
+    weighted = "weights" in settings
+    return {"profile": settings.get("profile"), "given": given, "smaller": smaller,
+            "weights_label": config.weights_label(settings["weights"]) if weighted else None,
+            "paper_setting": weighted and config.is_paper_setting(settings["weights"])}
 
 
-def glance_markdown(results_dir) -> str:
-    """"Results at a glance", from a run's saved files: its setting, each model's accuracy beside the
-    paper's with 95% intervals (test set and extended test set), each claim's verdict on both (its
-    figures and reasons are the report's, ``verdicts_markdown``), and what the verdicts mean.
-    Compact, so that the book's first screen shows the accuracies and the verdicts. Reads
-    run.json, evaluation/ and extended/evaluation/."""
-    results_dir = Path(results_dir)
-    parts = [setting_sentence(_settings(results_dir)), ""]
+def _n_of(table: pd.DataFrame) -> int:
+    return int(table["n"].max())
 
-    test, extended = _metrics(results_dir, EVALUATION_DIR), _metrics(results_dir, EXTENDED_DIR)
-    if test is None:
-        return "\n".join(parts) + "\nNo results yet: notebook 06 did not run.\n"
+
+def _accuracy_table(test: pd.DataFrame, extended: pd.DataFrame | None) -> str:
+    """Each model's accuracy beside the paper's, with 95% intervals, on the test set and (where the
+    run has it) the extended test set."""
     paper_scores = paper.table6()
-
-    def n_of(table) -> int:
-        return int(table["n"].max())
-
-    header = ["model", "the paper's accuracy", f"this run: test set (n={n_of(test)})"]
+    tables = (test, extended) if extended is not None else (test,)
+    header = ["model", "the paper's accuracy", f"this run: test set (n={_n_of(test)})"]
     if extended is not None:
-        header.append(f"this run: extended test set (n={n_of(extended)})")
+        header.append(f"this run: extended test set (n={_n_of(extended)})")
     rows = []
     for name in config.paper_names().values():
         row = [name, number(paper_scores.loc[name, "accuracy"]) if name in paper_scores.index else MISSING]
-        for table in (test, extended) if extended is not None else (test,):
+        for table in tables:
             key = (name, "accuracy")
             row.append(interval(*table.loc[key, ["value", "low", "high"]]) if key in table.index else MISSING)
         rows.append(row)
-    extended_size = _settings(results_dir).get("extended_test_size")
-    # The two tables first and close together, so that a reader's first screen holds both; what
-    # their figures are follows them.
-    parts += [markdown_table(header, rows, ["l"] + ["r"] * (len(header) - 1))]
-    notes = ("Accuracy with its 95% interval in brackets"
-             + (f"; the extended test set is {extended_set.description(extended_size)}" if extended is not None else "")
-             + ".")
+    return markdown_table(header, rows, ["l"] + ["r"] * (len(header) - 1))
 
-    verdicts, verdicts_extended = _verdicts(results_dir), _verdicts(results_dir, "_extended")
-    if verdicts is None:
-        return "\n".join(parts + ["", notes]) + "\n\nNo verdicts yet: notebook 07 did not run.\n"
-    # The verdicts alone: each claim's figures beside the paper's, and the reasons, are in the
-    # report (verdicts_markdown), a click away.
-    header = ["the paper's claim", f"verdict: test set (n={n_of(test)})"]
+
+def _verdicts_table(verdicts: pd.DataFrame, verdicts_extended: pd.DataFrame | None, test: pd.DataFrame,
+                    extended: pd.DataFrame | None) -> str:
+    """Each claim's verdict on the test set and (where both exist) the extended test set; its
+    figures beside the paper's, and the reasons, are in the report (``verdicts_markdown``)."""
+    header = ["the paper's claim", f"verdict: test set (n={_n_of(test)})"]
     on_extended = {}
     if verdicts_extended is not None and extended is not None:
-        header.append(f"verdict: extended test set (n={n_of(extended)})")
+        header.append(f"verdict: extended test set (n={_n_of(extended)})")
         on_extended = {row.claim: verdict_text(row.verdict, row.reason) for row in verdicts_extended.itertuples()}
     rows = [[f"**{row.claim}** {row.text}", verdict_text(row.verdict, row.reason)]
             + ([on_extended.get(row.claim, MISSING)] if on_extended else [])
             for row in verdicts.itertuples()]
-    parts += [markdown_table(header, rows), notes]
+    return markdown_table(header, rows)
 
-    shown = list(dict.fromkeys(list(verdicts["verdict"]) + (list(verdicts_extended["verdict"])
-                                                             if verdicts_extended is not None else [])))
+
+def _explained_outcomes(verdicts: pd.DataFrame, verdicts_extended: pd.DataFrame | None) -> list[str]:
+    """The outcomes the verdicts show, in report.OUTCOMES' order, and, where a verdict is "not the
+    paper's setting", the outcomes its numbers alone indicate (shown beside it)."""
+    shown = set(verdicts["verdict"]) | (set(verdicts_extended["verdict"]) if verdicts_extended is not None else set())
     indicated = {report.indicated_verdict(v, r) for v, r in zip(verdicts["verdict"], verdicts["reason"])}
-    outcomes = [o for o in report.OUTCOMES if o in shown or (report.NOT_PAPER_SETTING in shown and o in indicated)]
-    if outcomes:
-        parts += ["", "**What the verdicts mean**", ""]
-        parts += [f"- *{outcome}*: {OUTCOME_MEANING[outcome]}." for outcome in outcomes]
-    return "\n".join(parts).rstrip() + "\n"
+    return [o for o in report.OUTCOMES if o in shown or (report.NOT_PAPER_SETTING in shown and o in indicated)]
+
+
+def glance_markdown(results_dir) -> str:
+    """"Results at a glance", from a run's saved files: its setting (saying plainly when it is not
+    the paper's), each model's accuracy beside the paper's with 95% intervals (test set and
+    extended test set), each claim's verdict on both (its figures and reasons are the report's,
+    ``verdicts_markdown``), and what the verdicts mean. Compact, so that the book's first screen
+    shows the accuracies and the verdicts. Reads run.json, evaluation/ and extended/evaluation/;
+    the words are in templates/run_glance.md.j2."""
+    results_dir = Path(results_dir)
+    settings = _settings(results_dir)
+    test, extended = _metrics(results_dir, EVALUATION_DIR), _metrics(results_dir, EXTENDED_DIR)
+    # Without metrics the page says notebook 06 did not run, whatever verdicts are left.
+    verdicts, verdicts_extended = (None, None) if test is None else (
+        _verdicts(results_dir), _verdicts(results_dir, "_extended"))
+    return prose.render(
+        "run_glance.md.j2", **_setting_values(settings), outcomes=OUTCOMES,
+        accuracy_table=None if test is None else _accuracy_table(test, extended),
+        extended_set=None if extended is None else extended_set.description(settings.get("extended_test_size")),
+        verdicts_table=None if verdicts is None else _verdicts_table(verdicts, verdicts_extended, test, extended),
+        explained=[] if verdicts is None else _explained_outcomes(verdicts, verdicts_extended),
+    )
 
 
 # -- reproducing the run ----------------------------------------------------------------------------
@@ -171,13 +163,10 @@ def _duration(seconds) -> str:
     return f"{seconds:.0f} s"
 
 
-def reproduce_markdown(record: dict) -> str:
-    """How to make this run again, from its run record: the command (``make run`` where the
-    Makefile's variables say it, ``python -m cxr_utils.run`` otherwise), the git commit, the
-    seed, and how long it took where."""
-    settings = record.get("settings", {})
-    profile = settings.get("profile") or record.get("profile") or "paper"
-    defaults = PROFILES.get(profile, {})
+def _command(record: dict, settings: dict, profile: str) -> str:
+    """The command that makes the run again: ``make run`` where the Makefile's variables say it,
+    ``python -m cxr_utils.run`` with the settings that differ from the profile's otherwise."""
+    defaults = PROFILES[profile].parameters() if profile in PROFILES else {}
     overrides = {name: value for name, value in settings.items()
                  if name in defaults and name != "weights" and value != defaults[name]}
     weights = settings.get("weights", defaults.get("weights"))
@@ -190,35 +179,32 @@ def reproduce_markdown(record: dict) -> str:
         if weights != defaults.get("weights"):
             kind = config.weights_kind(weights)
             command += f" WEIGHTS={'None' if kind == 'scratch' else 'imagenet' if kind == 'imagenet' else '/path/to/' + Path(str(weights)).name}"
-    else:
-        command = f"python -m cxr_utils.run --profile {profile}"
-        if data:
-            command += " --data-dir /path/to/COVID-19_Radiography_Dataset"
-        for name, value in {**overrides, **({"weights": weights} if weights != defaults.get("weights") else {})}.items():
-            command += f" -p {name}={value!r}" if isinstance(value, str) else f" -p {name}={value}"
-        command += " --one-thread --book" if one_thread else " --book"
-    commit = record.get("git_commit")
+        return command
+    command = f"python -m cxr_utils.run --profile {profile}"
+    if data:
+        command += " --data-dir /path/to/COVID-19_Radiography_Dataset"
+    for name, value in {**overrides, **({"weights": weights} if weights != defaults.get("weights") else {})}.items():
+        command += f" -p {name}={value!r}" if isinstance(value, str) else f" -p {name}={value}"
+    return command + (" --one-thread --book" if one_thread else " --book")
+
+
+def reproduce_markdown(record: dict) -> str:
+    """How to make this run again, from its run record: the command (``_command``), the git commit,
+    the seed, and how long it took where; the words are in templates/run_reproduce.md.j2."""
+    settings = record.get("settings", {})
     hardware = record.get("hardware", {})
-    machine = ", ".join(str(hardware[k]) for k in ("cpu", "accelerator") if hardware.get(k))
-    if hardware.get("cpu_count"):
-        machine += f" ({hardware['cpu_count']} cores)"
-    lines = ["```bash"]
-    if commit:
-        url = repository_url()
-        lines += [f"git clone {url}", f"cd {url.rstrip('/').rsplit('/', 1)[-1]}", f"git checkout {commit}"]
-    lines += [command, "```", ""]
-    text = (f"This reruns the series with the committed run's settings (seed {settings.get('seed')}); "
-            "`DATA_DIR` is your copy of the COVID-19 Radiography Database. ")
-    if record.get("wall_time_s") is not None:
-        text += f"The committed run took {_duration(record['wall_time_s'])} in all"
-        slow = sorted(((entry.get("wall_time_s") or 0, name) for name, entry in record.get("notebooks", {}).items()),
-                      reverse=True)[:2]
-        if slow and slow[0][0]:
-            text += ", most of it in " + " and ".join(f"{name} ({_duration(s)})" for s, name in slow if s)
-        text += f", on {machine}" if machine else ""
-        text += (", TensorFlow on one thread (`--one-thread`: the same weights on every run)."
-                 if one_thread else ".")
-    return "\n".join(lines) + text + "\n"
+    slowest = sorted(((entry.get("wall_time_s") or 0, name) for name, entry in record.get("notebooks", {}).items()),
+                     reverse=True)[:2]
+    url = repository_url() if record.get("git_commit") else None
+    return prose.render(
+        "run_reproduce.md.j2", command=_command(record, settings, settings.get("profile") or record.get("profile") or "paper"),
+        commit=record.get("git_commit"), url=url, folder=url and url.rstrip("/").rsplit("/", 1)[-1],
+        seed=settings.get("seed"),
+        took=None if record.get("wall_time_s") is None else _duration(record["wall_time_s"]),
+        slowest=[(name, _duration(seconds)) for seconds, name in slowest if seconds],
+        machine=[str(hardware[key]) for key in ("cpu", "accelerator") if hardware.get(key)],
+        cores=hardware.get("cpu_count"), one_thread=bool(record.get("one_thread")),
+    )
 
 
 # -- the report's pages -----------------------------------------------------------------------------

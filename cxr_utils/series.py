@@ -1,12 +1,14 @@
-"""The notebook series as facts: its notebooks in reading order, the profiles it runs under and
-the parameters a profile gives, and the hash of a notebook's code that ties a run to the sources.
-``cxr_utils.run`` executes the series with them; ``cxr_utils.publish`` checks a published run
-against them; the studies take a profile's parameters from here. No heavy import.
+"""The notebook series as facts: its notebooks in reading order, the profiles it runs under (one
+frozen ``Profile`` each) and the parameters a profile gives, and the hash of a notebook's code that
+ties a run to the sources. ``cxr_utils.run`` executes the series with them; ``cxr_utils.publish``
+checks a published run against them; the studies take a profile's parameters from here. No heavy
+import.
 """
 
 from __future__ import annotations
 
 import ast
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -23,30 +25,36 @@ def series() -> tuple[str, ...]:
             "06_evaluation", "07_comparison", "08_shortcuts")
 
 
-# Every knob a profile may set; each notebook receives the ones its parameters cell declares.
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    """What a profile sets: the knobs of the series that every notebook's parameters cell may
+    declare (each notebook receives the ones it declares). The paper's protocol
+    (``config.PROTOCOL``) unless a field says otherwise; checked when made (``config.check_parameters``)."""
+
+    n_per_class: int = PROTOCOL.n_per_class
+    epochs: int = PROTOCOL.epochs
+    batch_size: int = PROTOCOL.batch_size
+    seed: int = PROTOCOL.seed
+    weights: str | None = PROTOCOL.weights
+    image_size: int = PROTOCOL.image_size
+    # Chapter 6's extended test set. None: all images outside the sample, minus copies of its
+    # training and validation images; a number: a balanced subset of them.
+    extended_test_size: int | None = None
+
+    def __post_init__(self):
+        config.check_parameters(self.parameters())
+
+    def parameters(self) -> dict:
+        return dataclasses.asdict(self)
+
+
 PROFILES = {
-    # The paper's protocol (config.PROTOCOL): 500 + 500 images, 80/10/10, 15 epochs, batch 32,
-    # ResNet50 with ImageNet weights.
-    "paper": {
-        "n_per_class": PROTOCOL.n_per_class,
-        "epochs": PROTOCOL.epochs,
-        "batch_size": PROTOCOL.batch_size,
-        "seed": PROTOCOL.seed,
-        "weights": PROTOCOL.weights,
-        "image_size": PROTOCOL.image_size,
-        "extended_test_size": None,  # all images outside the sample, minus copies of its training and validation images
-    },
+    # The paper's protocol: 500 + 500 images, 80/10/10, 15 epochs, batch 32, ResNet50 with
+    # ImageNet weights.
+    "paper": Profile(),
     # What CI runs: the same code on a small real subset, from scratch, in minutes on 2 CPU cores.
     # Its numbers show that the pipeline works, not how good the models are.
-    "sample": {
-        "n_per_class": 60,
-        "epochs": 2,
-        "batch_size": 16,
-        "seed": PROTOCOL.seed,
-        "weights": None,
-        "image_size": PROTOCOL.image_size,
-        "extended_test_size": 60,
-    },
+    "sample": Profile(n_per_class=60, epochs=2, batch_size=16, weights=None, extended_test_size=60),
 }
 
 
@@ -79,7 +87,7 @@ def code_hash(notebook_path: Path) -> str:
 def profile_parameters(profile: str, data_dir=None, results_dir=None, overrides=None) -> dict:
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
-    parameters = dict(PROFILES[profile])
+    parameters = PROFILES[profile].parameters()
     parameters["data_dir"] = None if data_dir is None else str(Path(data_dir).resolve())
     parameters["results_dir"] = str(Path(results_dir or REPO_ROOT / "results" / profile).resolve())
     parameters["cache_dir"] = str((REPO_ROOT / ".cache" / "images").resolve())

@@ -2,7 +2,7 @@
 Grad-CAM, each saved under ``results_dir/shortcuts/`` and summarised from what was saved.
 
 The pieces live in ``cxr_utils.shortcuts`` (the rectangle, the summary), ``cxr_utils.baselines``,
-``cxr_utils.study.blanked`` and ``cxr_utils.gradcam``; this module joins them to a run's split,
+``cxr_utils.blanked`` and ``cxr_utils.gradcam``; this module joins them to a run's split,
 manifest and saved models, so the chapter stays a few calls. Explained in notebooks/08_shortcuts.
 """
 
@@ -17,12 +17,12 @@ from cxr_utils import baselines, chapters, config, data, evaluation, extended_se
 from cxr_utils.baselines import BASELINES_CSV as _BASELINES
 from cxr_utils.shortcuts import RESULTS_FOLDER as SHORTCUTS_DIR
 from cxr_utils.shortcuts import LungBox
-from cxr_utils.study.blanked import (
+from cxr_utils.blanked import (
     BLANKED_DIR, RESULTS_CSV, blanked_results, save_blanked_results, train_blanked,
 )
 
 BASELINES_CSV = _BASELINES.as_posix()
-BLANKED_CSV = (BLANKED_DIR / RESULTS_CSV).as_posix()  # study.blanked.save_blanked_results writes it
+BLANKED_CSV = (BLANKED_DIR / RESULTS_CSV).as_posix()  # blanked.save_blanked_results writes it
 GRADCAM_CSV = f"{SHORTCUTS_DIR}/gradcam.csv"
 GRADCAM_SHARES_CSV = f"{SHORTCUTS_DIR}/gradcam_shares.csv"  # per test image and model
 BOX_JSON = f"{SHORTCUTS_DIR}/lung_box.json"  # the rectangle and image size the tests above used
@@ -83,7 +83,7 @@ def plot_lung_box(split: pd.DataFrame, box: LungBox, image_size: int = config.PR
         ax.set_title(title, fontsize=plots.FONT_SIZE)
         ax.axis("off")
     figure.tight_layout()
-    return plots._finish(figure, path)
+    return plots.finish_figure(figure, path)
 
 
 def evaluate_baselines(results_dir, split: pd.DataFrame, data_dir=None, thumbnail_size: int = 32,
@@ -108,7 +108,7 @@ def blanked_models(results_dir, split: pd.DataFrame, box: LungBox, epochs: int =
                    weights=config.PROTOCOL.weights, image_size: int = config.PROTOCOL.image_size,
                    cache_dir=None) -> pd.DataFrame:
     """Every model of the registry trained with the run's protocol on its split with the lungs
-    blanked (``study.blanked``; models already trained there with the same settings are kept,
+    blanked (``blanked``; models already trained there with the same settings are kept,
     e.g. by ``python -m cxr_utils.study blanked``), beside the intact models; the table is saved
     to ``shortcuts/blanked/results.csv``. Explained in notebooks/08_shortcuts."""
     from cxr_utils import training  # imports Keras: only when models train

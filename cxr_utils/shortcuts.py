@@ -16,6 +16,7 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
+from cxr_utils import prose
 from cxr_utils.claims import SIGNIFICANCE
 
 
@@ -84,16 +85,16 @@ class LungBox:
 
 
 # -- chapter 8's summary, written from the numbers ----------------------------------------------------
+# The words are in cxr_utils/templates/shortcuts_summary.md.j2 and shortcuts_box_limits.md.j2; the
+# functions below compute what they say: intervals as text, verdicts against chance, which case applies.
 
-REFERENCES = (
-    "DeGrave, A. J., Janizek, J. D. and Lee, S.-I. (2021). AI for radiographic COVID-19 detection selects "
-    "shortcuts over signal. *Nature Machine Intelligence* 3, 610-619. https://doi.org/10.1038/s42256-021-00338-7",
-    "Maguolo, G. and Nanni, L. (2021). A critic evaluation of methods for COVID-19 automatic detection from "
-    "X-ray images. *Information Fusion* 76, 1-7. https://doi.org/10.1016/j.inffus.2021.04.008",
-)
 CHANCE = 0.5  # two balanced classes
 RESNET_STRIDE = 32  # ResNet50's last feature map: one cell per 32 x 32 pixels (7 x 7 at 224 px)
 ABOVE, BELOW, UNCLEAR, NO_INTERVAL = "above chance", "below chance", "not distinguishable from chance", "no interval"
+# The verdicts as the template compares them (it words each differently).
+VERDICTS = {"above": ABOVE, "below": BELOW, "unclear": UNCLEAR, "no_interval": NO_INTERVAL}
+SEES_LUNGS = {"border": False, "histogram": True, "thumbnail": True}  # which baselines' inputs hold the lungs
+RELATIONS = ("below", "above", "even")  # gradcam.csv's comparisons of a share with the box's area
 
 
 def chance_verdict(low: float, high: float) -> str:
@@ -113,12 +114,13 @@ def _interval(value, low, high) -> str:
     return f"{value:.2f} [{low:.2f}, {high:.2f}]"
 
 
+def _row_interval(row, column: str) -> str:
+    """``_interval`` of ``row``'s ``column`` and its ``column``_low and ``column``_high."""
+    return _interval(row[column], row[f"{column}_low"], row[f"{column}_high"])
+
+
 def _set_name(test_set: str) -> str:
     return "the extended test set" if test_set == "extended" else "the run's test set"
-
-
-AT_CHANCE = "at chance: nothing to read"  # said of a model whose test accuracy interval includes 0.5
-SEES_LUNGS = {"border": False, "histogram": True, "thumbnail": True}  # which baselines' inputs hold the lungs
 
 
 def at_chance(low: float, high: float) -> bool:
@@ -127,137 +129,94 @@ def at_chance(low: float, high: float) -> bool:
     return chance_verdict(low, high) in (UNCLEAR, NO_INTERVAL)
 
 
-def _baseline_lines(baselines) -> tuple[list[str], dict]:
-    """One bullet per baseline; and per baseline the verdict and the test-set row."""
-    lines, verdicts = [], {}
+def _baselines(baselines) -> tuple[list[dict], dict]:
+    """What each baseline's bullet reports (its scores on each test set, the extended one first, and
+    its verdict on the extended set, or the run's test set without one); and per baseline the
+    verdict, the run's test-set row and the test set the verdict is on."""
+    described, verdicts = [], {}
     for name, rows in baselines.groupby("baseline", sort=False):
         by_set = {row["test_set"]: row for _, row in rows.iterrows()}
         main = by_set.get("extended", by_set.get("test"))
         verdict = chance_verdict(main["accuracy_low"], main["accuracy_high"])
         verdicts[name] = (verdict, by_set.get("test"), main["test_set"])
-        scored = "; ".join(
-            f"accuracy {_interval(row['accuracy'], row['accuracy_low'], row['accuracy_high'])} on {_set_name(s)} "
-            f"(n = {int(row['n']):,}), AUC {_interval(row['auc'], row['auc_low'], row['auc_high'])}"
-            for s, row in sorted(by_set.items(), key=lambda item: item[0] != "extended"))
-        if verdict == ABOVE:
-            says = ("scores above chance without seeing the lungs" if not SEES_LUNGS.get(name, True)
-                    else "scores above chance")
-        elif verdict == NO_INTERVAL:
-            says = "has no interval to compare with chance"
-        else:
-            says = f"is {verdict}" + (" (its interval includes 0.5)" if verdict == UNCLEAR else "")
-        lines.append(f"- **{name}**, {main['description']}: {scored}. On {_set_name(main['test_set'])} it {says}.")
-    return lines, verdicts
+        scores = [{"accuracy": _row_interval(row, "accuracy"), "test_set": _set_name(test_set), "n": int(row["n"]),
+                   "auc": _row_interval(row, "auc")}
+                  for test_set, row in sorted(by_set.items(), key=lambda item: item[0] != "extended")]
+        described.append({"name": name, "description": main["description"], "scores": scores, "verdict": verdict,
+                          "test_set": _set_name(main["test_set"]), "sees_lungs": SEES_LUNGS.get(name, True)})
+    return described, verdicts
 
 
-def _against_models(name: str, row, pairs) -> str | None:
-    """How each model's intact test accuracy compares with a baseline's on the same test images:
-    McNemar's exact test on the images only one of the two got right (``pairs``: model,
-    model_only, baseline_only, p_value, accuracy, accuracy_low, accuracy_high; None: not compared)."""
+def _paired_with_models(row, pairs) -> dict | None:
+    """How each model's intact test accuracy compares with a baseline's (``row``, its run's test-set
+    row) on the same test images: McNemar's exact test on the images only one of the two got right
+    (``pairs``: model, model_only, baseline_only, p_value, accuracy, accuracy_low, accuracy_high;
+    None: not compared)."""
     if row is None or pairs is None or len(pairs) == 0:
         return None
-    parts = []
-    for _, pair in pd.DataFrame(pairs).iterrows():
-        if pair["p_value"] < SIGNIFICANCE:
-            who = "the model" if pair["model_only"] > pair["baseline_only"] else "the baseline"
-            verdict = f"{who} is right significantly more often"
-        else:
-            verdict = "not told apart"
-        parts.append(f"{pair['model']} {_interval(pair['accuracy'], pair['accuracy_low'], pair['accuracy_high'])} "
-                     f"(only the model right on {int(pair['model_only'])} images, only the baseline on "
-                     f"{int(pair['baseline_only'])}, McNemar p = {pair['p_value']:.2g}: {verdict})")
-    return (f"On the same test images as the **{name}** baseline "
-            f"({_interval(row['accuracy'], row['accuracy_low'], row['accuracy_high'])}), paired image by image: "
-            + "; ".join(parts) + ".")
+    models = [{"model": pair["model"], "accuracy": _row_interval(pair, "accuracy"),
+               "model_only": int(pair["model_only"]), "baseline_only": int(pair["baseline_only"]),
+               "p_value": pair["p_value"], "significant": pair["p_value"] < SIGNIFICANCE,
+               "model_better": pair["model_only"] > pair["baseline_only"]}
+              for _, pair in pd.DataFrame(pairs).iterrows()]
+    return {"accuracy": _row_interval(row, "accuracy"), "models": models}
 
 
-def _blanked_lines(blanked) -> list[str]:
-    done = blanked[blanked["status"] == "complete"]
-    lines = []
-    for _, row in done.iterrows():
-        scores = (f"- **{row['model']}**: accuracy "
-                  f"{_interval(row['blanked_accuracy'], row['blanked_accuracy_low'], row['blanked_accuracy_high'])} "
-                  f"with the lungs blanked against "
-                  f"{_interval(row['intact_accuracy'], row['intact_accuracy_low'], row['intact_accuracy_high'])} "
-                  f"intact (difference {row['accuracy_difference']:+.2f}, McNemar p = {row['mcnemar_p']:.2g})")
-        if at_chance(row["intact_accuracy_low"], row["intact_accuracy_high"]):
-            lines.append(f"{scores}. Intact it is {AT_CHANCE}: blanking cannot take away what it does not use.")
-            continue
-        verdict = chance_verdict(row["blanked_accuracy_low"], row["blanked_accuracy_high"])
-        kept = ""
+def _blanked(blanked) -> dict:
+    """Each lungs-blanked run that finished, against its intact model; the models without one; and
+    whether any scores above chance without the lungs."""
+    complete = []
+    for _, row in blanked[blanked["status"] == "complete"].iterrows():
+        kept = None
         if row["intact_accuracy_low"] > CHANCE:  # the intact margin's interval excludes zero
-            share = (row["blanked_accuracy"] - CHANCE) / (row["intact_accuracy"] - CHANCE)
-            kept = f"; it keeps {share:.0%} of its intact margin above chance"
-        says = {ABOVE: "Trained and tested without the lungs, it still scores above chance.",
-                BELOW: "Without the lungs it scores below chance.",
-                UNCLEAR: "Without the lungs it is not distinguishable from chance (its interval includes 0.5).",
-                NO_INTERVAL: "Its blanked accuracy has no interval."}[verdict]
-        lines.append(f"{scores}{kept}. {says}")
-    missing = blanked.loc[blanked["status"] != "complete", "model"].tolist()
-    if missing:
-        lines.append(f"- Not yet trained with the lungs blanked: {', '.join(missing)} "
-                     "(`python -m cxr_utils.study blanked --run RESULTS_DIR`).")
-    return lines
+            kept = (row["blanked_accuracy"] - CHANCE) / (row["intact_accuracy"] - CHANCE)
+        complete.append({
+            "model": row["model"], "blanked": _row_interval(row, "blanked_accuracy"),
+            "intact": _row_interval(row, "intact_accuracy"), "difference": row["accuracy_difference"],
+            "p_value": row["mcnemar_p"], "intact_at_chance": at_chance(row["intact_accuracy_low"],
+                                                                       row["intact_accuracy_high"]),
+            "kept": kept, "verdict": chance_verdict(row["blanked_accuracy_low"], row["blanked_accuracy_high"]),
+        })
+    return {"complete": complete, "missing": blanked.loc[blanked["status"] != "complete", "model"].tolist(),
+            "any_above": any(row["verdict"] == ABOVE for row in complete)}
 
 
-def _gradcam_lines(gradcam_table) -> tuple[list[str], list[str]]:
-    """One bullet per model of ``gradcam_table`` (``shortcut_run.gradcam_for_run``'s gradcam.csv);
-    and the models whose maps put less than an even share inside the box (interval below it)."""
+def _gradcam_case(row) -> str:
+    """Which reading a model's Grad-CAM share gets (the template words each)."""
+    if not np.isfinite(row["mean_lung_share"]):
+        # grad_cam gives an all-zero map where no feature raises the class score (always so
+        # for a 1x1 feature map, i.e. images of 32 px): no share exists.
+        return "all zero"
+    if not 0 <= row["mean_lung_share"] <= 1:
+        raise ValueError(f"the Grad-CAM share of {row['model']} must be a share in [0, 1], "
+                         f"not {row['mean_lung_share']!r}")
+    if not np.isfinite(row["accuracy"]):
+        return "no accuracy"  # a run from before chapter 8 kept the share without the accuracy
+    if at_chance(row["accuracy_low"], row["accuracy_high"]):
+        return "at chance"
+    return "compared" if row["relation"] in RELATIONS else "no interval"
+
+
+def _gradcam(gradcam_table) -> list[dict]:
+    """What each model's bullet of ``gradcam_table`` (``shortcut_run.gradcam_for_run``'s gradcam.csv)
+    reports: its case, its share and test accuracy as intervals, the box's share of the image."""
     columns = ["model", "n", "mean_lung_share", "share_low", "share_high", "box_area_share", "relation", "accuracy",
                "accuracy_low", "accuracy_high"]
-    lines, below = [], []
+    rows = []
     for _, row in pd.DataFrame(gradcam_table).reindex(columns=columns).iterrows():
-        name = row["model"]
-        if not np.isfinite(row["mean_lung_share"]):
-            # grad_cam gives an all-zero map where no feature raises the class score (always so
-            # for a 1x1 feature map, i.e. images of 32 px): no share exists.
-            lines.append(f"- **{name}**: every Grad-CAM map is zero (no region raises its score), so no share "
-                         "inside the lung box can be given.")
-            continue
-        if not 0 <= row["mean_lung_share"] <= 1:
-            raise ValueError(f"the Grad-CAM share of {name} must be a share in [0, 1], not {row['mean_lung_share']!r}")
-        accuracy = _interval(row["accuracy"], row["accuracy_low"], row["accuracy_high"])
-        share = _interval(row["mean_lung_share"], row["share_low"], row["share_high"])
-        area = row["box_area_share"]
-        if not np.isfinite(row["accuracy"]):
-            lines.append(f"- **{name}**: mean share of its Grad-CAM mass inside the lung box {share}, saved without "
-                         "the model's test accuracy (a run from before chapter 8 kept it), so its maps are not read.")
-            continue
-        if at_chance(row["accuracy_low"], row["accuracy_high"]):
-            lines.append(f"- **{name}** (test accuracy {accuracy}) is {AT_CHANCE}: its maps show where a model "
-                         f"that tells the classes apart no better than a coin looks (share inside the box {share}).")
-            continue
-        relation = {"below": "below", "above": "above", "even": "not told apart from"}.get(row["relation"])
-        if relation is None:
-            lines.append(f"- **{name}** (test accuracy {accuracy}): mean share of its Grad-CAM mass inside the lung "
-                         f"box {share}; no interval, so it is not compared with the box's {area:.0%} of the image.")
-            continue
-        if row["relation"] == "below":
-            below.append(name)
-        lines.append(f"- **{name}** (test accuracy {accuracy}): on average {share} of its Grad-CAM mass lies "
-                     f"inside the lung box (mean over {int(row['n'])} test images, 95% bootstrap interval), "
-                     f"{relation} the {area:.0%} of the image the box covers, the share of a map spread evenly.")
-    return lines, below
+        case = _gradcam_case(row)
+        rows.append({"model": row["model"], "case": case, "relation": row["relation"],
+                     "accuracy": _row_interval(row, "accuracy"),
+                     "share": _interval(row["mean_lung_share"], row["share_low"], row["share_high"]),
+                     "area": row["box_area_share"], "n": int(row["n"]) if case == "compared" else None})
+    return rows
 
 
 def box_limits_markdown(box: LungBox, image_size: int, feature_grid: int) -> str:
     """"What a fixed box cannot tell": the limits of one rectangle for every image, on a coarse
     Grad-CAM grid, written from the box, the image size and the grid."""
-    cell = image_size / feature_grid
-    return "\n".join([
-        "### What a fixed box cannot tell", "",
-        f"- **One rectangle for every image.** The box ({box.top:.0%} from the top, {box.left:.0%} from the left, "
-        f"{box.height:.0%} high and {box.width:.0%} wide: {box.area_fraction(image_size):.0%} of the image) was drawn on "
-        "the mean image; a patient placed higher, lower or smaller than the mean has lung outside it and "
-        "background inside it. No per-image lung mask was used.",
-        "- **Not only the lungs.** It also covers the heart, the mediastinum and the diaphragm, so \"inside the box\" "
-        "does not mean \"on the lungs\", and blanking it removes those too.",
-        f"- **A coarse map.** Grad-CAM here is computed on ResNet50's last feature map, {feature_grid} x "
-        f"{feature_grid} cells of {cell:.0f} px each for {image_size} px images: a cell on the box's edge is partly "
-        "inside and partly outside, so a share says where attention lies to within a cell, not a structure.",
-        "- **Attention is not use.** A Grad-CAM share describes which features raise the score; it does not show "
-        "that the model would fail without them (the blanked runs test that, for this box).", "",
-    ])
+    return prose.render("shortcuts_box_limits.md.j2", box=box, box_area=box.area_fraction(image_size),
+                        image_size=image_size, feature_grid=feature_grid)
 
 
 def shortcut_summary(baselines_table, blanked_table=None, gradcam_table=None, box: LungBox | None = None,
@@ -265,7 +224,7 @@ def shortcut_summary(baselines_table, blanked_table=None, gradcam_table=None, bo
     """Chapter 8's conclusion in Markdown, every number read from the tables: the baselines
     (``baselines.evaluate_baselines``; None: not run), each model paired with the border baseline
     on the same test images (``baseline_pairs``, ``shortcut_run.baseline_pairs``), the
-    lungs-blanked runs (``study.blanked.blanked_results``; None: not run) and Grad-CAM
+    lungs-blanked runs (``blanked.blanked_results``; None: not run) and Grad-CAM
     (``gradcam_table``: gradcam.csv of ``shortcut_run.gradcam_for_run``), against the share of
     the image the box covers at ``image_size`` (default ``config.PROTOCOL.image_size``). It claims
     only what the intervals show; a model at chance gets no reading. Explained in
@@ -275,54 +234,18 @@ def shortcut_summary(baselines_table, blanked_table=None, gradcam_table=None, bo
 
     box = box or LungBox()
     image_size = image_size or config.PROTOCOL.image_size
-    if baselines_table is None or len(baselines_table) == 0:
-        verdicts = {}
-        out = ["### Simple baselines", "", "No baselines yet (`cxr_utils.baselines.evaluate_baselines`).", ""]
-    else:
-        lines, verdicts = _baseline_lines(pd.DataFrame(baselines_table))
-        blind = [name for name in verdicts if not SEES_LUNGS.get(name, True)]
-        seeing = [name for name in verdicts if SEES_LUNGS.get(name, True)]
-        out = ["### Simple baselines", "",
-               "Logistic regressions on simple features of the images, fitted on the run's training images. "
-               f"{' and '.join(blind) or 'None'} never sees the lungs; {' and '.join(seeing) or 'none'} "
-               "see them (the histogram without positions, the thumbnail at low resolution), so their score "
-               "does not tell where in the image the class is read:", "", *lines, ""]
-    blanked = None if blanked_table is None else pd.DataFrame(blanked_table)
-    if "border" in verdicts:
-        comparison = _against_models("border", verdicts["border"][1], baseline_pairs)
-        out += [comparison, ""] if comparison else []
-    if verdicts.get("border", (None,))[0] == ABOVE:
-        out += [f"The border baseline's interval on {_set_name(verdicts['border'][2])} lies above 0.5, so the images "
-                "carry class information outside the lungs: the two classes differ where the lungs are not seen, as "
-                "DeGrave et al. (2021) and Maguolo and Nanni (2021) found for public COVID-19 collections. That the "
-                "paper's models *use* it is a hypothesis the baseline cannot test; the lungs-blanked runs and "
-                "Grad-CAM below speak to it.", ""]
-    elif "border" in verdicts:
-        out += ["The border baseline does not score above chance here, which does not rule out other shortcuts.", ""]
-
-    out += ["### The models with the lungs blanked", ""]
-    if blanked is None:
-        out += ["No lungs-blanked runs yet (`python -m cxr_utils.study blanked --run RESULTS_DIR`).", ""]
-    else:
-        out += [f"Each model trained and tested again with the lung box ({box.area_fraction(image_size):.0%} of the "
-                "image) set to a constant, the test Maguolo and Nanni (2021) ran:", "", *_blanked_lines(blanked), ""]
-        if any(chance_verdict(r["blanked_accuracy_low"], r["blanked_accuracy_high"]) == ABOVE
-               for _, r in blanked[blanked["status"] == "complete"].iterrows()):
-            out += ["A model that scores above chance with the lungs blanked learnt the classes from outside the "
-                    "lung box: this shows what the images allow, not what the intact models rely on.", ""]
-
-    below = []
-    if gradcam_table is not None and len(gradcam_table):
-        lines, below = _gradcam_lines(gradcam_table)
-        out += ["### Where Grad-CAM looks", "", *lines, ""]
-    if below:
-        out += [f"For {', '.join(below)}, Grad-CAM puts less weight inside the lung box than an even spread would. "
-                "That is consistent with the hypothesis that the model draws on what lies outside the box; it does "
-                "not show it (see the limits below).", ""]
-    else:
-        why = ("no Grad-CAM shares were given" if gradcam_table is None or not len(gradcam_table)
-               else "no model above chance puts less than an even share of its Grad-CAM mass inside the lung box")
-        out += [f"Whether the intact models use the information outside the lungs remains a hypothesis: {why}.", ""]
-    out += [box_limits_markdown(box, image_size, max(1, image_size // RESNET_STRIDE))]
-    out += ["References:", "", *(f"- {reference}" for reference in REFERENCES)]
-    return "\n".join(out) + "\n"
+    described = border = None
+    if baselines_table is not None and len(baselines_table):
+        described, verdicts = _baselines(pd.DataFrame(baselines_table))
+        if "border" in verdicts:
+            verdict, test_row, test_set = verdicts["border"]
+            border = {"verdict": verdict, "test_set": _set_name(test_set),
+                      "paired": _paired_with_models(test_row, baseline_pairs)}
+    gradcam = _gradcam(gradcam_table) if gradcam_table is not None and len(gradcam_table) else None
+    return prose.render(
+        "shortcuts_summary.md.j2", verdicts=VERDICTS, baselines=described, border=border,
+        blanked=None if blanked_table is None else _blanked(pd.DataFrame(blanked_table)),
+        box_area=box.area_fraction(image_size), gradcam=gradcam,
+        below=[row["model"] for row in gradcam or () if row["case"] == "compared" and row["relation"] == "below"],
+        box_limits=box_limits_markdown(box, image_size, max(1, image_size // RESNET_STRIDE)),
+    )

@@ -12,6 +12,7 @@ from pathlib import Path, PurePath
 import pandas as pd
 
 from cxr_utils import config, metrics, paper
+from cxr_utils.glance import markdown_table
 from cxr_utils.report import NEAR_CHANCE, at_least, at_most
 
 
@@ -45,28 +46,25 @@ def settings_markdown(namespace: dict) -> str:
 
 def run_record_markdown(record: dict) -> str:
     """The run record (run.json) as Markdown tables for the reproducibility page."""
-    lines = ["| setting | value |", "|---|---|"]
-    for name, value in record.get("settings", {}).items():
-        lines.append(f"| {name} | `{shown_value(name, value)!r}` |")
-    lines += ["", "| notebook | wall time (s) | peak memory (MB) | status | code SHA-256 |", "|---|---|---|---|---|"]
+    settings = [[name, f"`{shown_value(name, value)!r}`"] for name, value in record.get("settings", {}).items()]
+    notebooks = []
     for name, entry in record.get("notebooks", {}).items():
         memory = entry.get("peak_memory_mb")  # recorded since runs sample their kernels' memory
-        lines.append(
-            f"| {name} | {entry.get('wall_time_s', '')} | {'' if memory is None else f'{memory:,}'} | "
-            f"{entry.get('status', '')} | `{entry.get('code_sha256', '')[:12]}` |"
-        )
+        notebooks.append([name, entry.get("wall_time_s", ""), "" if memory is None else f"{memory:,}",
+                          entry.get("status", ""), f"`{entry.get('code_sha256', '')[:12]}`"])
     hardware = record.get("hardware", {})
-    lines += ["", "| hardware / version | value |", "|---|---|"]
-    for name in ("accelerator", "cpu", "cpu_count", "platform", "keras_backend"):
-        lines.append(f"| {name} | {hardware.get(name, '')} |")
+    machine = [[name, hardware.get(name, "")] for name in ("accelerator", "cpu", "cpu_count", "platform", "keras_backend")]
     if "tensorflow_threads" in hardware:
-        threads = ", ".join(f"{k}={v}" for k, v in hardware["tensorflow_threads"].items())
-        lines.append(f"| tensorflow threads | {threads} |")
-    for name, version in record.get("versions", {}).items():
-        lines.append(f"| {name} | {version} |")
-    lines += ["", f"Git commit `{record.get('git_commit')}`, created {record.get('created_utc')}, "
-              f"total wall time {record.get('wall_time_s')} s."]
-    return "\n".join(lines) + "\n"
+        machine.append(["tensorflow threads", ", ".join(f"{k}={v}" for k, v in hardware["tensorflow_threads"].items())])
+    machine += [[name, version] for name, version in record.get("versions", {}).items()]
+    return "\n".join([
+        markdown_table(["setting", "value"], settings),
+        markdown_table(["notebook", "wall time (s)", "peak memory (MB)", "status", "code SHA-256"], notebooks,
+                       ["l", "r", "r", "l", "l"]),
+        markdown_table(["hardware / version", "value"], machine),
+        f"Git commit `{record.get('git_commit')}`, created {record.get('created_utc')}, "
+        f"total wall time {record.get('wall_time_s')} s.\n",
+    ])
 
 
 def _interval(row) -> str:

@@ -70,16 +70,10 @@ class TrainingConfig:
     batchnorm_check: bool = facts.CHOICES.batchnorm_check
 
     def __post_init__(self):
-        for field in ("epochs", "batch_size"):
-            value = getattr(self, field)
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{field} must be a positive integer, not {value!r}")
+        facts.check_parameters({name: getattr(self, name) for name in
+                                ("epochs", "batch_size", "inference_check_images", "recompute_batchnorm_images")})
         if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be positive, not {self.learning_rate!r}")
-        for field in ("inference_check_images", "recompute_batchnorm_images"):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-                raise ValueError(f"{field} must be 0 or more, not {value!r}")
+            raise facts.ParameterError(f"learning_rate must be positive, not {self.learning_rate!r}")
 
 
 @dataclasses.dataclass

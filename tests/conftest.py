@@ -184,11 +184,19 @@ def small_run(real_manifest, imagenet_standin, tmp_path_factory):
 
 @pytest.fixture
 def small_run_copy(small_run, tmp_path):
-    """A writable copy of ``small_run``: its files are symbolic links to the session's (cheap; new
-    files written into the copy leave the original untouched)."""
+    """A writable copy of ``small_run``. Its model files are symbolic links to the session's (large,
+    and only ever read); every other file is copied, since code that rewrites a results file
+    (``evaluation.save`` among others) writes in place, which through a link would change the
+    session's run for every later test."""
     import shutil
 
-    return Path(shutil.copytree(small_run, tmp_path / "run", copy_function=os.symlink))
+    def copy_or_link(source, target):
+        if str(source).endswith(".keras"):
+            os.symlink(source, target)
+        else:
+            shutil.copy2(source, target)
+
+    return Path(shutil.copytree(small_run, tmp_path / "run", copy_function=copy_or_link))
 
 
 def make_external_folder(root: Path, manifest, split) -> dict:

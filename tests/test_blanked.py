@@ -1,15 +1,16 @@
-"""The lungs-blanked study (cxr_utils.study.blanked) on a tiny real run: the LSTM only, 8 images
-per class, 32 px, 1 epoch (seconds). Trains beside the run, resumes without training again,
-refuses other settings, sets blanked beside intact, and its command's exit codes."""
+"""The lungs-blanked models (cxr_utils.blanked; its command: python -m cxr_utils.study blanked) on
+a tiny real run: the LSTM only, 8 images per class, 32 px, 1 epoch (seconds). Trains beside the
+run, resumes without training again, refuses other settings, sets blanked beside intact, and its
+command's exit codes."""
 
 import json
 
 import numpy as np
 import pytest
 
+from cxr_utils import blanked as blanked_study
 from cxr_utils import chapters, metrics, runtime, study, training
 from cxr_utils.shortcuts import LungBox
-from cxr_utils.study import blanked as blanked_study
 
 SIZE, SEED, N_PER_CLASS = 32, 3, 8
 
@@ -36,7 +37,7 @@ def tiny_run(real_subset, tmp_path_factory):
 def trained(tiny_run):
     folder, split, cache = tiny_run
     log = []
-    record = study.train_blanked(folder, split, LungBox(), _config(), {"weights": None}, cache, SIZE,
+    record = blanked_study.train_blanked(folder, split, LungBox(), _config(), {"weights": None}, cache, SIZE,
                                  models=["lstm"], log=log.append)
     return folder, split, cache, record, log
 
@@ -68,7 +69,7 @@ def test_a_second_call_trains_nothing(trained, monkeypatch):
 
     monkeypatch.setattr(training, "run_experiment", must_not_train)
     log = []
-    study.train_blanked(folder, split, LungBox(), _config(), {}, cache, SIZE, models=["LSTM"], log=log.append)
+    blanked_study.train_blanked(folder, split, LungBox(), _config(), {}, cache, SIZE, models=["LSTM"], log=log.append)
     assert "0 models to train" in log[0] and "LSTM: complete, skipped." in log
     assert metrics_json.stat().st_mtime_ns == written
 
@@ -81,8 +82,8 @@ def test_a_second_call_trains_nothing(trained, monkeypatch):
 def test_other_settings_are_refused_not_mixed(trained, change, named):
     folder, split, cache, _, _ = trained
     record = (folder / "shortcuts" / "blanked" / "blanked.json").read_text()
-    with pytest.raises(study.StudyError, match=f"holds models trained with {named}=.*but this asks for {named}="):
-        study.train_blanked(folder, split, change.get("box", LungBox()), change.get("config", _config()), {}, cache,
+    with pytest.raises(blanked_study.BlankedError, match=f"holds models trained with {named}=.*but this asks for {named}="):
+        blanked_study.train_blanked(folder, split, change.get("box", LungBox()), change.get("config", _config()), {}, cache,
                             change.get("size", SIZE), models=["lstm"], log=lambda *_: None)
     assert (folder / "shortcuts" / "blanked" / "blanked.json").read_text() == record
 
@@ -91,7 +92,7 @@ def test_blanked_results_set_blanked_beside_intact(trained):
     import pandas as pd
 
     folder = trained[0]
-    table = study.blanked_results(folder)
+    table = blanked_study.blanked_results(folder)
     assert list(table["model_id"]) == ["resnet50", "lstm", "resnet50_lstm"]
     assert table.attrs["missing"] == ["resnet50", "resnet50_lstm"]
     lstm = table.set_index("model_id").loc["lstm"]

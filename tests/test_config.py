@@ -1,6 +1,7 @@
 """One fact, one place: the protocol, the model registry and the reading of ``weights`` are read
 from cxr_utils.config by everything that needs them, and a fourth model is one registry entry."""
 
+import json
 
 import keras
 import pandas as pd
@@ -95,31 +96,32 @@ def with_toy_model(monkeypatch):
 
 
 @pytest.mark.slow
-def test_a_fourth_model_is_one_registry_entry(with_toy_model, real_manifest, tmp_path):
-    """Built, trained, evaluated, compared and required like the paper's three, from one entry."""
+def test_a_fourth_model_is_one_registry_entry(small_run_copy, with_toy_model):
+    """Built, trained, evaluated, compared and required like the paper's three, from one entry
+    (beside the paper's three of a small real run, trained once per session)."""
     assert run.series()[:6] == ("01_data_collection", "02_preprocessing", "03_resnet50", "04_lstm",
                                 "05_resnet50_lstm", "05b_toy")
     assert models.build_model("toy", weights=None).name == "toy"  # backbone options dropped
 
-    split = data.split_dataset(data.sample_balanced(real_manifest, n_per_class=10, seed=1), seed=1)
+    run_dir = small_run_copy
+    split = data.read_manifest(run_dir / "split.csv")
+    image_size = json.loads((run_dir / "run.json").read_text())["settings"]["image_size"]
     settings = training.TrainingConfig(epochs=1, batch_size=8, seed=1, progress=False)
-    for model_id in config.REGISTRY:
-        training.run_experiment(model_id, split, tmp_path, settings, model_options={"weights": None},
-                                image_size=32)
-    chapters.require_trained_models(tmp_path)
+    training.run_experiment("toy", split, run_dir, settings, image_size=image_size)
+    chapters.require_trained_models(run_dir)
 
-    predictions = evaluation.load_predictions(tmp_path)
+    predictions = evaluation.load_predictions(run_dir)
     assert list(predictions) == ["ResNet50", "LSTM", "ResNet50-LSTM", "Toy"]
     metrics_long = evaluation.metrics_table(predictions)
     mcnemar = evaluation.mcnemar_table(predictions)
-    evaluation.save(tmp_path, evaluation.confusion_matrices(predictions), metrics_long, mcnemar)
+    evaluation.save(run_dir, evaluation.confusion_matrices(predictions), metrics_long, mcnemar)
     assert set(metrics_long["model"]) >= {"Toy"} and len(mcnemar) == 6
-    compared = comparison.compare_with_paper(tmp_path)
+    compared = comparison.compare_with_paper(run_dir)
     assert "Toy" in compared["table2"].index and compared["table2"].loc["Toy", ("paper", "val_loss")] != 0
     assert pd.isna(compared["table2"].loc["Toy", ("paper", "val_loss")])
     assert "Toy" in compared["confusion"].index
-    assert "Toy" in comparison.training_findings(tmp_path).index
+    assert "Toy" in comparison.training_findings(run_dir).index
 
-    (tmp_path / "toy" / "predictions.csv").unlink()
+    (run_dir / "toy" / "predictions.csv").unlink()
     with pytest.raises(chapters.MissingInputs, match="Toy .*notebooks/05b_toy.ipynb"):
-        chapters.require_trained_models(tmp_path)
+        chapters.require_trained_models(run_dir)

@@ -153,7 +153,7 @@ def test_the_paper_setting_runs_end_to_end_in_papermill(imagenet_standin, real_s
         page = (results / "notebooks" / f"{spec.chapter}.ipynb").read_text()
         assert "weights='imagenet'" in page and "Trained from scratch" not in page
         # Chapter 8's lungs-blanked copy: the same frozen backbone, fed blanked images.
-        from cxr_utils.study.blanked import BLANKED_DIR
+        from cxr_utils.blanked import BLANKED_DIR
 
         blanked = json.loads((results / BLANKED_DIR / spec.id / "run.json").read_text())["settings"]
         assert blanked["fast_path"] is True and blanked["blanked"].startswith("lungbox:")

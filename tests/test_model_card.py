@@ -8,10 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jinja2
 import pandas as pd
 import pytest
 
-from cxr_utils import config, external, model_card, model_card_run, predict, report, shortcut_run
+from cxr_utils import config, external, model_card, model_card_run, predict, prose, report, shortcut_run
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PUBLISHED = REPO_ROOT / "book" / "executed" / "results"
@@ -75,6 +76,15 @@ def test_shortcut_results_appear_when_present(published_copy):
     assert "No shortcut analysis has been run" not in text
     assert f"`{shortcut_run.GRADCAM_CSV}`" in text and "0.6123" in text
     assert "Where Grad-CAM looks" in text  # the chapter's summary, written from the table
+
+
+def test_the_card_without_its_notice_is_an_error_not_a_card():
+    """StrictUndefined: a value the card's template names and its caller leaves out raises. (That
+    every template is used and given exactly the values it names: tests/test_prose.py.)"""
+    values = {"title": True, "models": ["LSTM"], "profile": None, "recorded": None, "sections": []}
+    with pytest.raises(jinja2.UndefinedError, match="disclaimer"):
+        prose.render("card.md.j2", **values)  # the notice left out: an error, not a card without it
+    assert report.DISCLAIMER in prose.render("card.md.j2", **values, disclaimer=report.DISCLAIMER)
 
 
 def test_a_folder_without_trained_models_has_no_card(tmp_path):

@@ -204,13 +204,13 @@ def test_command_lines_take_the_option_and_refuse_a_negative_one(capsys):
     assert parser.parse_args([]).recompute_batchnorm_images == 0
     assert parser.parse_args(["--recompute-batchnorm", "320"]).recompute_batchnorm_images == 320
     assert training_cli.main(["--recompute-batchnorm-images", "-3", "--data-dir", "/no/such/folder"]) == 2
-    assert "recompute_batchnorm_images must be 0 or more" in capsys.readouterr().err
+    assert "recompute_batchnorm_images must be an integer of 0 or more" in capsys.readouterr().err
 
     assert study.study_parameters("paper")["recompute_batchnorm_images"] == 0
     assert study.study_parameters("paper", {"recompute_batchnorm_images": 320})["recompute_batchnorm_images"] == 320
     assert study.main(["seeds", "-p", "recompute_batchnorm_images=-1"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "recompute_batchnorm_images must be 0 or more" in err
+    assert err.count("\n") == 1 and "recompute_batchnorm_images must be an integer of 0 or more" in err
 
 
 def test_a_study_refuses_to_mix_the_protocols(tmp_path):

@@ -1,5 +1,7 @@
 """Verdicts on the paper's claims follow from the numbers, in every direction."""
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -305,7 +307,8 @@ def test_run_record_markdown():
         "versions": {"keras": "3.15.1"}, "git_commit": "abc", "wall_time_s": 20,
     })
     # A record made before memory was sampled leaves the cell blank.
-    assert "| 03_resnet50 | 12.5 |  | ok | `abababababab` |" in text and "| keras | 3.15.1 |" in text
+    text = re.sub(" +", " ", text)
+    assert "| 03_resnet50 | 12.5 | | ok | `abababababab` |" in text and "| keras | 3.15.1 |" in text
     assert "| 04_lstm | 3.0 | 2,345 | ok | `cdcdcdcdcdcd` |" in text
     assert "| tensorflow threads | TF_NUM_INTRAOP_THREADS=1 |" in text
 

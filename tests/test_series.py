@@ -141,7 +141,7 @@ def test_extended_test_set_is_disjoint_from_the_run_and_its_duplicates(sample_ru
     assert not set(extended["sha256"]) & set(split["sha256"])
     assert len(extended) + len(split) + extended.attrs["excluded_as_duplicates"] == len(manifest)
     table = pd.read_csv(results / "extended" / "evaluation" / "metrics.csv")
-    assert (table["n"] == run.PROFILES["sample"]["extended_test_size"]).all()
+    assert (table["n"] == run.PROFILES["sample"].extended_test_size).all()
 
 
 def test_the_book_builds_with_every_page_and_figure(sample_run, book_copy, real_data):

@@ -186,7 +186,7 @@ def test_seed_list_and_time_left():
         study.seed_list(0)
     assert study.time_left({"resnet50": [10, 30], "lstm": [5]}, ["resnet50", "lstm", "lstm"]) == "about 30 s left"
     assert "lstm not timed yet" in study.time_left({"resnet50": [60]}, ["resnet50", "lstm"])
-    assert study.duration_text(3725) == "1 h 02 min"
+    assert report.duration_text(3725) == "1 h 02 min"
 
 
 @pytest.mark.parametrize("argv, message", [

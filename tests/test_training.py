@@ -197,7 +197,12 @@ def test_run_experiment_explains_a_bad_split(small_split, tmp_path):
 
 # --- Learning signal: each model, trained briefly on real images, must beat chance clearly. ---
 # Held-out accuracy counts as a learning signal when the lower end of its 95% Wilson interval
-# is above 0.5 (chance for a balanced test set) by a margin, on 210 held-out images.
+# is above 0.5 (chance for a balanced test set) by a margin, on 210 held-out images. The ResNet50
+# models train from scratch with the BatchNorm remedy (statistics recomputed from 320 training
+# images before every validation, as the remedy study does): with the moving statistics their
+# validation stays near chance for the first epochs (the book's BatchNorm finding), so showing the
+# signal took 8 epochs; with the remedy 4 do (measured here: test accuracy 0.81 and 0.77, Wilson
+# lower bounds 0.76 and 0.71), in about half the time.
 
 
 @pytest.fixture(scope="module")
@@ -208,18 +213,20 @@ def learning_split(real_manifest):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "model_name, image_size, epochs, options",
+    "model_name, image_size, epochs, recompute_batchnorm_images",
     [
-        ("lstm", 224, 15, {}),
-        ("resnet50", SMALL, 8, {"weights": None}),
-        ("resnet50_lstm", SMALL, 8, {"weights": None}),
+        ("lstm", 224, 15, 0),
+        ("resnet50", SMALL, 4, 320),
+        ("resnet50_lstm", SMALL, 4, 320),
     ],
 )
-def test_short_training_run_learns(learning_split, tmp_path, model_name, image_size, epochs, options):
-    # Learning is what is tested: no paired BatchNorm check (it changes no weight, only adds passes).
-    config = training.TrainingConfig(epochs=epochs, batch_size=32, seed=42, progress=False, batchnorm_check=False)
+def test_short_training_run_learns(learning_split, tmp_path, model_name, image_size, epochs, recompute_batchnorm_images):
+    # Learning is what is tested: no paired BatchNorm check and no inference-mode check of the
+    # training images (they change no weight, only add passes).
+    config = training.TrainingConfig(epochs=epochs, batch_size=32, seed=42, progress=False, batchnorm_check=False,
+                                     inference_check_images=0, recompute_batchnorm_images=recompute_batchnorm_images)
     outcome = training.run_experiment(
-        model_name, learning_split, tmp_path, config, model_options=options,
+        model_name, learning_split, tmp_path, config, model_options={"weights": None},
         image_size=image_size, save_model=False,
     )
     test = outcome["metrics"]

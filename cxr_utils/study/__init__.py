@@ -41,21 +41,30 @@ the book's run), instead of a second training of that seed: one run behind every
 (``cxr_utils.study.adopt``).
 
 ``blanked`` trains the models of a finished run again, on its split with its protocol, with the
-lungs blanked in every image (``cxr_utils.study.blanked``; chapter 8 reads the results).
+lungs blanked in every image (``cxr_utils.blanked``, which chapter 8 calls; chapter 8 reads the results).
 """
 
-from cxr_utils.study.blanked import blanked_results, train_blanked
-from cxr_utils.study.cli import command_line, main
-from cxr_utils.study.common import STUDY_RECORD, StudyError, duration_text, seed_dir
-from cxr_utils.study.seeds import DEFAULT_OUT, run_seeds, seed_complete, seed_list, study_parameters, time_left
-from cxr_utils.study.summary import (
-    SUMMARY_FILES, SUMMARY_METRICS, metric_summary, plot_seed_curves, stability_table, summarise, summary_markdown,
-    summary_tables, verdict_summary,
-)
+import importlib
 
-__all__ = [
-    "DEFAULT_OUT", "STUDY_RECORD", "SUMMARY_FILES", "SUMMARY_METRICS", "StudyError", "blanked_results",
-    "command_line", "duration_text", "main", "metric_summary", "plot_seed_curves", "run_seeds", "seed_complete",
-    "seed_dir", "seed_list", "stability_table", "study_parameters", "summarise", "summary_markdown", "summary_tables",
-    "time_left", "train_blanked", "verdict_summary",
-]
+# Where each public name lives. Imported on use, not here: ``python -m cxr_utils.study summarise``
+# need not import what ``seeds`` trains with, nor a test of one submodule all the others.
+_HOMES = {
+    "command_line": "cli", "main": "cli",
+    "STUDY_RECORD": "common", "StudyError": "common", "seed_dir": "common",
+    "DEFAULT_OUT": "seeds", "run_seeds": "seeds", "seed_complete": "seeds", "seed_list": "seeds",
+    "study_parameters": "seeds", "time_left": "seeds",
+    "SUMMARY_FILES": "summary", "SUMMARY_METRICS": "summary", "metric_summary": "summary",
+    "plot_seed_curves": "summary", "stability_table": "summary", "summarise": "summary",
+    "summary_markdown": "summary", "summary_tables": "summary", "verdict_summary": "summary",
+}
+_SUBMODULES = ("adopt", "cli", "common", "publish", "seeds", "summary")
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    if name in _HOMES:
+        return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

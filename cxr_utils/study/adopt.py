@@ -20,7 +20,9 @@ from pathlib import Path
 from cxr_utils import evaluation
 from cxr_utils.atomic import replace_folder
 from cxr_utils.config import REGISTRY
-from cxr_utils.study.common import STUDY_RECORD, StudyError, model_complete, seed_dir, utc_now
+from cxr_utils.chapters import utc_now
+from cxr_utils.evaluation import model_complete
+from cxr_utils.study.common import STUDY_RECORD, StudyError, seed_dir
 from cxr_utils.study.seeds import check_model_folder, training_defaults
 from cxr_utils.study.summary import summarise
 

@@ -11,7 +11,8 @@ from cxr_utils import chapters, config, data
 from cxr_utils.config import PROTOCOL
 from cxr_utils.report import counted
 from cxr_utils.series import PROFILES, parse_value
-from cxr_utils.study import adopt, blanked
+from cxr_utils import blanked
+from cxr_utils.study import adopt
 from cxr_utils.study.common import StudyError
 from cxr_utils.study.seeds import DEFAULT_OUT, MIXED_PRECISION, run_seeds, seed_list, study_parameters
 from cxr_utils.study.summary import summarise
@@ -106,13 +107,13 @@ def _blanked(args) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except StudyError as error:
+    except blanked.BlankedError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     try:
         table = blanked.command(args.run, args.data_dir, overrides, args.models)
     # ValueError: data.DatasetError (an unreadable image), or blanked and intact tested on other images.
-    except (StudyError, ValueError, chapters.MissingInputs, models.WeightsUnavailableError) as error:
+    except (blanked.BlankedError, ValueError, chapters.MissingInputs, models.WeightsUnavailableError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -1,11 +1,10 @@
 """What the study modules share: the error they raise, a study's folder layout (study.json, one
-``seed-N`` folder per seed, a model's finished folder, a seed's evaluation files) and the words
-of their progress lines (``report.counted`` counts their seeds and models). See
+``seed-N`` folder per seed, a seed's evaluation files). Their progress words are ``report.counted`` and
+``report.duration_text``; a model's finished folder is ``evaluation.model_complete``. See
 ``cxr_utils.study``."""
 
 from __future__ import annotations
 
-import datetime as _dt
 from pathlib import Path
 
 from cxr_utils.evaluation import EVALUATION_DIR
@@ -38,12 +37,6 @@ def seed_folders(study_dir: Path, record: dict | None) -> list[tuple[int, Path]]
     return [(seed, found[seed]) for seed in order]
 
 
-def model_complete(folder) -> bool:
-    """A model's folder is complete when it holds metrics.json: ``run_experiment`` moves the whole
-    folder into place only after every file is written."""
-    return (Path(folder) / "metrics.json").is_file()
-
-
 def evaluation_files(folder: Path) -> list[Path]:
     """The files a seed's evaluation writes: its metrics, probability metrics and verdicts."""
     return [folder / EVALUATION_DIR / name for name in ("metrics.csv", "probability_metrics.csv", "verdicts.csv")]
@@ -52,21 +45,3 @@ def evaluation_files(folder: Path) -> list[Path]:
 def evaluated(folder) -> bool:
     """The seed's evaluation and verdicts exist (what ``summarise`` reads)."""
     return all(path.is_file() for path in evaluation_files(Path(folder)))
-
-
-# -- progress -------------------------------------------------------------------------------------
-
-
-def duration_text(seconds: float) -> str:
-    """12 s, 3 min 20 s, 2 h 05 min."""
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
-
-
-def utc_now() -> str:
-    """The time now in UTC, to the second, as the study records write it."""
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")

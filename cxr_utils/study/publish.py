@@ -20,17 +20,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from cxr_utils import config, paper, plots, remedy, summaries
+from cxr_utils import config, paper, plots, prose, remedy, summaries
 from cxr_utils.atomic import replace_folder
 from cxr_utils.claims import NOT_PAPER_SETTING, OUTCOMES
 from cxr_utils.paths import BOOK_STUDIES_DIR
 from cxr_utils.portable import (
     dataset_relative_paths, machine_folders, machine_paths, make_portable, portable_record,
 )
-from cxr_utils.report import NEAR_CHANCE, counted
-from cxr_utils.study.common import (
-    SEED_PREFIX, STUDY_RECORD, StudyError, duration_text, model_complete, seed_dir,
-)
+from cxr_utils.evaluation import model_complete
+from cxr_utils.report import NEAR_CHANCE, duration_text
+from cxr_utils.study.common import SEED_PREFIX, STUDY_RECORD, StudyError, seed_dir
 from cxr_utils.study.seeds import study_kind
 from cxr_utils.study.summary import plot_seed_curves, summary_markdown, summary_tables, write_summary_tables
 
@@ -146,29 +145,46 @@ def remedy_pairs(studies_dir) -> dict[int, list[str]]:
     return {seed: model_ids for seed, model_ids in pairs.items() if model_ids}
 
 
-def _settings_sentences(records: dict) -> str:
-    """One sentence of the settings both studies share, or one per study where they differ (the
-    remedy run on another machine, backend or dtype policy)."""
-    sentences = {study: _settings_sentence(records[study]) for study in STUDIES}
-    if sentences["seeds"] == sentences["remedy"]:
-        return f"Both studies: {sentences['seeds']}."
-    return f"The paper's protocol: {sentences['seeds']}. The remedy: {sentences['remedy']}."
-
-
-def _settings_sentence(record: dict) -> str:
+def _shown_settings(record: dict) -> dict:
+    """A study's settings as the remedy page states them (``study_remedy_page.md.j2`` words them)."""
     settings = record["settings"]
-    sizes = config.PROTOCOL.split_sizes(settings["n_per_class"])
-    return (f"{config.weights_label(settings['weights'])}, {settings['n_per_class']} images per class "
-            f"({sizes['train']} training, {sizes['val']} validation, {sizes['test']} test), "
-            f"{counted(settings['epochs'], 'epoch')}, batch {settings['batch_size']}, {settings['image_size']} px, "
-            f"dtype policy {settings['dtype_policy']}, Keras on {record['hardware']['keras_backend']}, "
-            f"{record['hardware']['accelerator']}")
+    return {"weights_label": config.weights_label(settings["weights"]),
+            "sizes": config.PROTOCOL.split_sizes(settings["n_per_class"]),
+            **{name: settings[name] for name in ("n_per_class", "epochs", "batch_size", "image_size", "dtype_policy")},
+            "keras_backend": record["hardware"]["keras_backend"], "accelerator": record["hardware"]["accelerator"]}
 
 
-def _wall_times(record: dict, seed: int) -> str:
+def _wall_times(record: dict, seed: int) -> list[tuple[str, str]]:
+    """(model, wall time in words) of each model the study's record timed for ``seed``."""
     runs = record.get("runs", {}).get(str(seed), {})
-    return ", ".join(f"{config.model_spec(model_id).paper_name} {duration_text(runs[model_id]['wall_time_s'])}"
-                     for model_id in config.REGISTRY if model_id in runs)
+    return [(config.model_spec(model_id).paper_name, duration_text(runs[model_id]["wall_time_s"]))
+            for model_id in config.REGISTRY if model_id in runs]
+
+
+def _remedy_seed(studies_dir: Path, records: dict, seed: int, model_ids: list[str], figures: bool) -> dict:
+    """What remedy.md shows of one seed: the wall times, the comparison table and its reading, the
+    models not compared, and per model with BatchNorm layers recomputed its paper-protocol run's
+    summary and the two figures (drawn unless ``figures`` is False)."""
+    import matplotlib.pyplot as plt
+
+    paper_dir, remedy_dir = (seed_dir(studies_dir / study, seed) for study in STUDIES)
+    table = remedy.remedy_table(paper_dir, remedy_dir, model_ids)
+    recomputed = []
+    for row in table[(table.protocol == "remedy") & (table.batchnorm_layers_recomputed > 0)].itertuples():
+        curves = f"{FIGURES_DIR}/seed-{seed}_{row.model_id}_paper_protocol.png"
+        side_by_side = f"{FIGURES_DIR}/seed-{seed}_{row.model_id}_remedy.png"
+        if figures:
+            history = remedy._history(paper_dir / row.model_id)
+            plt.close(plots.plot_training_curves(history, row.model, path=studies_dir / curves))
+            plt.close(remedy.plot_remedy_curves(paper_dir, remedy_dir, row.model_id, path=studies_dir / side_by_side))
+        recomputed.append({
+            "name": row.model, "id": row.model_id, "curves": curves, "side_by_side": side_by_side,
+            "training_summary": summaries.training_summary(paper_dir, row.model_id, name_the_hypothesis=False).rstrip(),
+        })
+    return {"seed": seed, "wall_times": {study: _wall_times(records[study], seed) for study in STUDIES},
+            "table": remedy.remedy_table_markdown(table), "reading": remedy.remedy_markdown(table),
+            "missing": [spec.paper_name for model_id, spec in config.REGISTRY.items() if model_id not in model_ids],
+            "recomputed": recomputed}
 
 
 def remedy_page(studies_dir, figures: bool = True) -> str:
@@ -178,49 +194,17 @@ def remedy_page(studies_dir, figures: bool = True) -> str:
     paper-protocol run shows epoch by epoch (``summaries.training_summary``) and two figures: that
     run's curves (training mode, training images in inference mode, validation) and the two
     protocols' validation and inference-mode accuracy side by side. ``figures=False`` writes the
-    text only (the figures are named, not drawn)."""
-    import matplotlib.pyplot as plt
-
+    text only (the figures are named, not drawn). The words are in
+    ``cxr_utils/templates/study_remedy_page.md.j2``."""
     studies_dir = Path(studies_dir)
     records = {study: _record(studies_dir / study) for study in STUDIES}
-    seeds = remedy_pairs(studies_dir)
-    if not seeds:
-        return ("No model of the remedy study is complete in both studies yet: run `python -m cxr_utils.study "
-                "seeds` with and without `-p recompute_batchnorm_images=320` on the same seeds.\n")
-    option = records["remedy"]["settings"][remedy.OPTION]
-    lines = [f"{_settings_sentences(records)} The remedy's study recomputes BatchNorm's "
-             f"statistics from {option} training images before every evaluation; no other training setting "
-             "differs (`cxr_utils.remedy` refuses two runs whose settings differ in anything else)."]
-    for seed, model_ids in seeds.items():
-        paper_dir, remedy_dir = (seed_dir(studies_dir / study, seed) for study in STUDIES)
-        table = remedy.remedy_table(paper_dir, remedy_dir, model_ids)
-        missing = [spec.paper_name for model_id, spec in config.REGISTRY.items() if model_id not in model_ids]
-        lines += ["", f"## Seed {seed}", "",
-                  f"Wall time: the paper's protocol {_wall_times(records['seeds'], seed)}; "
-                  f"the remedy {_wall_times(records['remedy'], seed)}.", "",
-                  remedy.remedy_table_markdown(table), ""]
-        if missing:
-            lines += [f"Not compared yet for this seed (not complete in both studies): {', '.join(missing)}.", ""]
-        lines += [remedy.remedy_markdown(table)]
-        for row in table[(table.protocol == "remedy") & (table.batchnorm_layers_recomputed > 0)].itertuples():
-            curves = f"{FIGURES_DIR}/seed-{seed}_{row.model_id}_paper_protocol.png"
-            side = f"{FIGURES_DIR}/seed-{seed}_{row.model_id}_remedy.png"
-            if figures:
-                history = remedy._history(paper_dir / row.model_id)
-                plt.close(plots.plot_training_curves(history, row.model, path=studies_dir / curves))
-                plt.close(remedy.plot_remedy_curves(paper_dir, remedy_dir, row.model_id, path=studies_dir / side))
-            lines += ["", f"**{row.model} under the paper's protocol**, epoch by epoch:", "",
-                      summaries.training_summary(paper_dir, row.model_id, name_the_hypothesis=False).rstrip(),
-                      "", f"```{{figure}} {INCLUDED_AS}/{curves}", f":name: studies-{seed}-{row.model_id}-paper", "",
-                      f"{row.model} under the paper's protocol, seed {seed}, epoch by epoch: loss and accuracy in "
-                      "training mode (as Keras reports them, dropout on), on the same training images in "
-                      "inference mode (the model that validation and the test see), and on the validation "
-                      "images; the dashed line marks the kept epoch.", "```",
-                      "", f"```{{figure}} {INCLUDED_AS}/{side}", f":name: studies-{seed}-{row.model_id}-remedy", "",
-                      f"{row.model}, seed {seed}: validation accuracy (left) and the training images' accuracy "
-                      "in inference mode (right) per epoch, the paper's protocol beside BatchNorm statistics "
-                      "recomputed; chance and the near-chance bound dashed.", "```"]
-    return "\n".join(lines) + "\n"
+    pairs = remedy_pairs(studies_dir)
+    return prose.render(
+        "study_remedy_page.md.j2", included_as=INCLUDED_AS,
+        settings={study: _shown_settings(records[study]) for study in STUDIES} if pairs else None,
+        option=records["remedy"]["settings"][remedy.OPTION] if pairs else None,
+        seeds=[_remedy_seed(studies_dir, records, seed, model_ids, figures) for seed, model_ids in pairs.items()],
+    )
 
 
 SEED_CURVES_FIGURE = f"{FIGURES_DIR}/seeds_curves.png"
@@ -240,11 +224,8 @@ def seeds_page(studies_dir, figures: bool = True, tables: dict | None = None) ->
     if len(result["stability"]):
         if figures:
             plt.close(plot_seed_curves(result["folders"], path=studies_dir / SEED_CURVES_FIGURE))
-        figure = "\n".join([
-            f"```{{figure}} {INCLUDED_AS}/{SEED_CURVES_FIGURE}", ":name: studies-seeds-curves", "",
-            f"Every evaluated seed ({', '.join(map(str, result['seeds']))}) under the paper's protocol: validation "
-            "accuracy (top) and the training images' accuracy in inference mode (bottom) per epoch, one line per "
-            "seed; chance and the near-chance bound dashed.", "```"])
+        figure = prose.render("study_seeds_figure.md.j2", included_as=INCLUDED_AS, figure=SEED_CURVES_FIGURE,
+                              seeds=result["seeds"])
     return summary_markdown(result["metrics"], result["verdicts"], result["seeds"], result["record"],
                             result["left_out"], level=2, stability=result["stability"], figure=figure)
 
@@ -255,21 +236,15 @@ def glance_page(studies_dir, tables: dict | None = None) -> str:
     evaluated seeds (mean and range) beside the paper's, at the kept epoch and, where every seed's
     record holds it, at the last epoch, and in how many seeds each model's validation accuracy sat
     near chance in some epoch; then, outside the paper's setting, what no seed could test.
-    ``tables`` as for ``seeds_page``."""
+    ``tables`` as for ``seeds_page``. The words are in ``cxr_utils/templates/study_glance.md.j2``."""
     result = tables or summary_tables(Path(studies_dir) / "seeds")
     settings = result["record"]["settings"]
-    n_seeds = len(result["seeds"])
-    setting = (f"{settings['n_per_class']} images per class, {counted(settings['epochs'], 'epoch')}, batch "
-               f"{settings['batch_size']}, {settings['image_size']} px, {config.weights_label(settings['weights'])}")
-    if not config.is_paper_setting(settings["weights"]):
-        setting += ", so not the paper's ImageNet setting"
     # The epoch whose weights the test scored: the best validation epoch's (restore_best, the
     # project's default) or, in a study that kept the last weights, the last epoch's.
     restored = settings.get("protocol", {}).get("restore_best", config.CHOICES.restore_best)
     kept = "kept epoch" if restored else "last epoch"
     accuracy = result["metrics"].set_index(["model", "metric"]).xs("accuracy", level="metric")
     stability = result["stability"]
-    test_n = f" (n={int(stability['test_n'].max())} per seed)" if len(stability) else ""
     # The last epoch's weights are tested beside the kept ones (issue 12); older records lack them.
     with_last = bool(restored and len(stability) and stability["test_last_epoch_accuracy"].notna().all())
     rows = []
@@ -286,20 +261,13 @@ def glance_page(studies_dir, tables: dict | None = None) -> str:
         shown["seeds with validation near chance in some epoch"] = (
             f"{int((runs['epochs_near_chance'] > 0).sum())} of {len(runs)}" if len(runs) else "n/a")
         rows.append(shown)
-    table = remedy.figures_markdown(pd.DataFrame(rows), text_columns=1)
-    weights = ("the weights of the kept epoch (the best validation accuracy) and of the last epoch" if with_last
-               else "the weights of the kept epoch (the best validation accuracy)" if restored
-               else "the weights of the last epoch")
-    text = (f"**At the paper's scale**, {counted(n_seeds, 'seed')} ({', '.join(map(str, result['seeds']))}) of the "
-            f"paper's protocol ({setting}); each seed draws its own sample, split and initial weights. Test "
-            f"accuracy over the seeds{test_n} beside the paper's, for {weights}, and how often validation "
-            f"accuracy fell to {NEAR_CHANCE} or below during training:\n\n{table}\n")
-    text += "\n" + _verdicts_over_seeds(result["verdicts"], n_seeds)
-    if not config.is_paper_setting(settings["weights"]):
-        text += ("\nWhat no seed of this study could test: the paper's ImageNet weights. Every seed trained "
-                 "ResNet50, alone and in the hybrid, from scratch: these accuracies show the paper's models and "
-                 "protocol without pretraining, and test none of the paper's numbers.\n")
-    return text
+    return prose.render(
+        "study_glance.md.j2", seeds=result["seeds"], settings=settings,
+        weights_label=config.weights_label(settings["weights"]), paper_setting=config.is_paper_setting(settings["weights"]),
+        test_n=int(stability["test_n"].max()) if len(stability) else None, with_last=with_last, restored=restored,
+        near_chance=NEAR_CHANCE, accuracy_table=remedy.figures_markdown(pd.DataFrame(rows), text_columns=1),
+        verdicts_table=_verdicts_over_seeds(result["verdicts"], len(result["seeds"])),
+    )
 
 
 def _verdicts_over_seeds(verdicts: pd.DataFrame, n_seeds: int) -> str:
@@ -312,8 +280,7 @@ def _verdicts_over_seeds(verdicts: pd.DataFrame, n_seeds: int) -> str:
                      if outcome != NOT_PAPER_SETTING and values.get(f"indicated_{outcome}")]
         text = ", ".join(given) + (f" (their numbers alone: {', '.join(indicated)})" if indicated else "")
         rows.append({"claim": f"**{values['claim']}** {values['text']}", f"verdicts over the {n_seeds} seeds": text})
-    return ("The verdicts over the seeds (the rules are on the method page; seed by seed on the seed study's "
-            "page):\n\n" + pd.DataFrame(rows).to_markdown(index=False) + "\n")
+    return pd.DataFrame(rows).to_markdown(index=False)
 
 
 def render_pages(studies_dir, figures: bool = True) -> dict[str, str]:

@@ -12,11 +12,12 @@ from pathlib import Path
 from cxr_utils import chapters, config, evaluation
 from cxr_utils.atomic import atomic_write
 from cxr_utils.config import PROTOCOL, REGISTRY
-from cxr_utils.report import counted
+from cxr_utils.chapters import utc_now
+from cxr_utils.evaluation import model_complete
+from cxr_utils.report import counted, duration_text
 from cxr_utils.series import PROFILES, profile_parameters
 from cxr_utils.study.common import (
-    SEED_PREFIX, STUDY_RECORD, StudyError, duration_text, evaluated, evaluation_files, model_complete,
-    seed_dir, seed_folders, utc_now,
+    SEED_PREFIX, STUDY_RECORD, StudyError, evaluated, evaluation_files, seed_dir, seed_folders,
 )
 from cxr_utils.study.summary import summarise
 
@@ -79,7 +80,7 @@ def study_parameters(profile: str = "paper", overrides: dict | None = None, data
         raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
     overrides = dict(overrides or {})
     options = {name: overrides.pop(name) for name in TRAINING_OPTIONS if name in overrides}
-    known = sorted({*PROFILES[profile], "cache_dir", *TRAINING_OPTIONS} - set(NOT_PARAMETERS))
+    known = sorted({*PROFILES[profile].parameters(), "cache_dir", *TRAINING_OPTIONS} - set(NOT_PARAMETERS))
     for name in overrides:
         if name in NOT_PARAMETERS:
             raise ValueError(f"-p {name}: not a study parameter ({NOT_PARAMETERS[name]})")

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from cxr_utils import config, report
+from cxr_utils import config, prose, report
 from cxr_utils.atomic import atomic_write
 from cxr_utils.evaluation import EVALUATION_DIR
-from cxr_utils.report import NEAR_CHANCE, at_most, counted
+from cxr_utils.report import NEAR_CHANCE, at_most
 from cxr_utils.study.common import SEED_PREFIX, STUDY_RECORD, StudyError, evaluated, seed_folders
 
 # The summary's metrics, in this order: Table 6's four (evaluation/metrics.csv), then AUC and
@@ -105,32 +105,30 @@ def stability_table(seeds: list[tuple[int, Path]]) -> pd.DataFrame:
 def stability_markdown(stability: pd.DataFrame) -> str:
     """``stability_table`` for a reader: per model, in how many seeds validation sat near chance in
     at least one epoch and the inference-mode check of the training images fell near chance, and
-    how often the kept epoch was the last; then the table, one row per model and seed."""
+    how often the kept epoch was the last; then the table, one row per model and seed. The words
+    are in ``cxr_utils/templates/study_seeds_stability.md.j2``."""
     from cxr_utils import remedy  # imports matplotlib: only when a summary is written
 
     def span(values) -> str:
         low, high = values.min(), values.max()
         return f"{low:.2f}" if f"{low:.2f}" == f"{high:.2f}" else f"{low:.2f}-{high:.2f}"
 
-    lines = []
+    models = []
     for model, rows in stability.groupby("model", sort=False):
-        seeds = counted(len(rows), "seed")
-        text = (f"- **{model}**: validation near chance (at or below {NEAR_CHANCE}) in some epoch in "
-                f"{int((rows['epochs_near_chance'] > 0).sum())} of {seeds}, "
-                f"{int(rows['epochs_near_chance'].sum())} of {int(rows['epochs'].sum())} epochs in all")
         inference = rows["train_inference_accuracy_min"].dropna()
-        if len(inference):
-            text += (f"; its training images near chance in inference mode in some epoch in "
-                     f"{int(at_most(inference, NEAR_CHANCE).sum())} of {counted(len(inference), 'seed')}")
-        text += (f"; the kept epoch the last one in {int((rows['best_epoch'] == rows['epochs']).sum())} of {seeds}; "
-                 f"test accuracy {span(rows['test_accuracy'])} at the kept epoch")
-        if rows["test_last_epoch_accuracy"].notna().all():
-            text += f", {span(rows['test_last_epoch_accuracy'])} at the last"
-        lines.append(text + ".")
+        models.append({
+            "name": model, "seeds": len(rows), "seeds_near_chance": int((rows["epochs_near_chance"] > 0).sum()),
+            "epochs_near_chance": int(rows["epochs_near_chance"].sum()), "epochs": int(rows["epochs"].sum()),
+            "inference_seeds": len(inference), "inference_near_chance": int(at_most(inference, NEAR_CHANCE).sum()),
+            "kept_last": int((rows["best_epoch"] == rows["epochs"]).sum()), "test_accuracy": span(rows["test_accuracy"]),
+            "last_epoch_accuracy": span(rows["test_last_epoch_accuracy"])
+            if rows["test_last_epoch_accuracy"].notna().all() else None,
+        })
     shown = pd.DataFrame({"model": stability["model"], "seed": stability["seed"].astype(str),
                           **remedy.figure_columns(stability),
                           "last epoch's test accuracy": [f"{v:.2f}" for v in stability["test_last_epoch_accuracy"]]})
-    return "\n".join(lines) + "\n\n" + remedy.figures_markdown(shown, text_columns=1) + "\n"
+    return prose.render("study_seeds_stability.md.j2", models=models, near_chance=NEAR_CHANCE,
+                        table=remedy.figures_markdown(shown, text_columns=1))
 
 
 SEED_CURVES = (("val_accuracy", "validation accuracy"), ("train_inference_accuracy", "training images,\ninference mode"))
@@ -144,9 +142,8 @@ def plot_seed_curves(seeds: list[tuple[int, Path]], path=None):
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    from cxr_utils.plots import MIN_POINTS, PAGE_WIDTH_IN, _finish
-    from cxr_utils.remedy import mark_chance
-
+    from cxr_utils.plots import MIN_POINTS, PAGE_WIDTH_IN, finish_figure, mark_chance
+    
     histories = {(seed, model_id): pd.read_csv(folder / model_id / "history.csv")
                  for seed, folder in seeds for model_id in config.REGISTRY
                  if (folder / model_id / "history.csv").is_file()}
@@ -176,7 +173,7 @@ def plot_seed_curves(seeds: list[tuple[int, Path]], path=None):
     seeds_first = sorted(handles, key=lambda label: (not label.startswith("seed"),))
     figure.legend([handles[label] for label in seeds_first], seeds_first, loc="outside lower center",
                   ncol=min(4, len(seeds_first)), fontsize=MIN_POINTS, frameon=False)
-    return _finish(figure, path)
+    return finish_figure(figure, path)
 
 
 def _number(value: float, metric: str) -> str:
@@ -191,56 +188,38 @@ def summary_markdown(metrics: pd.DataFrame, verdicts: pd.DataFrame, seeds: list[
     """summary.md: a sentence with the seeds, the profile and the weights, then both tables and,
     given a non-empty ``stability`` (``stability_table``), how steady training was per seed,
     followed by ``figure`` (Markdown showing ``plot_seed_curves``, as the page names it); its
-    title a heading of ``level`` (1: ``#``), its sections one level below."""
-    title, section = "#" * level, "#" * (level + 1)
+    title a heading of ``level`` (1: ``#``), its sections one level below. The words are in
+    ``cxr_utils/templates/study_seeds_summary.md.j2``."""
     settings = (record or {}).get("settings", {})
+    shown_settings = None
     if settings:
-        setting = (f"profile {settings.get('profile')!s}, {config.weights_label(settings.get('weights'))}, "
-                   f"{settings.get('n_per_class')} images per class, {counted(settings.get('epochs'), 'epoch')}, "
-                   f"batch {settings.get('batch_size')}, {settings.get('image_size')} px, dtype policy "
-                   f"{settings.get('dtype_policy')}")
-    else:
-        setting = f"settings not recorded (no {STUDY_RECORD})"
-    lines = [
-        f"{title} Seed study: {counted(len(seeds), 'seed')}",
-        "",
-        f"{counted(len(seeds), 'seed')} ({', '.join(map(str, seeds))}): {setting}. Each seed draws its own "
-        "sample, split and initial weights; each model is tested on its seed's test images.",
-    ]
-    if left_out:
-        lines += ["", f"Left out, not evaluated yet: seed {', '.join(map(str, left_out))}."]
+        shown_settings = {"profile": str(settings.get("profile")), "weights_label": config.weights_label(
+            settings.get("weights")), **{name: settings.get(name) for name in (
+                "n_per_class", "epochs", "batch_size", "image_size", "dtype_policy")}}
     shown = pd.DataFrame({
         "model": metrics["model"], "metric": metrics["metric"],
         **{column: [_number(v, m) for v, m in zip(metrics[column], metrics["metric"])]
            for column in ("mean", "std", "min", "max")},
         "seeds": metrics["n_seeds"].astype(int),
     })
-    lines += ["", f"{section} Test metrics over the seeds", "",
-              "Mean, standard deviation (n - 1), smallest and largest value over the seeds; Brier to 3 "
-              "decimals.", "", shown.to_markdown(index=False, disable_numparse=True,
-                                                       colalign=("left", "left", *["right"] * 5))]
-    if stability is not None and len(stability):
-        lines += ["", f"{section} Training over the seeds", "",
-                  "Each model's training run, seed by seed: how often validation sat near chance, the lowest "
-                  "accuracy of the model in inference mode (as validation and the test see it) on its own "
-                  "training images, the kept epoch (the best validation accuracy) and its test accuracy beside "
-                  "the last epoch's.", "", stability_markdown(stability).rstrip()]
-        if figure:
-            lines += ["", figure.rstrip()]
     outcomes = list(report.OUTCOMES)
-    lines += ["", f"{section} Verdicts: how many seeds give each outcome", "",
-              verdicts[["claim", "text", *outcomes, "n_seeds"]].rename(columns={"n_seeds": "seeds"})
-              .to_markdown(index=False)]
+    indicated_table = None
     if verdicts[report.NOT_PAPER_SETTING].sum():
         indicated = [c for c in verdicts.columns if c.startswith("indicated_")]
-        lines += ["", f"{section} What the numbers alone would indicate", "",
-                  f"Seeds outside the paper's setting get *{report.NOT_PAPER_SETTING}*; taken alone, their "
-                  "numbers would indicate:", "",
-                  verdicts[["claim", *indicated, "n_seeds"]]
-                  .rename(columns={**{c: c.removeprefix("indicated_") for c in indicated}, "n_seeds": "seeds"})
-                  .to_markdown(index=False)]
-    lines += ["", report.DISCLAIMER]
-    return "\n".join(lines) + "\n"
+        indicated_table = (verdicts[["claim", *indicated, "n_seeds"]]
+                           .rename(columns={**{c: c.removeprefix("indicated_") for c in indicated}, "n_seeds": "seeds"})
+                           .to_markdown(index=False))
+    has_stability = stability is not None and len(stability)
+    return prose.render(
+        "study_seeds_summary.md.j2", level=level, seeds=seeds, settings=shown_settings, study_record=STUDY_RECORD,
+        left_out=left_out, metrics_table=shown.to_markdown(index=False, disable_numparse=True,
+                                                           colalign=("left", "left", *["right"] * 5)),
+        stability=stability_markdown(stability).rstrip() if has_stability else None,
+        figure=figure.rstrip() if has_stability and figure else None,
+        verdicts_table=verdicts[["claim", "text", *outcomes, "n_seeds"]].rename(columns={"n_seeds": "seeds"})
+        .to_markdown(index=False),
+        indicated_table=indicated_table, not_paper_setting=report.NOT_PAPER_SETTING, disclaimer=report.DISCLAIMER,
+    )
 
 
 def summary_tables(study_dir) -> dict:

@@ -28,8 +28,9 @@ from cxr_utils import chapters, config, evaluation, metrics, shortcuts
 from cxr_utils.atomic import atomic_write
 from cxr_utils.chapters import note
 from cxr_utils.shortcuts import RESULTS_FOLDER
-from cxr_utils.report import counted
-from cxr_utils.study.common import StudyError, duration_text, model_complete, utc_now
+from cxr_utils.chapters import utc_now
+from cxr_utils.evaluation import model_complete
+from cxr_utils.report import counted, duration_text
 
 BLANKED_DIR = Path(RESULTS_FOLDER) / "blanked"  # below the run's results folder
 RECORD = "blanked.json"
@@ -39,6 +40,11 @@ COMPARED = ("box", "epochs", "batch_size", "seed", "weights", "image_size", "spl
 # -p names the command takes; the others are the run's and define the comparison.
 OVERRIDABLE = ("epochs", "batch_size", "weights", "cache_dir")
 RUN_ONLY = ("seed", "n_per_class", "image_size")
+
+
+class BlankedError(RuntimeError):
+    """The blanked models cannot be trained as asked (a folder made with other settings, a folder
+    that is not a run's); the message says why and what to do."""
 
 
 def blanked_dir(results_dir) -> Path:
@@ -71,7 +77,7 @@ def _check_settings(record: dict | None, settings: dict, folder: Path) -> None:
     trained = [model_id for model_id in config.REGISTRY if model_complete(folder / model_id)]
     if record is None:
         if trained:
-            raise StudyError(f"{folder} holds trained models ({', '.join(trained)}) but no readable {RECORD}, so "
+            raise BlankedError(f"{folder} holds trained models ({', '.join(trained)}) but no readable {RECORD}, so "
                              "their settings are unknown: delete the folder to train them again.")
         return
     made = {name: record.get("settings", {}).get(name) for name in COMPARED}
@@ -79,7 +85,7 @@ def _check_settings(record: dict | None, settings: dict, folder: Path) -> None:
     if "weights" in differ and not any(config.REGISTRY[model_id].has_backbone for model_id in trained):
         differ.remove("weights")  # no trained model depends on them: the LSTM has no backbone
     if differ and trained:
-        raise StudyError(
+        raise BlankedError(
             f"{folder} holds models trained with {', '.join(f'{n}={made[n]!r}' for n in differ)} ({RECORD}), but "
             f"this asks for {', '.join(f'{n}={settings[n]!r}' for n in differ)}: give the run's settings to resume, "
             f"or delete {folder} to train every model again with these."
@@ -118,7 +124,7 @@ def train_blanked(results_dir, split: pd.DataFrame, box, training_config, model_
 
     ``model_options`` go to the models with a ResNet50 backbone only (their ``weights``). A model
     whose folder is complete is skipped; a folder made with other settings is refused
-    (``StudyError``). Progress after each model, with the time left estimated from the intact
+    (``BlankedError``). Progress after each model, with the time left estimated from the intact
     run's wall times. Chapter 8 reads the results (``blanked_results``).
     """
     from cxr_utils import training  # imports Keras: only when models train
@@ -134,7 +140,7 @@ def train_blanked(results_dir, split: pd.DataFrame, box, training_config, model_
     record_path = folder / RECORD
     record = _read_json(record_path) if record_path.exists() else None
     if record_path.exists() and record is None:
-        raise StudyError(f"{record_path} is not readable JSON: repair or delete it")
+        raise BlankedError(f"{record_path} is not readable JSON: repair or delete it")
     _check_settings(record, settings, folder)
     # The settings agree with every trained model's, so they replace the recorded ones.
     record = {"started_utc": utc_now(), **(record or {}), "settings": settings}
@@ -143,7 +149,7 @@ def train_blanked(results_dir, split: pd.DataFrame, box, training_config, model_
         if model_complete(folder / model_id):
             made = (_read_json(folder / model_id / "run.json") or {}).get("settings", {}).get("blanked")
             if made != box.key:
-                raise StudyError(f"{folder / model_id} was trained with blanked={made!r}, not {box.key!r}: "
+                raise BlankedError(f"{folder / model_id} was trained with blanked={made!r}, not {box.key!r}: "
                                  "delete the folder to train it again")
     pending = [m for m in model_ids if not model_complete(folder / m)]
     estimates, ratios = _intact_estimates(results_dir, settings["epochs"]), []
@@ -253,10 +259,10 @@ def run_protocol(results_dir, overrides: dict | None = None, data_dir=None) -> d
     """The settings a run's models were trained with: n_per_class and seed (its split), epochs,
     batch_size, image_size, weights, data_dir and cache_dir; from the run's parameters
     (``run.json``), else its models' and its split's records; ``overrides`` (``OVERRIDABLE``) replace
-    some. ValueError for a bad override, StudyError for a folder that is not a run."""
+    some. ValueError for a bad override, BlankedError for a folder that is not a run."""
     results_dir = Path(results_dir)
     if not (results_dir / "split.csv").is_file():
-        raise StudyError(f"{results_dir} holds no split.csv: give --run the results folder of a run "
+        raise BlankedError(f"{results_dir} holds no split.csv: give --run the results folder of a run "
                          "(python -m cxr_utils.run, or the notebooks' results_dir)")
     overrides = dict(overrides or {})
     for name in overrides:
@@ -280,17 +286,15 @@ def run_protocol(results_dir, overrides: dict | None = None, data_dir=None) -> d
     except FileNotFoundError:  # no ResNet50 model trained yet: the run's parameter, if it has one
         protocol["weights"] = parameters.get("weights", config.PROTOCOL.weights)
     except ValueError as error:  # its ResNet50 models disagree: the run is not one comparison
-        raise StudyError(str(error)) from None
+        raise BlankedError(str(error)) from None
     protocol["cache_dir"] = parameters.get("cache_dir")
     protocol.update(overrides)
     protocol["weights"] = config.parse_weights(protocol["weights"])
     unknown = [name for name, value in protocol.items() if value is None and name in fallbacks]
     if unknown:
-        raise StudyError(f"cannot tell the run's {', '.join(unknown)} from {results_dir} (no run.json, no model "
+        raise BlankedError(f"cannot tell the run's {', '.join(unknown)} from {results_dir} (no run.json, no model "
                          "record, no split.settings.json): train its models first")
-    for name in ("epochs", "batch_size"):
-        if isinstance(protocol[name], bool) or not isinstance(protocol[name], int) or protocol[name] < 1:
-            raise ValueError(f"{name} must be a positive integer, not {protocol[name]!r}")
+    config.check_parameters({name: protocol[name] for name in ("epochs", "batch_size")})
     protocol["data_dir"] = data_dir if data_dir is not None else parameters.get("data_dir")
     return protocol
 
