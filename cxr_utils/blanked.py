@@ -26,11 +26,10 @@ import pandas as pd
 
 from cxr_utils import chapters, config, evaluation, metrics, shortcuts
 from cxr_utils.atomic import atomic_write
-from cxr_utils.chapters import note
-from cxr_utils.shortcuts import RESULTS_FOLDER
-from cxr_utils.chapters import utc_now
+from cxr_utils.chapters import note, utc_now
 from cxr_utils.evaluation import model_complete
 from cxr_utils.report import counted, duration_text
+from cxr_utils.shortcuts import RESULTS_FOLDER
 
 BLANKED_DIR = Path(RESULTS_FOLDER) / "blanked"  # below the run's results folder
 RECORD = "blanked.json"
