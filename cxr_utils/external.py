@@ -51,6 +51,8 @@ import pandas as pd
 
 from cxr_utils import config, data, evaluation, image_checks, predict, saved_models
 from cxr_utils.config import CLASSES, PAPER_ORDER
+from cxr_utils import report
+from cxr_utils.atomic import replace_folder
 
 EXTERNAL_DIR = "external"
 RECORD = "external.json"
@@ -145,7 +147,6 @@ def report_markdown(record: dict, metrics_long: pd.DataFrame, confusions: dict, 
                     excluded: pd.DataFrame, problems: list[dict], refused: list[dict] = ()) -> str:
     """The short report of one external evaluation, from its tables (``refused``: the files the
     size rule left out, dicts path/reason)."""
-    from cxr_utils import report
 
     counts = record["counts"]
     lines = [
@@ -192,8 +193,7 @@ def evaluate(data_dir, results_dir, name: str | None = None, models=None,
     Raises ``saved_models.RunFolderError`` or ``predict.UsageError`` (the command's exit status 2)
     and ``data.DatasetError`` for a folder that is not a labelled dataset.
     """
-    from cxr_utils import metrics, runtime
-    from cxr_utils.atomic import replace_folder
+    from cxr_utils import metrics, runtime  # runtime imports Keras: only when a folder is evaluated
 
     data_dir, results_dir = Path(data_dir), Path(results_dir)
     name = check_name(name or data_dir.resolve().name)
@@ -304,7 +304,7 @@ def _with_probability(metrics_long: pd.DataFrame, probability: pd.DataFrame) -> 
 def _figures(folder: Path, predictions: dict, confusions: dict) -> None:
     import matplotlib.pyplot as plt
 
-    from cxr_utils import plots
+    from cxr_utils import plots  # imports matplotlib: only when a figure is drawn
 
     folder.mkdir(parents=True, exist_ok=True)
     both_classes = all(len(np.unique(t["label"])) == 2 for t in predictions.values())
@@ -339,7 +339,6 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("MPLBACKEND", "Agg")
     args = command_line().parse_args(argv)
-    from cxr_utils import report
 
     try:
         if args.batch_size < 1:

@@ -41,12 +41,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxr_utils import config, data, image_checks, inference, saved_models
+from cxr_utils import config, data, evaluation, image_checks, inference, metrics, report, saved_models
 from cxr_utils.config import REGISTRY
 from cxr_utils.saved_models import (
     LoadedModel, RunFolderError, _read_json, check_run_folder,
     load_models, model_ids, model_image_size,
 )
+from cxr_utils.atomic import atomic_write
+from cxr_utils.data.decode import _strict_decoding
+from cxr_utils.data.layout import _natural_key
 
 # Folders are searched for these (compared lower-cased); files named on the command line are
 # tried whatever their suffix. TIFF is read by the same strict decoder as the dataset's PNGs.
@@ -73,7 +76,6 @@ def _is_candidate(path: Path) -> bool:
 def find_images(paths) -> tuple[list[Path], list[dict]]:
     """The image files among ``paths`` (files, or folders searched recursively in natural name
     order), and the problems: ``{"path", "reason"}`` for a path that does not exist."""
-    from cxr_utils.data.layout import _natural_key
 
     files, problems, seen = [], [], set()
     for given in map(Path, paths):
@@ -123,7 +125,6 @@ def score_images(loaded: dict[str, LoadedModel], paths, image_size: int, batch_s
     model id, in the registry's order) of the files that could be decoded, and the problems
     (``{"path", "reason"}``) of those that could not. Chunks of ``chunk_size`` files stream
     through the models, the next chunk decoded in threads while the models score this one."""
-    from cxr_utils.data.decode import _strict_decoding
 
     paths = [Path(p) for p in paths]
     starts = list(range(0, len(paths), chunk_size))
@@ -207,7 +208,6 @@ def recorded_test_metrics(results_dir, ids=None) -> pd.DataFrame:
     Brier. From ``evaluation/metrics.csv`` and ``probability_metrics.csv`` (chapter 6); for a
     model missing there, from its ``metrics.json`` (confusion counts with Wilson and bootstrap
     intervals computed from them, and the AUC and Brier it stored). Empty when neither exists."""
-    from cxr_utils import evaluation, metrics
 
     results_dir = Path(results_dir)
     ids = list(ids or REGISTRY)
@@ -304,7 +304,6 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up notes
     parser = command_line()
     args = parser.parse_args(argv)  # exits with status 2 on a usage error
-    from cxr_utils import report
 
     try:
         if args.batch_size < 1:
@@ -336,7 +335,6 @@ def main(argv: list[str] | None = None) -> int:
             for problem in problems:
                 print(f"  {problem['path']}: {problem['reason']}")
         if args.csv:
-            from cxr_utils.atomic import atomic_write
 
             out = decisions_table(table)
             atomic_write(args.csv, lambda temporary: out.to_csv(temporary, index=False))

@@ -194,7 +194,7 @@ def load_models(results_dir, ids=None) -> dict[str, LoadedModel]:
     """Each of ``ids`` (default every model of the registry) loaded once (``load_model``); a
     frozen ResNet50 backbone with the same weights as an earlier model's is marked shared, so
     each image goes through it once."""
-    from cxr_utils import models
+    from cxr_utils import models  # imports Keras: only when a model is loaded
 
     ids = list(ids or REGISTRY)
     check_run_folder(results_dir, ids)

@@ -11,6 +11,7 @@ from cxr_utils import config as facts
 from cxr_utils import models
 from cxr_utils.config import PROTOCOL
 from cxr_utils.training import TrainingConfig, run_experiment
+from cxr_utils import data
 
 
 def command_line() -> argparse.ArgumentParser:
@@ -43,7 +44,6 @@ def command_line() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = command_line().parse_args(argv)
 
-    from cxr_utils import data
 
     try:
         config = TrainingConfig(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,

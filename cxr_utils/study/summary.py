@@ -142,7 +142,7 @@ def plot_seed_curves(seeds: list[tuple[int, Path]], path=None):
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    from cxr_utils.plots import MIN_POINTS, PAGE_WIDTH_IN, finish_figure, mark_chance
+    from cxr_utils.plots import MIN_POINTS, PAGE_WIDTH_IN, finish_figure, mark_chance  # matplotlib: only for a figure
     
     histories = {(seed, model_id): pd.read_csv(folder / model_id / "history.csv")
                  for seed, folder in seeds for model_id in config.REGISTRY
