@@ -7,11 +7,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-# The claim rules and their outcomes live in cxr_utils.claims; the book's pages name them from here too.
-from cxr_utils.claims import (  # noqa: F401
-    CONTRADICTED, HYBRID, INCONCLUSIVE, LSTM, NOT_PAPER_SETTING, OUTCOMES, PAPER_TEST_IMAGES, RESNET,
-    SETTING_NOTE, SIGNIFICANCE, SUPPORTED, TOLERANCE, at_least, at_most, claim_verdicts, indicated_verdict,
-)
+from cxr_utils.claims import NOT_PAPER_SETTING, SIGNIFICANCE, at_least, indicated_verdict
 
 # Thresholds for the generated findings (report.findings_markdown), on balanced 2-class data.
 UNSTEADY_RANGE = 0.2  # validation accuracy swinging this much between epochs is unsteady
@@ -37,11 +33,6 @@ def duration_text(seconds: float) -> str:
     if seconds < 3600:
         return f"{seconds // 60} min {seconds % 60:02d} s"
     return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
-
-
-def verdicts_markdown(verdicts: pd.DataFrame) -> str:
-    """The claims table as Markdown, for the book's replication report."""
-    return verdicts.to_markdown(index=False)
 
 
 def findings_markdown(findings: pd.DataFrame, mcnemar_extended: pd.DataFrame | None = None,

@@ -16,16 +16,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from cxr_utils import config, evaluation, extended_set, paper, prose, report, shortcut_run
+from cxr_utils import claims, config, evaluation, extended_set, paper, prose, report, shortcut_run
 from cxr_utils.evaluation import EVALUATION_DIR, EXTENDED_DIR
 from cxr_utils.glance import MISSING, interval, markdown_table, number, paper_tables, verdict_text, verdicts_markdown
 from cxr_utils.paths import repository_url
 from cxr_utils.series import PROFILES
 
-# The outcomes of report.claim_verdicts as the glance template compares them (it explains each in
+# The outcomes of claims.claim_verdicts as the glance template compares them (it explains each in
 # a reader's words).
-OUTCOMES = {"supported": report.SUPPORTED, "contradicted": report.CONTRADICTED,
-            "inconclusive": report.INCONCLUSIVE, "not_paper_setting": report.NOT_PAPER_SETTING}
+OUTCOMES = {"supported": claims.SUPPORTED, "contradicted": claims.CONTRADICTED,
+            "inconclusive": claims.INCONCLUSIVE, "not_paper_setting": claims.NOT_PAPER_SETTING}
 # The settings the glance page's first sentence names, in its order; those compared with the paper's
 # protocol say so when they are smaller.
 DESCRIBED_SETTINGS = ("n_per_class", "epochs", "batch_size", "seed")
@@ -122,11 +122,11 @@ def _verdicts_table(verdicts: pd.DataFrame, verdicts_extended: pd.DataFrame | No
 
 
 def _explained_outcomes(verdicts: pd.DataFrame, verdicts_extended: pd.DataFrame | None) -> list[str]:
-    """The outcomes the verdicts show, in report.OUTCOMES' order, and, where a verdict is "not the
+    """The outcomes the verdicts show, in claims.OUTCOMES' order, and, where a verdict is "not the
     paper's setting", the outcomes its numbers alone indicate (shown beside it)."""
     shown = set(verdicts["verdict"]) | (set(verdicts_extended["verdict"]) if verdicts_extended is not None else set())
-    indicated = {report.indicated_verdict(v, r) for v, r in zip(verdicts["verdict"], verdicts["reason"])}
-    return [o for o in report.OUTCOMES if o in shown or (report.NOT_PAPER_SETTING in shown and o in indicated)]
+    indicated = {claims.indicated_verdict(v, r) for v, r in zip(verdicts["verdict"], verdicts["reason"])}
+    return [o for o in claims.OUTCOMES if o in shown or (claims.NOT_PAPER_SETTING in shown and o in indicated)]
 
 
 def glance_markdown(results_dir) -> str:

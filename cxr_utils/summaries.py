@@ -13,7 +13,8 @@ import pandas as pd
 
 from cxr_utils import config, metrics, paper, prose
 from cxr_utils.glance import markdown_table
-from cxr_utils.report import NEAR_CHANCE, at_least, at_most
+from cxr_utils.claims import at_least, at_most
+from cxr_utils.report import NEAR_CHANCE
 
 
 def shown_value(name: str, value):

@@ -43,19 +43,19 @@ def _gap(low, high, gap=None):
 
 
 def _verdicts(ours=None, mcnemar=None, loss_gap=None, weights="imagenet", best=None):
-    verdicts = report.claim_verdicts(
+    verdicts = claims.claim_verdicts(
         _ours(0.95) if ours is None else ours, _mcnemar(12, 1, 0.003) if mcnemar is None else mcnemar,
         _best(0.29, 0.31) if best is None else best, weights=weights, loss_gap=loss_gap)
     return verdicts.set_index("claim")
 
 
 def test_one_row_per_claim_and_pair_with_the_papers_texts():
-    verdicts = report.claim_verdicts(_ours(0.95), _mcnemar(12, 1, 0.003), _best(0.29, 0.31), weights="imagenet",
+    verdicts = claims.claim_verdicts(_ours(0.95), _mcnemar(12, 1, 0.003), _best(0.29, 0.31), weights="imagenet",
                                      loss_gap=_gap(0.01, 0.05))
     assert list(verdicts.columns) == ["claim", "text", "paper", "ours", "verdict", "reason"]
     assert verdicts["claim"].tolist() == ["1", "2a", "2b", "3"]
     assert verdicts["verdict"].tolist() == ["supported"] * 4
-    assert set(verdicts["verdict"]) <= set(report.OUTCOMES)
+    assert set(verdicts["verdict"]) <= set(claims.OUTCOMES)
     texts = paper.claims().set_index("id")["claim"]
     assert verdicts["text"].iloc[0] == texts[1] and verdicts["text"].iloc[3] == texts[3]
     assert verdicts["text"].iloc[1].startswith(texts[2]) and verdicts["text"].iloc[1].endswith("vs ResNet50)")
@@ -268,8 +268,8 @@ def test_from_scratch_is_not_tested_in_the_papers_setting(ours, mcnemar, loss_ga
         reason = verdicts.loc[claim, "reason"]
         assert reason.startswith("Setting differs from the paper: backbone trained from scratch")
         assert f"would indicate *{outcome}*: {in_setting.loc[claim, 'reason']}" in reason
-        assert report.indicated_verdict(verdicts.loc[claim, "verdict"], reason) == outcome
-    assert report.indicated_verdict("supported", "anything") == "supported"
+        assert claims.indicated_verdict(verdicts.loc[claim, "verdict"], reason) == outcome
+    assert claims.indicated_verdict("supported", "anything") == "supported"
 
 
 def test_a_local_imagenet_weights_file_is_the_papers_setting():
@@ -279,9 +279,9 @@ def test_a_local_imagenet_weights_file_is_the_papers_setting():
 
 def test_thresholds_compare_with_a_tolerance():
     stored = float(np.float32(0.55))  # 0.550000011920929, as history.csv holds it
-    assert report.at_most(stored, 0.55) and report.at_least(0.55, stored)
-    assert not report.at_most(0.5501, 0.55) and report.at_least(0.5501, 0.55)
-    assert report.at_most(np.array([0.5, stored, 0.6]), report.NEAR_CHANCE).tolist() == [True, True, False]
+    assert claims.at_most(stored, 0.55) and claims.at_least(0.55, stored)
+    assert not claims.at_most(0.5501, 0.55) and claims.at_least(0.5501, 0.55)
+    assert claims.at_most(np.array([0.5, stored, 0.6]), report.NEAR_CHANCE).tolist() == [True, True, False]
 
 
 def test_the_settings_line_stops_a_chapter_on_a_wrong_parameter():
@@ -377,7 +377,7 @@ def test_near_chance_counts_a_float32_stored_055(tmp_path):
 
 
 def _scratch_verdicts(ours, mcnemar):
-    return report.claim_verdicts(ours, mcnemar, _best(0.29, 0.31), weights=None)
+    return claims.claim_verdicts(ours, mcnemar, _best(0.29, 0.31), weights=None)
 
 
 def test_findings_name_each_claim_whose_verdict_changes_with_more_images(tmp_path):
@@ -385,8 +385,8 @@ def test_findings_name_each_claim_whose_verdict_changes_with_more_images(tmp_pat
 
     findings = comparison.training_findings(
         _results_with_histories(tmp_path, [0.8, 0.9], train_accuracy=0.95, test_accuracy=0.88))
-    small = report.claim_verdicts(_ours(0.95), _mcnemar(5, 3, 0.73), _best(0.29, 0.31), weights="imagenet")
-    large = report.claim_verdicts(_ours(0.95, n=983), _mcnemar(5, 3, 0.73, lstm=(40, 10, 1e-5), n=983),
+    small = claims.claim_verdicts(_ours(0.95), _mcnemar(5, 3, 0.73), _best(0.29, 0.31), weights="imagenet")
+    large = claims.claim_verdicts(_ours(0.95, n=983), _mcnemar(5, 3, 0.73, lstm=(40, 10, 1e-5), n=983),
                                   _best(0.29, 0.31), weights="imagenet")
     text = report.findings_markdown(findings, verdicts=small, verdicts_extended=large)
     assert "**Claim 2b** changes from *inconclusive* on the split's test set to *supported* on the extended one." in text
