@@ -1,6 +1,6 @@
 """The short texts the book shows about a run, each written from the run's own numbers: the
 settings line at the top of every chapter, what a model's training shows (chapters 3-5), and the
-run record of the reproducibility page. Nothing here names a folder of the machine that ran.
+dataset statement of chapter 1. Nothing here names a folder of the machine that ran.
 
 Explained in notebooks/03_resnet50 and book/reproducibility.
 """
@@ -12,7 +12,6 @@ from pathlib import Path, PurePath
 import pandas as pd
 
 from cxr_utils import config, metrics, paper, prose
-from cxr_utils.glance import markdown_table
 from cxr_utils.claims import at_least, at_most
 from cxr_utils.report import NEAR_CHANCE
 
@@ -37,29 +36,6 @@ def settings_markdown(namespace: dict) -> str:
     shown = {k: namespace[k] for k in config.NOTEBOOK_PARAMETERS if k in namespace and k != "cache_dir"}
     return prose.render("settings_line.md.j2", shown={name: repr(shown_value(name, value)) for name, value in shown.items()},
                   from_scratch="weights" in shown and config.weights_kind(shown["weights"]) == "scratch")
-
-
-def run_record_markdown(record: dict) -> str:
-    """The run record (run.json) as Markdown tables for the reproducibility page."""
-    settings = [[name, f"`{shown_value(name, value)!r}`"] for name, value in record.get("settings", {}).items()]
-    notebooks = []
-    for name, entry in record.get("notebooks", {}).items():
-        memory = entry.get("peak_memory_mb")  # recorded since runs sample their kernels' memory
-        notebooks.append([name, entry.get("wall_time_s", ""), "" if memory is None else f"{memory:,}",
-                          entry.get("status", ""), f"`{entry.get('code_sha256', '')[:12]}`"])
-    hardware = record.get("hardware", {})
-    machine = [[name, hardware.get(name, "")] for name in ("accelerator", "cpu", "cpu_count", "platform", "keras_backend")]
-    if "tensorflow_threads" in hardware:
-        machine.append(["tensorflow threads", ", ".join(f"{k}={v}" for k, v in hardware["tensorflow_threads"].items())])
-    machine += [[name, version] for name, version in record.get("versions", {}).items()]
-    return prose.render(
-        "run_record.md.j2",
-        settings_table=markdown_table(["setting", "value"], settings),
-        notebooks_table=markdown_table(["notebook", "wall time (s)", "peak memory (MB)", "status", "code SHA-256"],
-                                       notebooks, ["l", "r", "r", "l", "l"]),
-        machine_table=markdown_table(["hardware / version", "value"], machine),
-        git_commit=record.get("git_commit"), created_utc=record.get("created_utc"), wall_time_s=record.get("wall_time_s"),
-    )
 
 
 def _interval(row) -> str:

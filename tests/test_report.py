@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxr_utils import claims, config, metrics, paper, report, summaries
+from cxr_utils import claims, config, findings, metrics, paper, report, run_pages, summaries
 
 
 def _ours(hybrid_accuracy, n=100, width=0.05, others=(0.90, 0.80)):
@@ -299,7 +299,7 @@ def test_settings_line_names_every_setting_and_flags_from_scratch():
 
 
 def test_run_record_markdown():
-    text = summaries.run_record_markdown({
+    text = run_pages.run_record_markdown({
         "settings": {"epochs": 15},
         "notebooks": {"03_resnet50": {"wall_time_s": 12.5, "status": "ok", "code_sha256": "ab" * 32},
                       "04_lstm": {"wall_time_s": 3.0, "peak_memory_mb": 2345, "status": "ok", "code_sha256": "cd" * 32}},
@@ -332,48 +332,40 @@ def _results_with_histories(tmp_path, val_accuracies, train_accuracy, test_accur
 
 
 def test_findings_follow_the_histories(tmp_path):
-    from cxr_utils import comparison
-
     results = _results_with_histories(tmp_path, [0.5, 0.52, 0.9, 0.6], train_accuracy=0.7, test_accuracy=0.8)
-    findings = comparison.training_findings(results)
-    hybrid = findings.loc["ResNet50-LSTM"]
+    table = findings.training_findings(results)
+    hybrid = table.loc["ResNet50-LSTM"]
     assert hybrid["best_epoch"] == 3 and hybrid["epochs_near_chance"] == 2
     assert abs(hybrid["selection_optimism"] - 0.1) < 1e-9
-    assert "extended_accuracy" not in findings  # no extended test set evaluated
-    text = report.findings_markdown(findings)
+    assert "extended_accuracy" not in table  # no extended test set evaluated
+    text = findings.findings_markdown(table)
     assert "ranged from 0.50 to 0.90" in text and "near chance in 2 of 4 epochs" in text
     assert "underfits" in text and "Ranking** on the test set (n=100)" in text
 
 
 def test_findings_stay_quiet_about_steady_well_fitted_runs(tmp_path):
-    from cxr_utils import comparison
-
     results = _results_with_histories(tmp_path, [0.85, 0.9, 0.88], train_accuracy=0.95, test_accuracy=0.88)
-    text = report.findings_markdown(comparison.training_findings(results))
+    text = findings.findings_markdown(findings.training_findings(results))
     assert "unsteady" not in text and "underfits" not in text
 
 
 def test_findings_name_the_better_model_of_each_pair_and_ties_as_ties(tmp_path):
-    from cxr_utils import comparison
-
-    findings = comparison.training_findings(
+    table = findings.training_findings(
         _results_with_histories(tmp_path, [0.8, 0.9], train_accuracy=0.95, test_accuracy=0.88))
     mcnemar = pd.DataFrame([
         {"model_a": "ResNet50", "model_b": "LSTM", "a_only_correct": 30, "b_only_correct": 5, "p_value": 1e-5},
         {"model_a": "LSTM", "model_b": "ResNet50-LSTM", "a_only_correct": 7, "b_only_correct": 7, "p_value": 1.0},
     ])
-    text = report.findings_markdown(findings, mcnemar_extended=mcnemar)
+    text = findings.findings_markdown(table, mcnemar_extended=mcnemar)
     assert "ResNet50 vs LSTM: ResNet50 right more often (30 vs 5 discordant images, McNemar p = 1e-05, significant)" in text
     assert "LSTM vs ResNet50-LSTM: each right alone equally often (7 vs 7" in text
 
 
 def test_near_chance_counts_a_float32_stored_055(tmp_path):
-    from cxr_utils import comparison
-
     stored = float(np.float32(0.55))
-    findings = comparison.training_findings(
+    table = findings.training_findings(
         _results_with_histories(tmp_path, [0.5, stored, 0.56, 0.9], train_accuracy=0.95, test_accuracy=0.88))
-    assert findings.loc["ResNet50-LSTM", "epochs_near_chance"] == 2  # 0.5 and the stored 0.55
+    assert table.loc["ResNet50-LSTM", "epochs_near_chance"] == 2  # 0.5 and the stored 0.55
 
 
 def _scratch_verdicts(ours, mcnemar):
@@ -381,26 +373,24 @@ def _scratch_verdicts(ours, mcnemar):
 
 
 def test_findings_name_each_claim_whose_verdict_changes_with_more_images(tmp_path):
-    from cxr_utils import comparison
-
-    findings = comparison.training_findings(
+    table = findings.training_findings(
         _results_with_histories(tmp_path, [0.8, 0.9], train_accuracy=0.95, test_accuracy=0.88))
     small = claims.claim_verdicts(_ours(0.95), _mcnemar(5, 3, 0.73), _best(0.29, 0.31), weights="imagenet")
     large = claims.claim_verdicts(_ours(0.95, n=983), _mcnemar(5, 3, 0.73, lstm=(40, 10, 1e-5), n=983),
                                   _best(0.29, 0.31), weights="imagenet")
-    text = report.findings_markdown(findings, verdicts=small, verdicts_extended=large)
+    text = findings.findings_markdown(table, verdicts=small, verdicts_extended=large)
     assert "**Claim 2b** changes from *inconclusive* on the split's test set to *supported* on the extended one." in text
     assert "Claim 2a" not in text and "Claim 1 " not in text
     # As saved and read back (run.py reads verdicts.csv): the ids are text either way.
     small.to_csv(tmp_path / "small.csv", index=False)
     large.to_csv(tmp_path / "large.csv", index=False)
-    assert text == report.findings_markdown(findings, verdicts=pd.read_csv(tmp_path / "small.csv"),
+    assert text == findings.findings_markdown(table, verdicts=pd.read_csv(tmp_path / "small.csv"),
                                             verdicts_extended=pd.read_csv(tmp_path / "large.csv"))
     # From scratch every verdict reads "not tested", yet what the numbers indicate still changes.
-    scratch = report.findings_markdown(
-        findings, verdicts=_scratch_verdicts(_ours(0.85, n=24, width=0.15), _mcnemar(5, 3, 0.73)),
+    scratch = findings.findings_markdown(
+        table, verdicts=_scratch_verdicts(_ours(0.85, n=24, width=0.15), _mcnemar(5, 3, 0.73)),
         verdicts_extended=_scratch_verdicts(_ours(0.70, n=983), _mcnemar(5, 3, 0.73, n=983)))
     assert ("**Claim 1** changes from *inconclusive* on the split's test set to *contradicted* on the extended one "
             "(what this run's numbers indicate; not tested in the paper's setting).") in scratch
-    same = report.findings_markdown(findings, verdicts=small, verdicts_extended=small)
+    same = findings.findings_markdown(table, verdicts=small, verdicts_extended=small)
     assert "**No verdict changes**" in same
