@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxr_utils import config, data, evaluation, image_checks, predict, saved_models
+from cxr_utils import command, config, data, evaluation, image_checks, predict, saved_models
 from cxr_utils.config import CLASSES, PAPER_ORDER
 from cxr_utils import report
 from cxr_utils.atomic import replace_folder
@@ -319,8 +319,8 @@ def command_line() -> argparse.ArgumentParser:
     parser = saved_models.run_command_parser(
         "cxr_utils.external",
         "Evaluate a run's models on a labelled folder of chest X-rays (COVID/ and Normal/), leaving out "
-        "copies of the run's training and validation images.",
-        f"Images must be {image_checks.RULE}. Exit status: 0 every file scored; 1 some files unreadable or "
+        f"copies of the run's training and validation images. Images must be {image_checks.RULE}.",
+        "0 every file scored; 1 some files unreadable or "
         "refused by size (listed; the rest evaluated); 2 usage error (not a labelled folder, a run folder "
         "that cannot be used, nothing left to evaluate).",
         run_help="results folder of a run",
@@ -348,13 +348,13 @@ def main(argv: list[str] | None = None) -> int:
         result = evaluate(args.data_dir, args.run, args.name, args.model, args.max_hamming, args.batch_size,
                           progress=not args.no_progress)
     except (saved_models.RunFolderError, predict.UsageError, data.DatasetError, ValueError) as error:
-        return predict._error(error, predict.EXIT_USAGE)
+        return command.fail(error, command.EXIT_USAGE)
     except OSError as error:
-        return predict._error(f"{getattr(error, 'filename', '') or ''} {error.strerror or error}", predict.EXIT_USAGE)
+        return command.fail(f"{getattr(error, 'filename', '') or ''} {error.strerror or error}", command.EXIT_USAGE)
     except KeyboardInterrupt:
-        return predict._error("interrupted", 130)
+        return command.fail("interrupted", command.EXIT_INTERRUPTED)
     except Exception as error:  # a bug: one line naming it, not a traceback
-        return predict._error(f"unexpected {type(error).__name__}: {error} (please report this)", predict.EXIT_UNSCORED)
+        return command.fail(f"unexpected {type(error).__name__}: {error} (please report this)", command.EXIT_FAILED)
     counts = result["record"]["counts"]
     print(f"Evaluated {counts['evaluated']} images ({counts['evaluated_COVID']} COVID, {counts['evaluated_Normal']} "
           f"Normal); excluded {counts['excluded']} copies of the run's training or validation images "
@@ -370,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  refused: {refused['path']}: {refused['reason']}")
     print(f"Results: {result['folder']}")
     print(report.DISCLAIMER)
-    return predict.EXIT_UNSCORED if result["problems"] or result["refused"] else predict.EXIT_OK
+    return command.EXIT_FAILED if result["problems"] or result["refused"] else command.EXIT_OK
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxr_utils import config, data, evaluation, image_checks, inference, metrics, report, saved_models
+from cxr_utils import command, config, data, evaluation, image_checks, inference, metrics, report, saved_models
 from cxr_utils.config import REGISTRY
 from cxr_utils.saved_models import (
     LoadedModel, RunFolderError, _read_json, check_run_folder,
@@ -59,7 +59,6 @@ THRESHOLD = 0.5
 DECISIONS = {1: config.CLASS_NAMES[1], 0: config.CLASS_NAMES[0]}
 _WORKERS = max(1, min(8, os.cpu_count() or 1))
 
-EXIT_OK, EXIT_UNSCORED, EXIT_USAGE = 0, 1, 2
 
 
 
@@ -284,19 +283,15 @@ def _printable(table: pd.DataFrame, loaded_names: dict[str, str]) -> pd.DataFram
 def command_line() -> argparse.ArgumentParser:
     parser = saved_models.run_command_parser(
         "cxr_utils.predict",
-        "P(COVID) of chest X-ray images from the models of a finished run, with the run's test metrics.",
-        f"Images must be {image_checks.RULE}. Exit status: 0 every image scored; 1 some files could not be "
+        f"P(COVID) of chest X-ray images from the models of a finished run, with the run's test metrics. Images "
+        f"must be {image_checks.RULE}.",
+        "0 every image scored; 1 some files could not be "
         "scored (unreadable or outside that rule: listed); 2 usage error "
         "(no images, or a run folder without the models or from an incompatible version).",
     )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
     parser.add_argument("--csv", metavar="OUT", help="write path, then per model probability and decision, to OUT")
     return parser
-
-
-def _error(message: str, code: int) -> int:
-    print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
-    return code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -350,16 +345,16 @@ def main(argv: list[str] | None = None) -> int:
                 print(metrics_wide(recorded).to_string())
         print(f"\n{report.DISCLAIMER}")
     except (RunFolderError, UsageError, data.DatasetError) as error:
-        return _error(error, EXIT_USAGE)
+        return command.fail(error, command.EXIT_USAGE)
     except ValueError as error:  # e.g. an unknown --model name
-        return _error(error, EXIT_USAGE)
+        return command.fail(error, command.EXIT_USAGE)
     except OSError as error:  # writing --csv, reading a folder
-        return _error(f"{getattr(error, 'filename', '') or ''} {error.strerror or error}", EXIT_UNSCORED)
+        return command.fail(f"{getattr(error, 'filename', '') or ''} {error.strerror or error}", command.EXIT_FAILED)
     except KeyboardInterrupt:
-        return _error("interrupted", 130)
+        return command.fail("interrupted", command.EXIT_INTERRUPTED)
     except Exception as error:  # a bug: one line naming it, not a traceback
-        return _error(f"unexpected {type(error).__name__}: {error} (please report this)", EXIT_UNSCORED)
-    return EXIT_UNSCORED if problems else EXIT_OK
+        return command.fail(f"unexpected {type(error).__name__}: {error} (please report this)", command.EXIT_FAILED)
+    return command.EXIT_FAILED if problems else command.EXIT_OK
 
 
 if __name__ == "__main__":
