@@ -49,12 +49,13 @@ def probe(out: Path) -> int:
         info["nvidia_smi"] = f"unavailable: {error}"
     import keras
 
+    import timing  # benchmarks/timing.py, beside this script
     from cxr_utils import runtime
 
     info.update(python=sys.version.split()[0], keras=keras.__version__, backend=runtime.backend(),
                 gpus=runtime.gpu_names(), mixed_precision_auto=runtime.use_mixed_precision("auto"),
                 dtype_policy=keras.mixed_precision.global_policy().name,
-                versions=runtime.package_versions(), gpu_peak_memory_mb=runtime.gpu_peak_memory_mb())
+                versions=runtime.package_versions(), gpu_peak_memory_mb=timing.gpu_peak_memory_mb())
     text = json.dumps(info, indent=2)
     print(text)
     out.write_text(text + "\n")

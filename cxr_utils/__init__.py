@@ -34,7 +34,8 @@ Submodules (imported on use, so ``import cxr_utils`` is cheap and never touches 
   run: score images, evaluate a labelled folder, the model card, loading a run's models safely,
   the size an image must have to be scored.
 - ``cxr_utils.prose``: renders the pages' words, kept as Jinja2 templates in
-  ``cxr_utils/templates`` (the model card's so far).
+  ``cxr_utils/templates``; ``findings``: what a run shows beyond its tables, for the report.
+- ``cxr_utils.command``: the one style of the eight command lines (help, exit statuses, errors).
 """
 
 import ctypes
@@ -74,7 +75,7 @@ _SUBMODULES = (
     "report", "chapters", "run", "atomic", "callbacks", "features", "extended_set", "comparison",
     "summaries", "publish", "portable", "glance", "study", "predict", "external", "model_card",
     "model_card_sections", "model_card_run", "saved_models", "training_cli", "shortcuts", "baselines", "gradcam", "shortcut_run",
-    "claims", "image_checks", "paths", "series", "run_pages", "blanked", "prose",
+    "claims", "image_checks", "paths", "series", "run_pages", "blanked", "prose", "findings", "command",
 )
 
 

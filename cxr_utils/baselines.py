@@ -30,6 +30,8 @@ from PIL import Image
 from cxr_utils import metrics
 from cxr_utils.config import PROTOCOL
 from cxr_utils.shortcuts import RESULTS_FOLDER
+from cxr_utils import data
+from cxr_utils.atomic import atomic_write
 
 FEATURE_SETS = ("border", "histogram", "thumbnail")
 TEST_SETS = ("test", "extended")
@@ -135,7 +137,6 @@ def baseline_features(rows: pd.DataFrame, thumbnail_size: int = 32, border_width
     that many at a time in bounded memory (the extended test set). Explained in
     notebooks/08_shortcuts.
     """
-    from cxr_utils import data
 
     check_parameters(thumbnail_size, border_width, histogram_bins, image_size)
     if len(rows) == 0:
@@ -227,7 +228,6 @@ def save_baselines(results_dir, table: pd.DataFrame, predictions: pd.DataFrame |
     """Write ``table`` (``evaluate_baselines``) to ``results_dir/shortcuts/baselines.csv`` and, given,
     each image's ``predictions`` to ``baseline_predictions.csv``, atomically. Explained in
     notebooks/08_shortcuts."""
-    from cxr_utils.atomic import atomic_write
 
     if predictions is not None:
         atomic_write(Path(results_dir) / PREDICTIONS_CSV, lambda path: predictions.to_csv(path, index=False))

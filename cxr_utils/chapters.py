@@ -29,6 +29,9 @@ from pathlib import Path
 import pandas as pd
 
 from cxr_utils import config
+from cxr_utils import data
+from cxr_utils import evaluation
+from cxr_utils.atomic import atomic_write
 
 
 def note(message: str) -> None:
@@ -124,7 +127,6 @@ def record(path, **settings) -> Path:
     """Record the settings (``n_per_class``, ``seed``) that made the CSV file ``path``, with a hash
     of its contents; returns the record's path. A record whose hash no longer matches its file
     (the file was written again) counts as no record."""
-    from cxr_utils.atomic import atomic_write
 
     path = Path(path)
     entry = {"file": path.name, **settings, "sha256": _file_sha256(path)}
@@ -195,7 +197,6 @@ def _images_here(table: pd.DataFrame, path: Path, data_dir, log) -> pd.DataFrame
     their images are missing here, the dataset is found (``data_dir``) or downloaded, and each
     path is taken relative to the folder holding the table's class folders and re-anchored there.
     """
-    from cxr_utils import data
 
     paths = [str(p) for p in table["path"]]
     missing = [p for p in paths if not os.path.isfile(p)]
@@ -222,7 +223,6 @@ def _images_here(table: pd.DataFrame, path: Path, data_dir, log) -> pd.DataFrame
 
 
 def _read_or_build(path: Path, build, rebuilding: str, log=note) -> tuple[pd.DataFrame, bool]:
-    from cxr_utils import data
 
     if path.is_file():
         return data.read_manifest(path), False
@@ -234,7 +234,6 @@ def _read_or_build(path: Path, build, rebuilding: str, log=note) -> tuple[pd.Dat
 
 def manifest(results_dir, data_dir=None, log=note) -> pd.DataFrame:
     """The dataset listing chapter 1 writes (``manifest.csv``), with duplicate groups."""
-    from cxr_utils import data
 
     def build():
         layout = data.resolve_dataset(data_dir)
@@ -249,7 +248,6 @@ def sample(results_dir, data_dir=None, n_per_class: int = config.PROTOCOL.n_per_
     """The balanced sample chapter 1 draws (``sample.csv``), rebuilt when missing; refused when
     made with another ``n_per_class`` or ``seed`` (``MismatchedInputs``). ``images``: make sure
     its images are on this machine (see ``_images_here``)."""
-    from cxr_utils import data
 
     path = Path(results_dir) / "sample.csv"
     wanted = {"n_per_class": int(n_per_class), "seed": int(seed)}
@@ -271,7 +269,6 @@ def split(results_dir, data_dir=None, n_per_class: int = config.PROTOCOL.n_per_c
     """The train/val/test split chapter 2 makes (``split.csv``), rebuilt when missing; refused
     when made with another ``n_per_class`` or ``seed`` (``MismatchedInputs``). Its images are
     made sure to be on this machine."""
-    from cxr_utils import data
 
     path = Path(results_dir) / "split.csv"
     wanted = {"n_per_class": int(n_per_class), "seed": int(seed)}
@@ -334,7 +331,6 @@ def require_trained_models(results_dir, data_dir=None) -> None:
         return
     absent = [p for p in pd.read_csv(manifest_csv, usecols=["path"])["path"].astype(str) if not os.path.isfile(p)]
     if absent:
-        from cxr_utils import data
 
         data.resolve_dataset(data_dir)  # downloads the dataset when data_dir is None
         absent = [p for p in absent if not os.path.isfile(p)]
@@ -350,7 +346,6 @@ def require_evaluation(results_dir) -> None:
     """Stop with one sentence unless the models are trained and chapter 6 has evaluated them."""
     results_dir = Path(results_dir)
     _require_predictions(results_dir, also=" and notebooks/06_evaluation.ipynb")
-    from cxr_utils import evaluation
 
     missing = [folder for folder in (evaluation.EVALUATION_DIR, evaluation.EXTENDED_DIR)
                if not (results_dir / folder / "metrics.csv").is_file()]

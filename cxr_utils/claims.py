@@ -28,6 +28,7 @@ import pandas as pd
 
 from cxr_utils import config, metrics
 from cxr_utils.config import METRICS, PROTOCOL
+from cxr_utils import paper
 
 SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
 NOT_PAPER_SETTING = "not tested in the paper's setting"
@@ -228,7 +229,6 @@ def claim_verdicts(
         loss_gap: the hybrid's per-image loss gap with its interval (``comparison.loss_gap``);
             None for a run without fit_predictions.csv.
     """
-    from cxr_utils import paper
 
     paper_metrics = paper.table6() if paper_metrics is None else paper_metrics
     claims = paper.claims().set_index("id")

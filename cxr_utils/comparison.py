@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from cxr_utils import claims, config, metrics, paper, report, runtime
+from cxr_utils import claims, config, glance, metrics, paper, runtime
 from cxr_utils.evaluation import (
-    EVALUATION_DIR, EXTENDED_DIR, FIT_PREDICTION_COLUMNS, FIT_PREDICTIONS, best_epochs, model_dir, run_seed,
+    EVALUATION_DIR, FIT_PREDICTION_COLUMNS, FIT_PREDICTIONS, best_epochs, run_seed,
     run_settings,
 )
 
@@ -67,7 +67,7 @@ def compare_with_paper(results_dir, evaluation_dir: str = EVALUATION_DIR) -> dic
         text=[f"{v:.2f} [{lo:.2f}, {hi:.2f}]" for v, lo, hi in zip(ours_long["value"], ours_long["low"], ours_long["high"])]
     ).pivot(index="model", columns="metric", values="text")
     table6 = paper.table6()
-    hybrid = ours_wide.loc[report.HYBRID]
+    hybrid = ours_wide.loc[claims.HYBRID]
     table7 = pd.concat([
         paper.table7(),
         pd.DataFrame([{
@@ -97,7 +97,7 @@ def judge_claims(results_dir, evaluation_dir: str = EVALUATION_DIR, name: str | 
     notebooks/07_comparison.
     """
     comparison = compare_with_paper(results_dir, evaluation_dir)
-    verdicts = report.claim_verdicts(comparison["ours_long"], comparison["mcnemar"], comparison["best_epochs"],
+    verdicts = claims.claim_verdicts(comparison["ours_long"], comparison["mcnemar"], comparison["best_epochs"],
                                      weights=comparison["settings"]["weights"], loss_gap=loss_gap(results_dir))
     save_verdicts(results_dir, verdicts, name)
     return verdicts
@@ -146,52 +146,11 @@ def loss_gap(results_dir, model_id: str = "resnet50_lstm", seed: int | None = No
 
 
 def save_verdicts(results_dir, verdicts: pd.DataFrame, name: str | None = None) -> Path:
-    """verdicts.csv/.json, and report.md (report_<name>.md) that the book's report page includes."""
+    """verdicts.csv/.json, and report.md (report_<name>.md): the verdicts as the book's report shows them
+    (``glance.verdicts_markdown``), with the not-a-medical-device notice."""
     suffix = f"_{name}" if name else ""
     folder = Path(results_dir) / EVALUATION_DIR
     folder.mkdir(parents=True, exist_ok=True)
     verdicts.to_csv(folder / f"verdicts{suffix}.csv", index=False)
     runtime.write_json({"verdicts": verdicts.to_dict(orient="records")}, folder / f"verdicts{suffix}.json")
-    return runtime.write_text(report.verdicts_markdown(verdicts) + "\n\n" + report.DISCLAIMER + "\n",
-                              Path(results_dir) / f"report{suffix}.md")
-
-
-def training_findings(results_dir) -> pd.DataFrame:
-    """What each model's training run shows beyond its best epoch, one row per model.
-
-    How steady validation accuracy was over the epochs (range; epochs at or below
-    ``report.NEAR_CHANCE``, up to float32 noise), the chosen epoch (``is_best`` in history.csv), and how far the chosen epoch's validation accuracy
-    overstates test accuracy: picking the best of many noisy validation scores favours a
-    lucky epoch. Test and extended-test accuracy with 95% intervals where they exist.
-    """
-    rows = {}
-    tests = {}
-    for folder in (EVALUATION_DIR, EXTENDED_DIR):
-        path = Path(results_dir) / folder / "metrics.csv"
-        if path.is_file():
-            table = pd.read_csv(path)
-            tests[folder] = table[table["metric"] == "accuracy"].set_index("model")
-    for model_id, name in config.paper_names().items():
-        folder = model_dir(results_dir, model_id)
-        history = pd.read_csv(folder / "history.csv")
-        chosen = history.loc[history["is_best"]].iloc[0]
-        row = {
-            "epochs": len(history),
-            "best_epoch": int(chosen["epoch"]),
-            "final_train_accuracy": float(history["accuracy"].iloc[-1]),
-            "val_accuracy_min": float(history["val_accuracy"].min()),
-            "val_accuracy_max": float(history["val_accuracy"].max()),
-            "epochs_near_chance": int(report.at_most(history["val_accuracy"], report.NEAR_CHANCE).sum()),
-            "val_accuracy_chosen": float(chosen["val_accuracy"]),
-        }
-        for folder, label in ((EVALUATION_DIR, "test"), (EXTENDED_DIR, "extended")):
-            if folder in tests and name in tests[folder].index:
-                accuracy = tests[folder].loc[name]
-                row[f"{label}_accuracy"] = float(accuracy["value"])
-                row[f"{label}_low"] = float(accuracy["low"])
-                row[f"{label}_high"] = float(accuracy["high"])
-                row[f"{label}_n"] = int(accuracy["n"])
-        if "test_accuracy" in row:
-            row["selection_optimism"] = row["val_accuracy_chosen"] - row["test_accuracy"]
-        rows[name] = row
-    return pd.DataFrame.from_dict(rows, orient="index")
+    return runtime.write_text(glance.verdicts_markdown(verdicts), Path(results_dir) / f"report{suffix}.md")

@@ -49,8 +49,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxr_utils import config, data, evaluation, image_checks, predict, saved_models
+from cxr_utils import command, config, data, evaluation, image_checks, predict, saved_models
 from cxr_utils.config import CLASSES, PAPER_ORDER
+from cxr_utils import report
+from cxr_utils.atomic import replace_folder
 
 EXTERNAL_DIR = "external"
 RECORD = "external.json"
@@ -145,7 +147,6 @@ def report_markdown(record: dict, metrics_long: pd.DataFrame, confusions: dict, 
                     excluded: pd.DataFrame, problems: list[dict], refused: list[dict] = ()) -> str:
     """The short report of one external evaluation, from its tables (``refused``: the files the
     size rule left out, dicts path/reason)."""
-    from cxr_utils import report
 
     counts = record["counts"]
     lines = [
@@ -192,8 +193,7 @@ def evaluate(data_dir, results_dir, name: str | None = None, models=None,
     Raises ``saved_models.RunFolderError`` or ``predict.UsageError`` (the command's exit status 2)
     and ``data.DatasetError`` for a folder that is not a labelled dataset.
     """
-    from cxr_utils import metrics, runtime
-    from cxr_utils.atomic import replace_folder
+    from cxr_utils import metrics, runtime  # runtime imports Keras: only when a folder is evaluated
 
     data_dir, results_dir = Path(data_dir), Path(results_dir)
     name = check_name(name or data_dir.resolve().name)
@@ -304,7 +304,7 @@ def _with_probability(metrics_long: pd.DataFrame, probability: pd.DataFrame) -> 
 def _figures(folder: Path, predictions: dict, confusions: dict) -> None:
     import matplotlib.pyplot as plt
 
-    from cxr_utils import plots
+    from cxr_utils import plots  # imports matplotlib: only when a figure is drawn
 
     folder.mkdir(parents=True, exist_ok=True)
     both_classes = all(len(np.unique(t["label"])) == 2 for t in predictions.values())
@@ -319,8 +319,8 @@ def command_line() -> argparse.ArgumentParser:
     parser = saved_models.run_command_parser(
         "cxr_utils.external",
         "Evaluate a run's models on a labelled folder of chest X-rays (COVID/ and Normal/), leaving out "
-        "copies of the run's training and validation images.",
-        f"Images must be {image_checks.RULE}. Exit status: 0 every file scored; 1 some files unreadable or "
+        f"copies of the run's training and validation images. Images must be {image_checks.RULE}.",
+        "0 every file scored; 1 some files unreadable or "
         "refused by size (listed; the rest evaluated); 2 usage error (not a labelled folder, a run folder "
         "that cannot be used, nothing left to evaluate).",
         run_help="results folder of a run",
@@ -339,7 +339,6 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("MPLBACKEND", "Agg")
     args = command_line().parse_args(argv)
-    from cxr_utils import report
 
     try:
         if args.batch_size < 1:
@@ -349,13 +348,13 @@ def main(argv: list[str] | None = None) -> int:
         result = evaluate(args.data_dir, args.run, args.name, args.model, args.max_hamming, args.batch_size,
                           progress=not args.no_progress)
     except (saved_models.RunFolderError, predict.UsageError, data.DatasetError, ValueError) as error:
-        return predict._error(error, predict.EXIT_USAGE)
+        return command.fail(error, command.EXIT_USAGE)
     except OSError as error:
-        return predict._error(f"{getattr(error, 'filename', '') or ''} {error.strerror or error}", predict.EXIT_USAGE)
+        return command.fail(f"{getattr(error, 'filename', '') or ''} {error.strerror or error}", command.EXIT_USAGE)
     except KeyboardInterrupt:
-        return predict._error("interrupted", 130)
+        return command.fail("interrupted", command.EXIT_INTERRUPTED)
     except Exception as error:  # a bug: one line naming it, not a traceback
-        return predict._error(f"unexpected {type(error).__name__}: {error} (please report this)", predict.EXIT_UNSCORED)
+        return command.fail(f"unexpected {type(error).__name__}: {error} (please report this)", command.EXIT_FAILED)
     counts = result["record"]["counts"]
     print(f"Evaluated {counts['evaluated']} images ({counts['evaluated_COVID']} COVID, {counts['evaluated_Normal']} "
           f"Normal); excluded {counts['excluded']} copies of the run's training or validation images "
@@ -371,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  refused: {refused['path']}: {refused['reason']}")
     print(f"Results: {result['folder']}")
     print(report.DISCLAIMER)
-    return predict.EXIT_UNSCORED if result["problems"] or result["refused"] else predict.EXIT_OK
+    return command.EXIT_FAILED if result["problems"] or result["refused"] else command.EXIT_OK
 
 
 if __name__ == "__main__":

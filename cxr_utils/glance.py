@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from cxr_utils import report
+from cxr_utils import claims, report
 from cxr_utils.config import METRICS
 
 MISSING = "–"
@@ -176,8 +176,8 @@ def show_table(table: pd.DataFrame, columns: Sequence[str] | Mapping[str, str] |
 
 def verdict_text(verdict: str, reason: str) -> str:
     """A verdict as a table cell: outside the paper's setting, with what the numbers indicate."""
-    indicated = report.indicated_verdict(verdict, reason)
-    if verdict == report.NOT_PAPER_SETTING and indicated != verdict:
+    indicated = claims.indicated_verdict(verdict, reason)
+    if verdict == claims.NOT_PAPER_SETTING and indicated != verdict:
         return f"**{verdict}** (its numbers alone: *{indicated}*)"
     return f"**{verdict}**"
 

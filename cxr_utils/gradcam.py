@@ -24,6 +24,8 @@ from keras import ops
 from cxr_utils import metrics
 from cxr_utils.config import CLASS_NAMES, CLASSES, PAPER_ORDER
 from cxr_utils.shortcuts import LungBox
+from cxr_utils.data.manifest import require_columns
+from cxr_utils.metrics import labels_from_probabilities
 
 TARGETS = ("predicted", "covid", "normal")
 OUTPUT_LAYER = "p_covid"
@@ -269,8 +271,6 @@ def gradcam_examples(predictions, per_group: int = 2, seed: int = 0) -> pd.DataF
     ("COVID, correct", ...); ``attrs["grouped_by"]`` names the model that set the groups (None for
     a single table). Explained in notebooks/08_shortcuts.
     """
-    from cxr_utils.data.manifest import require_columns
-    from cxr_utils.metrics import labels_from_probabilities
 
     if int(per_group) != per_group or per_group < 1:
         raise ValueError(f"per_group must be a positive whole number, got {per_group}")
@@ -324,7 +324,7 @@ def plot_gradcam_grid(images, cams_by_model: dict, rows: pd.DataFrame, box: Lung
     from matplotlib.colors import Normalize
     from matplotlib.patches import Rectangle
 
-    from cxr_utils.plots import PAGE_WIDTH_IN, finish_figure
+    from cxr_utils.plots import PAGE_WIDTH_IN, finish_figure  # matplotlib: only when the figure is drawn
 
     images = np.asarray(images)
     if images.ndim == 4:

@@ -12,6 +12,7 @@ manifest (``refuse_by_size``), and the README states it in words (``RULE``).
 from __future__ import annotations
 
 import numpy as np
+from cxr_utils.data import require_columns
 
 # Shortest side, in pixels. The dataset's images are 224 x 224 (the copy the tests use) or
 # 299 x 299 (Kaggle's); the models take 224 px. Below 64 px over 90% of the model's input pixels
@@ -46,7 +47,6 @@ def refuse_by_size(manifest):
     """A manifest (``cxr_utils.data.build_manifest``: its width and height are each file's size as
     stored) split into the rows ``size_problem`` admits and those it refuses; ``refused`` adds
     ``reason`` (the size and the rule). The rows admitted keep the manifest's attrs."""
-    from cxr_utils.data import require_columns
 
     require_columns(manifest, ["path", "width", "height"])
     reasons = [size_problem(width, height) for width, height in zip(manifest["width"], manifest["height"])]

@@ -16,12 +16,11 @@ words are the templates ``cxr_utils/templates/card*.j2`` (``cxr_utils.prose`` re
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from cxr_utils import model_card_sections as sections
-from cxr_utils import prose
+from cxr_utils import command, prose
 from cxr_utils.atomic import atomic_write
 from cxr_utils.model_card_run import CardRun, ModelCardError
 from cxr_utils.report import DISCLAIMER
@@ -59,17 +58,16 @@ def write(results_dir, path=None, title: bool = True) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cxr_utils.model_card",
-                                     description="Write the model card of a run from its files.")
-    parser.add_argument("results_dir", metavar="RESULTS_DIR")
+    parser = command.parser("cxr_utils.model_card", "Write the model card of a run from its files.",
+                            "0 written; 2 not a run's results folder, or a file of it that cannot be read.")
+    parser.add_argument("results_dir", metavar="RESULTS_DIR", help="a run's results folder, or a published copy")
     parser.add_argument("--out", help=f"where to write it (default RESULTS_DIR/{CARD_FILE})")
     args = parser.parse_args(argv)
     try:
         print(write(args.results_dir, args.out))
     except (ModelCardError, OSError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+        return command.fail(error, command.EXIT_USAGE)
+    return command.EXIT_OK
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ from cxr_utils.model_card_run import (
     CardRun, builder_defaults, class_counts, confusion_table, mcnemar_table, metric_row, metrics_table, number_or_na,
     optional_csv, shown_options, shown_weights, table_markdown,
 )
-from cxr_utils.report import DISCLAIMER, PAPER_TEST_IMAGES, SIGNIFICANCE
+from cxr_utils.claims import PAPER_TEST_IMAGES, SIGNIFICANCE
+from cxr_utils.report import DISCLAIMER
 
 # The machine's fields the card lists, in this order, after the package versions.
 MACHINE_FIELDS = ("keras_backend", "accelerator", "cpu", "cpu_count")

@@ -41,12 +41,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxr_utils import config, data, image_checks, inference, saved_models
+from cxr_utils import command, config, data, evaluation, image_checks, inference, metrics, report, saved_models
 from cxr_utils.config import REGISTRY
 from cxr_utils.saved_models import (
     LoadedModel, RunFolderError, _read_json, check_run_folder,
     load_models, model_ids, model_image_size,
 )
+from cxr_utils.atomic import atomic_write
+from cxr_utils.data.decode import _strict_decoding
+from cxr_utils.data.layout import _natural_key
 
 # Folders are searched for these (compared lower-cased); files named on the command line are
 # tried whatever their suffix. TIFF is read by the same strict decoder as the dataset's PNGs.
@@ -56,7 +59,6 @@ THRESHOLD = 0.5
 DECISIONS = {1: config.CLASS_NAMES[1], 0: config.CLASS_NAMES[0]}
 _WORKERS = max(1, min(8, os.cpu_count() or 1))
 
-EXIT_OK, EXIT_UNSCORED, EXIT_USAGE = 0, 1, 2
 
 
 
@@ -73,7 +75,6 @@ def _is_candidate(path: Path) -> bool:
 def find_images(paths) -> tuple[list[Path], list[dict]]:
     """The image files among ``paths`` (files, or folders searched recursively in natural name
     order), and the problems: ``{"path", "reason"}`` for a path that does not exist."""
-    from cxr_utils.data.layout import _natural_key
 
     files, problems, seen = [], [], set()
     for given in map(Path, paths):
@@ -123,7 +124,6 @@ def score_images(loaded: dict[str, LoadedModel], paths, image_size: int, batch_s
     model id, in the registry's order) of the files that could be decoded, and the problems
     (``{"path", "reason"}``) of those that could not. Chunks of ``chunk_size`` files stream
     through the models, the next chunk decoded in threads while the models score this one."""
-    from cxr_utils.data.decode import _strict_decoding
 
     paths = [Path(p) for p in paths]
     starts = list(range(0, len(paths), chunk_size))
@@ -207,7 +207,6 @@ def recorded_test_metrics(results_dir, ids=None) -> pd.DataFrame:
     Brier. From ``evaluation/metrics.csv`` and ``probability_metrics.csv`` (chapter 6); for a
     model missing there, from its ``metrics.json`` (confusion counts with Wilson and bootstrap
     intervals computed from them, and the AUC and Brier it stored). Empty when neither exists."""
-    from cxr_utils import evaluation, metrics
 
     results_dir = Path(results_dir)
     ids = list(ids or REGISTRY)
@@ -284,8 +283,9 @@ def _printable(table: pd.DataFrame, loaded_names: dict[str, str]) -> pd.DataFram
 def command_line() -> argparse.ArgumentParser:
     parser = saved_models.run_command_parser(
         "cxr_utils.predict",
-        "P(COVID) of chest X-ray images from the models of a finished run, with the run's test metrics.",
-        f"Images must be {image_checks.RULE}. Exit status: 0 every image scored; 1 some files could not be "
+        f"P(COVID) of chest X-ray images from the models of a finished run, with the run's test metrics. Images "
+        f"must be {image_checks.RULE}.",
+        "0 every image scored; 1 some files could not be "
         "scored (unreadable or outside that rule: listed); 2 usage error "
         "(no images, or a run folder without the models or from an incompatible version).",
     )
@@ -294,17 +294,11 @@ def command_line() -> argparse.ArgumentParser:
     return parser
 
 
-def _error(message: str, code: int) -> int:
-    print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
-    return code
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the command on ``argv`` (default sys.argv); returns the exit status."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up notes
     parser = command_line()
     args = parser.parse_args(argv)  # exits with status 2 on a usage error
-    from cxr_utils import report
 
     try:
         if args.batch_size < 1:
@@ -336,7 +330,6 @@ def main(argv: list[str] | None = None) -> int:
             for problem in problems:
                 print(f"  {problem['path']}: {problem['reason']}")
         if args.csv:
-            from cxr_utils.atomic import atomic_write
 
             out = decisions_table(table)
             atomic_write(args.csv, lambda temporary: out.to_csv(temporary, index=False))
@@ -352,16 +345,16 @@ def main(argv: list[str] | None = None) -> int:
                 print(metrics_wide(recorded).to_string())
         print(f"\n{report.DISCLAIMER}")
     except (RunFolderError, UsageError, data.DatasetError) as error:
-        return _error(error, EXIT_USAGE)
+        return command.fail(error, command.EXIT_USAGE)
     except ValueError as error:  # e.g. an unknown --model name
-        return _error(error, EXIT_USAGE)
+        return command.fail(error, command.EXIT_USAGE)
     except OSError as error:  # writing --csv, reading a folder
-        return _error(f"{getattr(error, 'filename', '') or ''} {error.strerror or error}", EXIT_UNSCORED)
+        return command.fail(f"{getattr(error, 'filename', '') or ''} {error.strerror or error}", command.EXIT_FAILED)
     except KeyboardInterrupt:
-        return _error("interrupted", 130)
+        return command.fail("interrupted", command.EXIT_INTERRUPTED)
     except Exception as error:  # a bug: one line naming it, not a traceback
-        return _error(f"unexpected {type(error).__name__}: {error} (please report this)", EXIT_UNSCORED)
-    return EXIT_UNSCORED if problems else EXIT_OK
+        return command.fail(f"unexpected {type(error).__name__}: {error} (please report this)", command.EXIT_FAILED)
+    return command.EXIT_FAILED if problems else command.EXIT_OK
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from cxr_utils import glance, model_card, run_pages, summaries
+from cxr_utils import command, glance, model_card, run_pages
 from cxr_utils.atomic import replace_folder
 from cxr_utils.paths import BOOK_EXECUTED_DIR, NOTEBOOKS_DIR, REPO_ROOT
 from cxr_utils.portable import (
@@ -47,7 +47,7 @@ def publish_to_book(results_dir: Path, book_dir: Path = BOOK_EXECUTED_DIR, log=p
         portable_notebook(notebook_path, portable)
     published = portable_record(record, folders)
     (staging / "run.json").write_text(json.dumps(published, indent=2) + "\n")
-    (staging / "run_record.md").write_text(summaries.run_record_markdown(published) + placeholder_note(published))
+    (staging / "run_record.md").write_text(run_pages.run_record_markdown(published) + placeholder_note(published))
     (staging / "reproduce.md").write_text(run_pages.reproduce_markdown(published))
     (staging / "glance.md").write_text(run_pages.glance_markdown(results_dir))
     (staging / "tables.md").write_text(run_pages.tables_markdown(results_dir))
@@ -143,10 +143,10 @@ def build_book(root: Path = REPO_ROOT, log=print) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m cxr_utils.publish", description=(
-        "Publish a run into the book (portable copies in book/executed/), then build the book."))
+    parser = command.parser(
+        "cxr_utils.publish", "Publish a run into the book (portable copies in book/executed/), then build the book.",
+        "0 published (and built); 1 a folder of the machine is left in the published copy (listed), or the "
+        "book build failed; 2 bad arguments.")
     parser.add_argument("results_dir", nargs="?", type=Path,
                         help="the run's results folder (results/<profile>), as python -m cxr_utils.run wrote it")
     parser.add_argument("--republish", action="store_true",
@@ -161,12 +161,18 @@ def main(argv: list[str] | None = None) -> int:
         published = publish_to_book(results, args.book_dir)
     print(f"published into {published}")
     left = machine_paths(published)
+    for path in left[:20]:
+        print(f"  {path}")
     if left:
-        print(f"{len(left)} machine path(s) left:", *left[:20], sep="\n  ", file=sys.stderr)
+        return command.fail(f"{len(left)} folder(s) of this machine left in the published copy (listed above)",
+                            command.EXIT_FAILED)
     if not args.no_build:
         root = Path(args.book_dir).resolve().parents[1]
-        print(f"the book: {build_book(root) / 'index.html'}")
-    return 1 if left else 0
+        try:
+            print(f"the book: {build_book(root) / 'index.html'}")
+        except SeriesError as error:
+            return command.fail(error, command.EXIT_FAILED)
+    return command.EXIT_OK
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ time per notebook. With ``--book``, the executed notebooks and the run record ar
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -22,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from cxr_utils import MALLOC_ARENAS, config, model_card, publish
+from cxr_utils import MALLOC_ARENAS, command, config, model_card, publish
 from cxr_utils.config import PROTOCOL
 from cxr_utils.paths import BOOK_CONFIG, NOTEBOOKS_DIR, repository_url
 from cxr_utils.series import PROFILES, SeriesError, code_hash, parse_value, profile_parameters, series
@@ -241,10 +240,14 @@ def _execute_series(parameters: dict, notebooks, progress: bool, log, one_thread
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m cxr_utils.run", description="Execute the notebook series with papermill."
+    parser = command.parser(
+        "cxr_utils.run", "Execute the notebook series with papermill, each notebook in a kernel of its own, into one "
+        "results folder with its run record (run.json).",
+        "0 every notebook ran; 1 a notebook failed or the book could not be published (the run record says "
+        "which notebook); 2 bad arguments, nothing ran.",
     )
-    parser.add_argument("--profile", choices=sorted(PROFILES), default="paper")
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="paper",
+                        help="the protocol's settings: paper (the paper's) or sample (a small, fast run); default paper")
     parser.add_argument("--data-dir", help="dataset folder (default: download from Kaggle)")
     parser.add_argument("--results-dir", help="where results go (default: results/<profile>)")
     parser.add_argument(
@@ -267,8 +270,7 @@ def main(argv: list[str] | None = None) -> int:
             overrides[name.strip()] = parse_value(value.strip())
         parameters = profile_parameters(args.profile, args.data_dir, args.results_dir, overrides)
     except (config.ParameterError, ValueError) as error:  # a usage error: nothing has run
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return command.fail(error, command.EXIT_USAGE)
     try:
         record = execute_series(parameters, notebooks=args.only, one_thread=args.one_thread)
         print(f"executed notebooks and run.json in {parameters['results_dir']} "
@@ -278,9 +280,8 @@ def main(argv: list[str] | None = None) -> int:
             html = publish.build_book()
             print(f"book: {html / 'index.html'}")
     except (SeriesError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 0
+        return command.fail(error, command.EXIT_FAILED)
+    return command.EXIT_OK
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 ``glance_markdown`` is the book's "Results at a glance" (the paper's claims, this run's numbers with
 95% intervals, the verdicts and what they mean); ``tables_markdown`` the paper's tables beside this
 run's (``glance.paper_tables``); ``reproduce_markdown`` how to make the run again, from its run
-record; ``findings_markdown``, ``verdicts_page`` and ``shortcuts_page`` what the run shows, its
+record, and ``run_record_markdown`` the record itself; ``findings_markdown``, ``verdicts_page`` and ``shortcuts_page`` what the run shows, its
 verdicts (``glance.verdicts_markdown``) and chapter 8's summary, for the report.
 ``cxr_utils.publish`` writes them into ``book/executed/``. Explained in book/intro, book/report and
 book/reproducibility.
@@ -16,16 +16,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from cxr_utils import config, evaluation, extended_set, paper, prose, report, shortcut_run
+from cxr_utils import claims, config, evaluation, extended_set, findings, paper, prose, shortcut_run
 from cxr_utils.evaluation import EVALUATION_DIR, EXTENDED_DIR
 from cxr_utils.glance import MISSING, interval, markdown_table, number, paper_tables, verdict_text, verdicts_markdown
 from cxr_utils.paths import repository_url
 from cxr_utils.series import PROFILES
+from cxr_utils.summaries import shown_value
 
-# The outcomes of report.claim_verdicts as the glance template compares them (it explains each in
+# The outcomes of claims.claim_verdicts as the glance template compares them (it explains each in
 # a reader's words).
-OUTCOMES = {"supported": report.SUPPORTED, "contradicted": report.CONTRADICTED,
-            "inconclusive": report.INCONCLUSIVE, "not_paper_setting": report.NOT_PAPER_SETTING}
+OUTCOMES = {"supported": claims.SUPPORTED, "contradicted": claims.CONTRADICTED,
+            "inconclusive": claims.INCONCLUSIVE, "not_paper_setting": claims.NOT_PAPER_SETTING}
 # The settings the glance page's first sentence names, in its order; those compared with the paper's
 # protocol say so when they are smaller.
 DESCRIBED_SETTINGS = ("n_per_class", "epochs", "batch_size", "seed")
@@ -122,11 +123,11 @@ def _verdicts_table(verdicts: pd.DataFrame, verdicts_extended: pd.DataFrame | No
 
 
 def _explained_outcomes(verdicts: pd.DataFrame, verdicts_extended: pd.DataFrame | None) -> list[str]:
-    """The outcomes the verdicts show, in report.OUTCOMES' order, and, where a verdict is "not the
+    """The outcomes the verdicts show, in claims.OUTCOMES' order, and, where a verdict is "not the
     paper's setting", the outcomes its numbers alone indicate (shown beside it)."""
     shown = set(verdicts["verdict"]) | (set(verdicts_extended["verdict"]) if verdicts_extended is not None else set())
-    indicated = {report.indicated_verdict(v, r) for v, r in zip(verdicts["verdict"], verdicts["reason"])}
-    return [o for o in report.OUTCOMES if o in shown or (report.NOT_PAPER_SETTING in shown and o in indicated)]
+    indicated = {claims.indicated_verdict(v, r) for v, r in zip(verdicts["verdict"], verdicts["reason"])}
+    return [o for o in claims.OUTCOMES if o in shown or (claims.NOT_PAPER_SETTING in shown and o in indicated)]
 
 
 def glance_markdown(results_dir) -> str:
@@ -207,15 +208,36 @@ def reproduce_markdown(record: dict) -> str:
     )
 
 
+def run_record_markdown(record: dict) -> str:
+    """The run record (run.json) as Markdown tables for the reproducibility page."""
+    settings = [[name, f"`{shown_value(name, value)!r}`"] for name, value in record.get("settings", {}).items()]
+    notebooks = []
+    for name, entry in record.get("notebooks", {}).items():
+        memory = entry.get("peak_memory_mb")  # recorded since runs sample their kernels' memory
+        notebooks.append([name, entry.get("wall_time_s", ""), "" if memory is None else f"{memory:,}",
+                          entry.get("status", ""), f"`{entry.get('code_sha256', '')[:12]}`"])
+    hardware = record.get("hardware", {})
+    machine = [[name, hardware.get(name, "")] for name in ("accelerator", "cpu", "cpu_count", "platform", "keras_backend")]
+    if "tensorflow_threads" in hardware:
+        machine.append(["tensorflow threads", ", ".join(f"{k}={v}" for k, v in hardware["tensorflow_threads"].items())])
+    machine += [[name, version] for name, version in record.get("versions", {}).items()]
+    return prose.render(
+        "run_record.md.j2",
+        settings_table=markdown_table(["setting", "value"], settings),
+        notebooks_table=markdown_table(["notebook", "wall time (s)", "peak memory (MB)", "status", "code SHA-256"],
+                                       notebooks, ["l", "r", "r", "l", "l"]),
+        machine_table=markdown_table(["hardware / version", "value"], machine),
+        git_commit=record.get("git_commit"), created_utc=record.get("created_utc"), wall_time_s=record.get("wall_time_s"),
+    )
+
+
 # -- the report's pages -----------------------------------------------------------------------------
 
 
 def findings_markdown(results_dir: Path) -> str:
     """What the run shows, written from its numbers, for the replication report."""
-    from cxr_utils import comparison  # imports Keras (through runtime): only when a run is published
-
     try:
-        findings = comparison.training_findings(results_dir)
+        table = findings.training_findings(results_dir)
     except FileNotFoundError as error:
         return f"No findings: {error}\n"
 
@@ -223,8 +245,8 @@ def findings_markdown(results_dir: Path) -> str:
         path = results_dir / relative
         return pd.read_csv(path) if path.is_file() else None
 
-    return report.findings_markdown(
-        findings,
+    return findings.findings_markdown(
+        table,
         mcnemar_extended=optional(f"{evaluation.EXTENDED_DIR}/mcnemar.csv"),
         verdicts=optional(f"{evaluation.EVALUATION_DIR}/verdicts.csv"),
         verdicts_extended=optional(f"{evaluation.EVALUATION_DIR}/verdicts_extended.csv"),

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cxr_utils import config
+from cxr_utils import command, config
 from cxr_utils.config import REGISTRY
 
 # Modules a model archive may name: Keras' own layers and this package's registered layer.
@@ -194,7 +194,7 @@ def load_models(results_dir, ids=None) -> dict[str, LoadedModel]:
     """Each of ``ids`` (default every model of the registry) loaded once (``load_model``); a
     frozen ResNet50 backbone with the same weights as an earlier model's is marked shared, so
     each image goes through it once."""
-    from cxr_utils import models
+    from cxr_utils import models  # imports Keras: only when a model is loaded
 
     ids = list(ids or REGISTRY)
     check_run_folder(results_dir, ids)
@@ -232,14 +232,11 @@ def model_image_size(loaded: dict[str, LoadedModel], results_dir=None) -> int:
     return int(size)
 
 
-def run_command_parser(prog: str, description: str, epilog: str,
+def run_command_parser(prog: str, description: str, exits: str,
                        run_help: str = "results folder of a run (results/<profile>), holding <model>/model.keras"):
     """The parser of a command on a finished run (``cxr_utils.predict``, ``cxr_utils.external``),
     with the arguments they share: --run, --model, --batch-size and --no-progress."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog=f"python -m {prog}", description=description + " Not a medical device.",
-                                     epilog=epilog)
+    parser = command.parser(prog, description + " Not a medical device.", exits)
     parser.add_argument("--run", required=True, metavar="RESULTS_DIR", help=run_help)
     parser.add_argument("--model", action="append", metavar="NAME",
                         help="a model id or the paper's name (resnet50, lstm, resnet50_lstm, ResNet50-LSTM, ...) "

@@ -8,12 +8,13 @@ manifest and saved models, so the chapter stays a few calls. Explained in notebo
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from cxr_utils import baselines, chapters, config, data, evaluation, extended_set, metrics, paper, shortcuts
+from cxr_utils import baselines, chapters, config, data, evaluation, extended_set, metrics, paper, prose, shortcuts
 from cxr_utils.baselines import BASELINES_CSV as _BASELINES
 from cxr_utils.shortcuts import RESULTS_FOLDER as SHORTCUTS_DIR
 from cxr_utils.shortcuts import LungBox
@@ -253,31 +254,20 @@ def summary_markdown(results_dir) -> str:
 def costs_markdown(results_dir) -> str:
     """What the lungs-blanked models cost beside the intact ones, from their run records (wall
     time and machine); empty when none was trained. Explained in notebooks/08_shortcuts."""
-    import json
-
     results_dir = Path(results_dir)
-    rows = []
+    rows, hardware = [], {}
     for spec in config.REGISTRY.values():
         intact, blanked = results_dir / spec.id / "run.json", results_dir / BLANKED_DIR / spec.id / "run.json"
         if intact.is_file() and blanked.is_file():
-            rows.append((spec.paper_name, json.loads(intact.read_text()), json.loads(blanked.read_text())))
+            blanked_record = json.loads(blanked.read_text())
+            hardware = hardware or blanked_record.get("hardware", {})
+            rows.append({"model": spec.paper_name, "intact_s": json.loads(intact.read_text())["wall_time_s"],
+                         "blanked_s": blanked_record["wall_time_s"]})
     if not rows:
         return ""
-    hardware = rows[0][2].get("hardware", {})
-    machine = f"{hardware.get('cpu', 'an unrecorded machine')}, {hardware.get('cpu_count', '?')} cores, " \
-              f"{hardware.get('accelerator', '')}".rstrip(", ")
-    each = "; ".join(f"{name} {b['wall_time_s']:.0f} s against {i['wall_time_s']:.0f} s intact" for name, i, b in rows)
-    total_blanked = sum(b["wall_time_s"] for _, _, b in rows)
-    total_intact = sum(i["wall_time_s"] for _, i, _ in rows)
-    chapter = ""
     record = results_dir / "run.json"
-    if record.is_file():
-        entry = json.loads(record.read_text()).get("notebooks", {}).get("08_shortcuts", {})
-        if entry.get("wall_time_s"):
-            chapter = f" The whole chapter took {entry['wall_time_s']:.0f} s (the run record)."
-    return (f"\n### What it cost\n\nTraining and testing the models with the lungs blanked took {total_blanked:.0f} s "
-            f"on this run's machine ({machine}), against {total_intact:.0f} s for the intact models ({each}); from "
-            f"the models' run records.{chapter}\n")
+    chapter = json.loads(record.read_text()).get("notebooks", {}).get("08_shortcuts", {}) if record.is_file() else {}
+    return prose.render("shortcuts_costs.md.j2", rows=rows, hardware=hardware, chapter_s=chapter.get("wall_time_s"))
 
 
 def _for_the_papers_claims(baselines: pd.DataFrame | None) -> str:
@@ -285,19 +275,6 @@ def _for_the_papers_claims(baselines: pd.DataFrame | None) -> str:
     claims made on test images of the same database."""
     if baselines is None or baselines.empty:
         return ""
-    table6 = paper.table6()["accuracy"]
     best = baselines.sort_values(["accuracy_low", "accuracy"], ascending=False).iloc[0]
-    where = "the extended test set" if best["test_set"] == "extended" else "the run's test set"
-    claimed = ", ".join(f"{name} {value:.2f}" for name, value in table6.items())
-    return (
-        "### What this means for the paper's claims\n\n"
-        f"The paper's accuracies (Table 6: {claimed}) were measured on test images from the same two collections "
-        f"as its training images. Here the best baseline, **{best['baseline']}** ({best['description']}), reaches "
-        f"accuracy {best['accuracy']:.2f} [{best['accuracy_low']:.2f}, {best['accuracy_high']:.2f}] on {where} "
-        f"(n = {int(best['n']):,}) without any deep model"
-        + (". So in these images the classes can be told apart by simple features, and a high accuracy on such a "
-           "test set does not by itself show that a model reads COVID-19 in the lungs"
-           if best["accuracy_low"] > shortcuts.CHANCE else
-           ", an interval that includes chance: this run gives no sign that simple features separate the classes")
-        + "; only images from other sources (`python -m cxr_utils.external`) can test what a model reads.\n\n"
-    )
+    return prose.render("shortcuts_claims.md.j2", claimed=paper.table6()["accuracy"].to_dict(), best=best.to_dict(),
+                        above_chance=best["accuracy_low"] > shortcuts.CHANCE)

@@ -18,6 +18,7 @@ import pandas as pd
 
 from cxr_utils import prose
 from cxr_utils.claims import SIGNIFICANCE
+from cxr_utils import config
 
 
 RESULTS_FOLDER = "shortcuts"  # chapter 8's tables, below the run's results folder
@@ -230,7 +231,6 @@ def shortcut_summary(baselines_table, blanked_table=None, gradcam_table=None, bo
     only what the intervals show; a model at chance gets no reading. Explained in
     notebooks/08_shortcuts.
     """
-    from cxr_utils import config
 
     box = box or LungBox()
     image_size = image_size or config.PROTOCOL.image_size

@@ -1,8 +1,8 @@
 """The short texts the book shows about a run, each written from the run's own numbers: the
 settings line at the top of every chapter, what a model's training shows (chapters 3-5), and the
-run record of the reproducibility page. Nothing here names a folder of the machine that ran.
+dataset statement of chapter 1. Nothing here names a folder of the machine that ran.
 
-Explained in notebooks/03_resnet50 and book/reproducibility.
+Explained in notebooks/01_data_collection and notebooks/03_resnet50.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from pathlib import Path, PurePath
 
 import pandas as pd
 
-from cxr_utils import config, metrics, paper
-from cxr_utils.glance import markdown_table
-from cxr_utils.report import NEAR_CHANCE, at_least, at_most
+from cxr_utils import config, metrics, paper, prose
+from cxr_utils.claims import at_least, at_most
+from cxr_utils.report import NEAR_CHANCE
 
 
 def shown_value(name: str, value):
@@ -34,37 +34,9 @@ def settings_markdown(namespace: dict) -> str:
     """
     config.check_parameters({k: namespace[k] for k in config.NOTEBOOK_PARAMETERS if k in namespace})
     shown = {k: namespace[k] for k in config.NOTEBOOK_PARAMETERS if k in namespace and k != "cache_dir"}
-    items = " · ".join(f"`{name}={shown_value(name, value)!r}`" for name, value in shown.items())
-    warning = ""
-    if "weights" in shown and config.weights_kind(shown["weights"]) == "scratch":
-        warning = (
-            "\n\n**Trained from scratch** (`weights=None`): the paper used ImageNet weights; "
-            "see the replication report for what this changes."
-        )
-    return f"**Run settings:** {items}{warning}"
-
-
-def run_record_markdown(record: dict) -> str:
-    """The run record (run.json) as Markdown tables for the reproducibility page."""
-    settings = [[name, f"`{shown_value(name, value)!r}`"] for name, value in record.get("settings", {}).items()]
-    notebooks = []
-    for name, entry in record.get("notebooks", {}).items():
-        memory = entry.get("peak_memory_mb")  # recorded since runs sample their kernels' memory
-        notebooks.append([name, entry.get("wall_time_s", ""), "" if memory is None else f"{memory:,}",
-                          entry.get("status", ""), f"`{entry.get('code_sha256', '')[:12]}`"])
-    hardware = record.get("hardware", {})
-    machine = [[name, hardware.get(name, "")] for name in ("accelerator", "cpu", "cpu_count", "platform", "keras_backend")]
-    if "tensorflow_threads" in hardware:
-        machine.append(["tensorflow threads", ", ".join(f"{k}={v}" for k, v in hardware["tensorflow_threads"].items())])
-    machine += [[name, version] for name, version in record.get("versions", {}).items()]
-    return "\n".join([
-        markdown_table(["setting", "value"], settings),
-        markdown_table(["notebook", "wall time (s)", "peak memory (MB)", "status", "code SHA-256"], notebooks,
-                       ["l", "r", "r", "l", "l"]),
-        markdown_table(["hardware / version", "value"], machine),
-        f"Git commit `{record.get('git_commit')}`, created {record.get('created_utc')}, "
-        f"total wall time {record.get('wall_time_s')} s.\n",
-    ])
+    return prose.render("settings_line.md.j2",
+                        shown={name: repr(shown_value(name, value)) for name, value in shown.items()},
+                        from_scratch="weights" in shown and config.weights_kind(shown["weights"]) == "scratch")
 
 
 def _interval(row) -> str:
@@ -88,47 +60,31 @@ def training_summary(results_dir, model_id: str, name_the_hypothesis: bool = Tru
     history = pd.read_csv(folder / "history.csv")
     predictions = pd.read_csv(folder / "predictions.csv")
     best = history.loc[history["is_best"]].iloc[0]
-    paper_row = paper.table2().loc[spec.paper_name]
-    test = metrics.metrics_with_intervals(predictions["label"], predictions["predicted"]).loc["accuracy"]
-    n = len(history)
-    lines = [
-        f"- **The kept epoch.** Epoch {int(best['epoch'])} of {n} had the best validation accuracy, "
-        f"{best['val_accuracy']:.2f} (the paper: {paper_row['val_accuracy']:.2f}); on the {len(predictions)} test "
-        f"images its accuracy is {_interval(test)} (95% interval)."
-    ]
-    chance = _chance_epochs(history["epoch"], history["val_accuracy"])
-    lines.append(
-        f"- **Validation over the epochs** ranged from {history['val_accuracy'].min():.2f} to "
-        f"{history['val_accuracy'].max():.2f}; it was at or below {NEAR_CHANCE} (a coin toss on balanced "
-        f"classes) in {len(chance)} of {n} epochs" + (f" ({', '.join(map(str, chance))})." if chance else ".")
-    )
+
+    def test_accuracy(column) -> str:
+        return _interval(metrics.metrics_with_intervals(predictions["label"], predictions[column]).loc["accuracy"])
+
+    inference = None
     if "train_inference_accuracy" in history:
-        parted = [int(row.epoch) for row in history.itertuples()
-                  if at_most(row.train_inference_accuracy, NEAR_CHANCE) and at_least(row.accuracy, 0.8)]
-        text = (
-            f"- **The training images in inference mode** (the model as validation and test see it) scored "
-            f"{history['train_inference_accuracy'].min():.2f}-{history['train_inference_accuracy'].max():.2f} "
-            f"accuracy, against {history['accuracy'].min():.2f}-{history['accuracy'].max():.2f} in training mode."
-        )
-        if parted:
-            text += (
-                f" In epoch{'s' if len(parted) > 1 else ''} {', '.join(map(str, parted))} training mode reached 0.80 "
-                f"or more while inference mode was at or below {NEAR_CHANCE}: the weights fit the training images, "
-                "but the model used for evaluation does not reproduce it."
-            )
-            if spec.has_backbone and name_the_hypothesis and "val_accuracy_recomputed" in history:
-                text += (" One candidate cause is BatchNorm's moving statistics lagging behind fast-changing weights: "
-                         "the paired check below scores the same weights with recomputed statistics.")
-            elif spec.has_backbone and name_the_hypothesis:
-                text += (" One candidate cause is BatchNorm's moving statistics lagging behind fast-changing weights: "
-                         "a hypothesis, not tested by this run (`recompute_batchnorm_images` is the option that "
-                         "tests it; see the method page).")
-        lines.append(text)
-    if "predicted_last_epoch" in predictions and int(best["epoch"]) != n:
-        last = metrics.metrics_with_intervals(predictions["label"], predictions["predicted_last_epoch"]).loc["accuracy"]
-        lines.append(f"- **The last epoch's weights** (epoch {n}) would have scored {_interval(last)} on the same "
-                     "test images: keeping the best validation epoch is this project's choice (see chapter 6).")
-    return "\n".join(lines) + "\n"
+        inference = {
+            "low": history["train_inference_accuracy"].min(), "high": history["train_inference_accuracy"].max(),
+            "training_low": history["accuracy"].min(), "training_high": history["accuracy"].max(),
+            "parted": [int(row.epoch) for row in history.itertuples()
+                       if at_most(row.train_inference_accuracy, NEAR_CHANCE) and at_least(row.accuracy, 0.8)],
+        }
+    hypothesis = None
+    if spec.has_backbone and name_the_hypothesis:
+        hypothesis = "tested" if "val_accuracy_recomputed" in history else "untested"
+    last_epoch = "predicted_last_epoch" in predictions and int(best["epoch"]) != len(history)
+    return prose.render(
+        "training_summary.md.j2", epochs=len(history), n_test=len(predictions), near_chance=NEAR_CHANCE,
+        kept={"epoch": int(best["epoch"]), "val_accuracy": best["val_accuracy"], "test": test_accuracy("predicted")},
+        paper_val_accuracy=paper.table2().loc[spec.paper_name]["val_accuracy"],
+        validation={"low": history["val_accuracy"].min(), "high": history["val_accuracy"].max(),
+                    "chance_epochs": _chance_epochs(history["epoch"], history["val_accuracy"])},
+        inference=inference, hypothesis=hypothesis,
+        last_epoch_test=test_accuracy("predicted_last_epoch") if last_epoch else None,
+    )
 
 
 KAGGLE_ORIGINAL = (299, 299, "L")  # the database's own files: 299x299 grayscale PNG
@@ -141,12 +97,10 @@ def dataset_statement(manifest: pd.DataFrame) -> str:
     """
     counts = manifest["class"].value_counts()
     sizes = manifest.groupby(["width", "height"]).size().sort_values(ascending=False)
-    stored = ", ".join(f"{w}x{h} ({n:,} files)" for (w, h), n in sizes.items())
-    modes = ", ".join(sorted(set(manifest["mode"])))
     width, height, mode = KAGGLE_ORIGINAL
-    text = (f"This run's copy of the database holds {counts.get('COVID', 0):,} COVID and {counts.get('Normal', 0):,} "
-            f"Normal images, stored at {stored}, PIL mode {modes}. ")
-    if set(sizes.index) == {(width, height)} and set(manifest["mode"]) == {mode}:
-        return text + "These are the database's own 299x299 grayscale files; chapter 2 resizes them to 224x224."
-    return text + (f"The database's own files are {width}x{height} grayscale: these are re-encoded copies, so what "
-                   "chapter 2 shows of the resize step is what it does to these copies, not to the originals.")
+    return prose.render(
+        "dataset_statement.md.j2", covid=counts.get("COVID", 0), normal=counts.get("Normal", 0),
+        sizes=[{"width": w, "height": h, "files": n} for (w, h), n in sizes.items()],
+        modes=sorted(set(manifest["mode"])), original={"width": width, "height": height},
+        originals=set(sizes.index) == {(width, height)} and set(manifest["mode"]) == {mode},
+    )

@@ -11,13 +11,15 @@ from cxr_utils import config as facts
 from cxr_utils import models
 from cxr_utils.config import PROTOCOL
 from cxr_utils.training import TrainingConfig, run_experiment
+from cxr_utils import command, data
+from cxr_utils.report import DISCLAIMER
 
 
 def command_line() -> argparse.ArgumentParser:
     """``python -m cxr_utils.training_cli``'s arguments; every default is the paper's protocol."""
-    parser = argparse.ArgumentParser(
-        prog="python -m cxr_utils.training_cli",
-        description="Train and test one of the paper's models on a seeded, balanced sample.",
+    parser = command.parser(
+        "cxr_utils.training_cli", "Train and test one of the paper's models on a seeded, balanced sample.",
+        "0 trained and tested; 2 bad arguments, a dataset or weights that cannot be used: nothing trained.",
     )
     parser.add_argument("--data-dir", help="dataset folder (default: download from Kaggle)")
     parser.add_argument("--model", choices=list(facts.REGISTRY), default="resnet50_lstm")
@@ -42,9 +44,6 @@ def command_line() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = command_line().parse_args(argv)
-
-    from cxr_utils import data
-
     try:
         config = TrainingConfig(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                                 recompute_batchnorm_images=args.recompute_batchnorm_images)
@@ -57,15 +56,14 @@ def main(argv: list[str] | None = None) -> int:
             model_options={"weights": args.weights}, cache_dir=args.cache_dir, image_size=args.image_size,
         )
     except (data.DatasetError, models.WeightsUnavailableError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return command.fail(error, command.EXIT_USAGE)
     test = outcome["metrics"]
     print(
         f"{args.model}: best epoch {outcome['result'].best_epoch}, test accuracy "
         f"{test['accuracy']:.3f} on {test['n']} images; results in {outcome['results_dir']}"
     )
-    print("A teaching and replication project, not a medical device: do not use for diagnosis.")
-    return 0
+    print(DISCLAIMER)
+    return command.EXIT_OK
 
 
 if __name__ == "__main__":

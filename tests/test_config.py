@@ -8,7 +8,7 @@ import pandas as pd
 import papermill
 import pytest
 
-from cxr_utils import chapters, comparison, config, data, evaluation, models, paper, paths, run, summaries, training, training_cli
+from cxr_utils import chapters, comparison, config, findings, data, evaluation, models, paper, paths, run, summaries, training, training_cli
 from cxr_utils.config import PROTOCOL
 
 ROOT = paths.REPO_ROOT
@@ -120,7 +120,7 @@ def test_a_fourth_model_is_one_registry_entry(small_run_copy, with_toy_model):
     assert "Toy" in compared["table2"].index and compared["table2"].loc["Toy", ("paper", "val_loss")] != 0
     assert pd.isna(compared["table2"].loc["Toy", ("paper", "val_loss")])
     assert "Toy" in compared["confusion"].index
-    assert "Toy" in comparison.training_findings(run_dir).index
+    assert "Toy" in findings.training_findings(run_dir).index
 
     (run_dir / "toy" / "predictions.csv").unlink()
     with pytest.raises(chapters.MissingInputs, match="Toy .*notebooks/05b_toy.ipynb"):

@@ -17,6 +17,7 @@ import pytest
 from PIL import Image, ImageFile
 
 from cxr_utils import data
+from cxr_utils.data import cli
 
 
 def _xray(seed, size=32, mode="L"):
@@ -389,7 +390,7 @@ def test_download_without_network_explains_the_hand_download(offline):
 
 
 def test_command_line_without_folder_and_network(offline, capsys):
-    assert data.main(["--no-progress"]) == 2
+    assert cli.main(["--no-progress"]) == 2
     captured = capsys.readouterr()
     assert captured.err.count("\n") == 1 and data.KAGGLE_URL in captured.err
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cxr_utils import glance, paths, portable, publish, report, run, run_pages
+from cxr_utils import claims, glance, paths, portable, publish, report, run, run_pages
 
 # -- formatting -----------------------------------------------------------------------------------
 
@@ -31,14 +31,14 @@ def test_numbers_intervals_and_p_values_are_formatted_for_reading():
 def _verdicts(weights_scratch: bool) -> pd.DataFrame:
     reason = "the paper's accuracy lies above this run's 95% interval."
     rows = [{"claim": "1", "text": "ResNet50-LSTM reaches 95% accuracy", "paper": "0.95",
-             "ours": "0.73 [0.64, 0.81]", "verdict": report.CONTRADICTED, "reason": reason},
+             "ours": "0.73 [0.64, 0.81]", "verdict": claims.CONTRADICTED, "reason": reason},
             {"claim": "2a", "text": "ResNet50-LSTM beats ResNet50 (this row: vs ResNet50)", "paper": "0.95 vs 0.93",
-             "ours": "0.73 vs 0.83", "verdict": report.INCONCLUSIVE, "reason": "p = 0.087: chance could give it."}]
+             "ours": "0.73 vs 0.83", "verdict": claims.INCONCLUSIVE, "reason": "p = 0.087: chance could give it."}]
     verdicts = pd.DataFrame(rows)
     if weights_scratch:
-        verdicts["reason"] = [f"{report.SETTING_NOTE} Taken alone, its numbers would indicate *{v}*: {r}"
+        verdicts["reason"] = [f"{claims.SETTING_NOTE} Taken alone, its numbers would indicate *{v}*: {r}"
                               for v, r in zip(verdicts["verdict"], verdicts["reason"])]
-        verdicts["verdict"] = report.NOT_PAPER_SETTING
+        verdicts["verdict"] = claims.NOT_PAPER_SETTING
     return verdicts
 
 
@@ -86,11 +86,11 @@ def test_results_at_a_glance_are_written_from_the_run(tmp_path):
     assert "**1** ResNet50-LSTM reaches 95% accuracy" in text
     assert text.count("(its numbers alone: *contradicted*)") == 2
     explained = {line.partition(": ")[0]: line for line in text.splitlines() if line.startswith("- *")}
-    for outcome, meaning in ((report.NOT_PAPER_SETTING, "cannot test a claim about the paper's ImageNet"),
-                             (report.CONTRADICTED, "numbers disagree with the claim"),
-                             (report.INCONCLUSIVE, "too wide to say either")):
+    for outcome, meaning in ((claims.NOT_PAPER_SETTING, "cannot test a claim about the paper's ImageNet"),
+                             (claims.CONTRADICTED, "numbers disagree with the claim"),
+                             (claims.INCONCLUSIVE, "too wide to say either")):
         assert meaning in explained[f"- *{outcome}*"]
-    assert f"*{report.SUPPORTED}*:" not in text  # only the outcomes that occur are explained
+    assert f"*{claims.SUPPORTED}*:" not in text  # only the outcomes that occur are explained
     # No number is typed: another run's files give another page.
     other = re.sub(" +", " ", run_pages.glance_markdown(_fake_results(tmp_path / "b", weights="imagenet", hybrid_accuracy=0.91)))
     assert "| ResNet50-LSTM | 0.95 | 0.91 [0.81, 1.01] | 0.93 [0.83, 1.03] |" in other

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 from jinja2 import meta
 
-from cxr_utils import batchnorm_check, config, model_card, prose, run_pages, shortcut_run
+import pandas as pd
+
+from cxr_utils import batchnorm_check, config, model_card, prose, run_pages, shortcut_run, summaries
 from cxr_utils.study import publish as study_publish
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -24,7 +26,12 @@ PAGES = (
     lambda run, studies: run_pages.glance_markdown(run),
     lambda run, studies: run_pages.reproduce_markdown(json.loads((run / "run.json").read_text())),
     lambda run, studies: shortcut_run.summary_markdown(run),
+    lambda run, studies: run_pages.findings_markdown(run),
     lambda run, studies: study_publish.render_pages(studies, figures=False),
+    lambda run, studies: summaries.settings_markdown(json.loads((run / "run.json").read_text())["settings"]),
+    lambda run, studies: run_pages.run_record_markdown(json.loads((run / "run.json").read_text())),
+    lambda run, studies: summaries.dataset_statement(pd.read_csv(run / "manifest.csv")),
+    lambda run, studies: [summaries.training_summary(run, model_id) for model_id in config.REGISTRY],
     lambda run, studies: [batchnorm_check.check_markdown(run, model_id) for model_id in config.REGISTRY
                           if batchnorm_check.has_check(run, model_id)],
 )

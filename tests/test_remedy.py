@@ -255,7 +255,7 @@ def test_an_lstm_run_records_the_option_and_is_unchanged_by_it(real_subset, tmp_
 @pytest.fixture
 def two_runs(tmp_path):
     paper, remedied = tmp_path / "paper", tmp_path / "remedy"
-    # 0.550000012: float32's 0.55, near chance like 0.55 itself (report.at_most's tolerance); 0.56 is not.
+    # 0.550000012: float32's 0.55, near chance like 0.55 itself (claims.at_most's tolerance); 0.56 is not.
     write_run(paper, "resnet50", [0.5, 0.88, 0.550000012, 0.56, 0.55], [0.5, 0.9, 0.52, 0.6, 0.5], 2,
               (35, 15, 17, 33))
     write_run(remedied, "resnet50", [0.83, 0.9, 0.86, 0.84, 0.87], [0.85, 0.9, 0.88, 0.86, 0.9], 2,

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxr_utils import claims, config, metrics, paper, report, summaries
+from cxr_utils import claims, config, findings, metrics, paper, report, run_pages, summaries
 
 
 def _ours(hybrid_accuracy, n=100, width=0.05, others=(0.90, 0.80)):
@@ -43,19 +43,19 @@ def _gap(low, high, gap=None):
 
 
 def _verdicts(ours=None, mcnemar=None, loss_gap=None, weights="imagenet", best=None):
-    verdicts = report.claim_verdicts(
+    verdicts = claims.claim_verdicts(
         _ours(0.95) if ours is None else ours, _mcnemar(12, 1, 0.003) if mcnemar is None else mcnemar,
         _best(0.29, 0.31) if best is None else best, weights=weights, loss_gap=loss_gap)
     return verdicts.set_index("claim")
 
 
 def test_one_row_per_claim_and_pair_with_the_papers_texts():
-    verdicts = report.claim_verdicts(_ours(0.95), _mcnemar(12, 1, 0.003), _best(0.29, 0.31), weights="imagenet",
+    verdicts = claims.claim_verdicts(_ours(0.95), _mcnemar(12, 1, 0.003), _best(0.29, 0.31), weights="imagenet",
                                      loss_gap=_gap(0.01, 0.05))
     assert list(verdicts.columns) == ["claim", "text", "paper", "ours", "verdict", "reason"]
     assert verdicts["claim"].tolist() == ["1", "2a", "2b", "3"]
     assert verdicts["verdict"].tolist() == ["supported"] * 4
-    assert set(verdicts["verdict"]) <= set(report.OUTCOMES)
+    assert set(verdicts["verdict"]) <= set(claims.OUTCOMES)
     texts = paper.claims().set_index("id")["claim"]
     assert verdicts["text"].iloc[0] == texts[1] and verdicts["text"].iloc[3] == texts[3]
     assert verdicts["text"].iloc[1].startswith(texts[2]) and verdicts["text"].iloc[1].endswith("vs ResNet50)")
@@ -268,8 +268,8 @@ def test_from_scratch_is_not_tested_in_the_papers_setting(ours, mcnemar, loss_ga
         reason = verdicts.loc[claim, "reason"]
         assert reason.startswith("Setting differs from the paper: backbone trained from scratch")
         assert f"would indicate *{outcome}*: {in_setting.loc[claim, 'reason']}" in reason
-        assert report.indicated_verdict(verdicts.loc[claim, "verdict"], reason) == outcome
-    assert report.indicated_verdict("supported", "anything") == "supported"
+        assert claims.indicated_verdict(verdicts.loc[claim, "verdict"], reason) == outcome
+    assert claims.indicated_verdict("supported", "anything") == "supported"
 
 
 def test_a_local_imagenet_weights_file_is_the_papers_setting():
@@ -279,9 +279,9 @@ def test_a_local_imagenet_weights_file_is_the_papers_setting():
 
 def test_thresholds_compare_with_a_tolerance():
     stored = float(np.float32(0.55))  # 0.550000011920929, as history.csv holds it
-    assert report.at_most(stored, 0.55) and report.at_least(0.55, stored)
-    assert not report.at_most(0.5501, 0.55) and report.at_least(0.5501, 0.55)
-    assert report.at_most(np.array([0.5, stored, 0.6]), report.NEAR_CHANCE).tolist() == [True, True, False]
+    assert claims.at_most(stored, 0.55) and claims.at_least(0.55, stored)
+    assert not claims.at_most(0.5501, 0.55) and claims.at_least(0.5501, 0.55)
+    assert claims.at_most(np.array([0.5, stored, 0.6]), report.NEAR_CHANCE).tolist() == [True, True, False]
 
 
 def test_the_settings_line_stops_a_chapter_on_a_wrong_parameter():
@@ -299,7 +299,7 @@ def test_settings_line_names_every_setting_and_flags_from_scratch():
 
 
 def test_run_record_markdown():
-    text = summaries.run_record_markdown({
+    text = run_pages.run_record_markdown({
         "settings": {"epochs": 15},
         "notebooks": {"03_resnet50": {"wall_time_s": 12.5, "status": "ok", "code_sha256": "ab" * 32},
                       "04_lstm": {"wall_time_s": 3.0, "peak_memory_mb": 2345, "status": "ok", "code_sha256": "cd" * 32}},
@@ -332,75 +332,65 @@ def _results_with_histories(tmp_path, val_accuracies, train_accuracy, test_accur
 
 
 def test_findings_follow_the_histories(tmp_path):
-    from cxr_utils import comparison
-
     results = _results_with_histories(tmp_path, [0.5, 0.52, 0.9, 0.6], train_accuracy=0.7, test_accuracy=0.8)
-    findings = comparison.training_findings(results)
-    hybrid = findings.loc["ResNet50-LSTM"]
+    table = findings.training_findings(results)
+    hybrid = table.loc["ResNet50-LSTM"]
     assert hybrid["best_epoch"] == 3 and hybrid["epochs_near_chance"] == 2
     assert abs(hybrid["selection_optimism"] - 0.1) < 1e-9
-    assert "extended_accuracy" not in findings  # no extended test set evaluated
-    text = report.findings_markdown(findings)
+    assert "extended_accuracy" not in table  # no extended test set evaluated
+    text = findings.findings_markdown(table)
     assert "ranged from 0.50 to 0.90" in text and "near chance in 2 of 4 epochs" in text
     assert "underfits" in text and "Ranking** on the test set (n=100)" in text
 
 
 def test_findings_stay_quiet_about_steady_well_fitted_runs(tmp_path):
-    from cxr_utils import comparison
-
     results = _results_with_histories(tmp_path, [0.85, 0.9, 0.88], train_accuracy=0.95, test_accuracy=0.88)
-    text = report.findings_markdown(comparison.training_findings(results))
+    text = findings.findings_markdown(findings.training_findings(results))
     assert "unsteady" not in text and "underfits" not in text
 
 
 def test_findings_name_the_better_model_of_each_pair_and_ties_as_ties(tmp_path):
-    from cxr_utils import comparison
-
-    findings = comparison.training_findings(
+    table = findings.training_findings(
         _results_with_histories(tmp_path, [0.8, 0.9], train_accuracy=0.95, test_accuracy=0.88))
     mcnemar = pd.DataFrame([
         {"model_a": "ResNet50", "model_b": "LSTM", "a_only_correct": 30, "b_only_correct": 5, "p_value": 1e-5},
         {"model_a": "LSTM", "model_b": "ResNet50-LSTM", "a_only_correct": 7, "b_only_correct": 7, "p_value": 1.0},
     ])
-    text = report.findings_markdown(findings, mcnemar_extended=mcnemar)
+    text = findings.findings_markdown(table, mcnemar_extended=mcnemar)
     assert "ResNet50 vs LSTM: ResNet50 right more often (30 vs 5 discordant images, McNemar p = 1e-05, significant)" in text
     assert "LSTM vs ResNet50-LSTM: each right alone equally often (7 vs 7" in text
 
 
 def test_near_chance_counts_a_float32_stored_055(tmp_path):
-    from cxr_utils import comparison
-
     stored = float(np.float32(0.55))
-    findings = comparison.training_findings(
+    table = findings.training_findings(
         _results_with_histories(tmp_path, [0.5, stored, 0.56, 0.9], train_accuracy=0.95, test_accuracy=0.88))
-    assert findings.loc["ResNet50-LSTM", "epochs_near_chance"] == 2  # 0.5 and the stored 0.55
+    assert table.loc["ResNet50-LSTM", "epochs_near_chance"] == 2  # 0.5 and the stored 0.55
 
 
 def _scratch_verdicts(ours, mcnemar):
-    return report.claim_verdicts(ours, mcnemar, _best(0.29, 0.31), weights=None)
+    return claims.claim_verdicts(ours, mcnemar, _best(0.29, 0.31), weights=None)
 
 
 def test_findings_name_each_claim_whose_verdict_changes_with_more_images(tmp_path):
-    from cxr_utils import comparison
-
-    findings = comparison.training_findings(
+    table = findings.training_findings(
         _results_with_histories(tmp_path, [0.8, 0.9], train_accuracy=0.95, test_accuracy=0.88))
-    small = report.claim_verdicts(_ours(0.95), _mcnemar(5, 3, 0.73), _best(0.29, 0.31), weights="imagenet")
-    large = report.claim_verdicts(_ours(0.95, n=983), _mcnemar(5, 3, 0.73, lstm=(40, 10, 1e-5), n=983),
+    small = claims.claim_verdicts(_ours(0.95), _mcnemar(5, 3, 0.73), _best(0.29, 0.31), weights="imagenet")
+    large = claims.claim_verdicts(_ours(0.95, n=983), _mcnemar(5, 3, 0.73, lstm=(40, 10, 1e-5), n=983),
                                   _best(0.29, 0.31), weights="imagenet")
-    text = report.findings_markdown(findings, verdicts=small, verdicts_extended=large)
+    text = findings.findings_markdown(table, verdicts=small, verdicts_extended=large)
     assert "**Claim 2b** changes from *inconclusive* on the split's test set to *supported* on the extended one." in text
     assert "Claim 2a" not in text and "Claim 1 " not in text
     # As saved and read back (run.py reads verdicts.csv): the ids are text either way.
     small.to_csv(tmp_path / "small.csv", index=False)
     large.to_csv(tmp_path / "large.csv", index=False)
-    assert text == report.findings_markdown(findings, verdicts=pd.read_csv(tmp_path / "small.csv"),
+    assert text == findings.findings_markdown(table, verdicts=pd.read_csv(tmp_path / "small.csv"),
                                             verdicts_extended=pd.read_csv(tmp_path / "large.csv"))
     # From scratch every verdict reads "not tested", yet what the numbers indicate still changes.
-    scratch = report.findings_markdown(
-        findings, verdicts=_scratch_verdicts(_ours(0.85, n=24, width=0.15), _mcnemar(5, 3, 0.73)),
+    scratch = findings.findings_markdown(
+        table, verdicts=_scratch_verdicts(_ours(0.85, n=24, width=0.15), _mcnemar(5, 3, 0.73)),
         verdicts_extended=_scratch_verdicts(_ours(0.70, n=983), _mcnemar(5, 3, 0.73, n=983)))
     assert ("**Claim 1** changes from *inconclusive* on the split's test set to *contradicted* on the extended one "
             "(what this run's numbers indicate; not tested in the paper's setting).") in scratch
-    same = report.findings_markdown(findings, verdicts=small, verdicts_extended=small)
+    same = findings.findings_markdown(table, verdicts=small, verdicts_extended=small)
     assert "**No verdict changes**" in same

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxr_utils import config, report, study
+from cxr_utils import claims, config, report, study
 from training_runs import write_run
 
 MODELS = list(config.paper_names().values())
@@ -47,11 +47,11 @@ def hand_made(tmp_path):
     rng = np.random.default_rng(0)
     metrics = [*config.METRICS, "auc", "brier"]
     values = {seed: {(m, k): float(rng.uniform(0.3, 0.99)) for m in MODELS for k in metrics} for seed in (7, 8)}
-    outside = f"{report.SETTING_NOTE} Taken alone, its numbers would indicate *supported*: because."
-    _write_seed(tmp_path, 7, values[7], {"1": (report.SUPPORTED, "x"), "2a": (report.CONTRADICTED, "x"),
-                                         "2b": (report.INCONCLUSIVE, "x"), "3": (report.NOT_PAPER_SETTING, outside)})
-    _write_seed(tmp_path, 8, values[8], {"1": (report.SUPPORTED, "x"), "2a": (report.INCONCLUSIVE, "x"),
-                                         "2b": (report.INCONCLUSIVE, "x"), "3": (report.SUPPORTED, "x")})
+    outside = f"{claims.SETTING_NOTE} Taken alone, its numbers would indicate *supported*: because."
+    _write_seed(tmp_path, 7, values[7], {"1": (claims.SUPPORTED, "x"), "2a": (claims.CONTRADICTED, "x"),
+                                         "2b": (claims.INCONCLUSIVE, "x"), "3": (claims.NOT_PAPER_SETTING, outside)})
+    _write_seed(tmp_path, 8, values[8], {"1": (claims.SUPPORTED, "x"), "2a": (claims.INCONCLUSIVE, "x"),
+                                         "2b": (claims.INCONCLUSIVE, "x"), "3": (claims.SUPPORTED, "x")})
     (tmp_path / "seed-9").mkdir()
     settings = {"profile": "paper", "weights": "imagenet", "n_per_class": 500, "epochs": 15, "batch_size": 32,
                 "image_size": 224, "dtype_policy": "float32", "seeds": [8, 7, 9]}
@@ -81,12 +81,12 @@ def test_summary_counts_each_outcome_per_claim(hand_made):
     study.summarise(root)
     verdicts = pd.read_csv(root / "summary_verdicts.csv", dtype={"claim": str}).set_index("claim")
     assert list(verdicts.index) == CLAIMS
-    assert set(report.OUTCOMES) <= set(verdicts.columns)
-    assert verdicts.loc["1", report.SUPPORTED] == 2
-    assert verdicts.loc["2a", [report.CONTRADICTED, report.INCONCLUSIVE]].tolist() == [1, 1]
-    assert verdicts.loc["2b", report.INCONCLUSIVE] == 2
-    assert verdicts.loc["3", [report.SUPPORTED, report.NOT_PAPER_SETTING]].tolist() == [1, 1]
-    assert (verdicts[list(report.OUTCOMES)].sum(axis=1) == verdicts["n_seeds"]).all()
+    assert set(claims.OUTCOMES) <= set(verdicts.columns)
+    assert verdicts.loc["1", claims.SUPPORTED] == 2
+    assert verdicts.loc["2a", [claims.CONTRADICTED, claims.INCONCLUSIVE]].tolist() == [1, 1]
+    assert verdicts.loc["2b", claims.INCONCLUSIVE] == 2
+    assert verdicts.loc["3", [claims.SUPPORTED, claims.NOT_PAPER_SETTING]].tolist() == [1, 1]
+    assert (verdicts[list(claims.OUTCOMES)].sum(axis=1) == verdicts["n_seeds"]).all()
     # The seed outside the paper's setting counts, among the indicated outcomes, as what it indicates.
     assert verdicts.loc["3", "indicated_supported"] == 2
 
@@ -285,7 +285,7 @@ def test_tiny_study_writes_each_seed_the_verdicts_and_the_summary(tiny_study):
             assert (folder / model_id / "metrics.json").is_file()
             assert not (folder / model_id / "model.keras").exists()  # no weights kept
         assert _per_seed(out, seed, "verdicts.csv")["claim"].tolist() == CLAIMS
-        assert set(_per_seed(out, seed, "verdicts.csv")["verdict"]) <= set(report.OUTCOMES)
+        assert set(_per_seed(out, seed, "verdicts.csv")["verdict"]) <= set(claims.OUTCOMES)
     assert (out / "manifest.csv").read_bytes() == (out / "seed-43" / "manifest.csv").read_bytes()
     for name in study.SUMMARY_FILES:
         assert (out / name).is_file(), name
@@ -322,7 +322,7 @@ def test_summary_equals_a_pandas_aggregation_of_the_seed_files(tiny_study):
     verdicts = pd.concat([_per_seed(out, seed, "verdicts.csv") for seed in (42, 43)])
     counts = pd.read_csv(out / "summary_verdicts.csv", dtype={"claim": str}).set_index("claim")
     for claim, rows in verdicts.groupby("claim"):
-        for outcome in report.OUTCOMES:
+        for outcome in claims.OUTCOMES:
             assert counts.loc[claim, outcome] == (rows["verdict"] == outcome).sum()
     assert "2 seeds (42, 43)" in (out / "summary.md").read_text()
 

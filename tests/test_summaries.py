@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pandas as pd
 
-from cxr_utils import summaries
+from cxr_utils import run_pages, summaries
 
 
 def test_settings_line_shows_folders_by_their_last_part_only():
@@ -22,7 +22,7 @@ def test_settings_line_shows_folders_by_their_last_part_only():
 
 
 def test_run_record_names_no_absolute_folder():
-    text = summaries.run_record_markdown({"settings": {"data_dir": "/home/someone/data/db", "epochs": 15}})
+    text = run_pages.run_record_markdown({"settings": {"data_dir": "/home/someone/data/db", "epochs": 15}})
     assert "/home/someone" not in text and "'…/db'" in text and "| epochs | `15` |" in re.sub(" +", " ", text)
 
 

@@ -34,7 +34,6 @@ notebooks/02_preprocessing (decoding and the split).
 from __future__ import annotations
 
 from cxr_utils.config import CLASSES
-from cxr_utils.data.cli import main
 from cxr_utils.data.decode import (
     IMAGE_SIZE,
     PREPROCESSING_VERSION,
@@ -96,5 +95,5 @@ __all__ = [
     # split
     "leakage_report", "sample_balanced", "split_dataset", "split_summary",
     # loading and command line
-    "image_chunks", "load_images", "main",
+    "image_chunks", "load_images",
 ]

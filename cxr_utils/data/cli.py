@@ -8,10 +8,9 @@ no notebook does. The steps it repeats are explained in notebooks/01_data_collec
 
 from __future__ import annotations
 
-import argparse
-import sys
 import warnings
 
+from cxr_utils import command
 from cxr_utils.config import CLASSES
 from cxr_utils.data.duplicates import DEFAULT_MAX_HAMMING, add_duplicate_groups, duplicate_report
 from cxr_utils.data.errors import DatasetError, DatasetWarning
@@ -21,10 +20,11 @@ from cxr_utils.data.manifest import PHASH_BITS, _format_problems, build_manifest
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line on ``argv`` (default: sys.argv); returns the exit status."""
-    parser = argparse.ArgumentParser(
-        prog="python -m cxr_utils.data",
-        description="Check a COVID-19 Radiography Database folder: layout, images per class, "
+    parser = command.parser(
+        "cxr_utils.data", "Check a COVID-19 Radiography Database folder: layout, images per class, "
         "unreadable files and duplicate images; optionally write the manifest CSV.",
+        "0 every file usable (the manifest written when asked); 1 unusable image files (listed; no manifest "
+        "written); 2 a folder or download that cannot be used.",
     )
     parser.add_argument(
         "data_dir", nargs="?", default=None, help="dataset folder (default: download from Kaggle)"
@@ -65,16 +65,11 @@ def main(argv: list[str] | None = None) -> int:
         if problems:
             print(f"Problems: {len(problems)} unusable image files")
             print(_format_problems(problems, limit=50))
-            print(
-                f"error: {len(problems)} image files cannot be read (listed above); re-download "
-                "the dataset or delete them, then run again. No manifest written.",
-                file=sys.stderr,
-            )
-            return 1
+            return command.fail(f"{len(problems)} image files cannot be read (listed above); re-download the "
+                                "dataset or delete them, then run again. No manifest written.", command.EXIT_FAILED)
         print("Problems: none")
         if args.manifest_out:
             print(f"Manifest: {save_manifest(manifest, args.manifest_out)}")
     except DatasetError as error:
-        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
-        return 2
-    return 0
+        return command.fail(error, command.EXIT_USAGE)
+    return command.EXIT_OK

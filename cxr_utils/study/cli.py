@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-
-from cxr_utils import chapters, config, data
+from cxr_utils import chapters, command, config, data
 from cxr_utils.config import PROTOCOL
-from cxr_utils.report import counted
+from cxr_utils.report import DISCLAIMER, counted
 from cxr_utils.series import PROFILES, parse_value
 from cxr_utils import blanked
 from cxr_utils.study import adopt
@@ -21,17 +19,11 @@ from cxr_utils.study.summary import summarise
 # -- command line ---------------------------------------------------------------------------------
 
 
-class _Parser(argparse.ArgumentParser):
-    """Bad arguments: one line on stderr and exit code 2 (argparse's usage stays behind --help)."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def command_line() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m cxr_utils.study",
-                     description="Studies beside the notebook series: the comparison over several seeds; "
-                                 "the models again with the lungs blanked.")
+    parser = command.parser("cxr_utils.study", "Studies beside the notebook series: the comparison over several "
+                            "seeds; the models again with the lungs blanked.",
+                            "0 done; 1 stopped while running (blanked: run it again to resume); 2 bad arguments "
+                            "or a folder that cannot be used; 130 interrupted (run it again to resume).")
     commands = parser.add_subparsers(dest="command", required=True,
                                      metavar="{seeds,summarise,publish,adopt,blanked}")
     seeds = commands.add_parser("seeds", help="train, test and judge every model once per seed (resumable)",
@@ -56,8 +48,8 @@ def command_line() -> argparse.ArgumentParser:
         "publish", help="copy a seed study and its remedy study into the book's report (book/studies/)",
         description="Copy two seed studies where the report renders them: the paper's protocol (--seeds) and the "
                     "same seeds with -p recompute_batchnorm_images=N (--remedy); numbers only (no weights), no "
-                    "folder of this machine named; the pages are written from the copy. Exit 0 done, 2 a folder "
-                    "is not a study.")
+                    "folder of this machine named; the pages are written from the copy.",
+        epilog="Exit status: 0 done; 2 a folder is not a study.")
     publish.add_argument("--seeds", required=True, metavar="DIR", help="the seed study at the paper's protocol")
     publish.add_argument("--remedy", required=True, metavar="DIR",
                          help="the same seeds with -p recompute_batchnorm_images=N")
@@ -66,8 +58,8 @@ def command_line() -> argparse.ArgumentParser:
         "adopt", help="make a notebook-series run of the study's protocol one of its seeds (one run per seed)",
         description="The run's split and models' numbers become the study's folder for the run's seed (replacing "
                     "a second training of it); refused unless the run has the study's protocol. Evaluation, "
-                    "verdicts and summary are written again; in the book's published studies, their pages too. "
-                    "Exit 0 done, 2 refused.")
+                    "verdicts and summary are written again; in the book's published studies, their pages too.",
+        epilog="Exit status: 0 done; 2 refused (the run is not of the study's protocol).")
     adopt.add_argument("run", metavar="RESULTS_DIR",
                        help="a finished run's results folder (e.g. results/paper or book/executed/results)")
     adopt.add_argument("--out", default=None, metavar="DIR",
@@ -76,8 +68,9 @@ def command_line() -> argparse.ArgumentParser:
         "blanked", help="train every model on images with the lungs blanked, beside a run (resumable)",
         description="The run's models trained and tested again with the lung rectangle (shortcuts.LungBox) "
                     "blanked in every image, on the run's split with the run's protocol; results in "
-                    "RESULTS_DIR/shortcuts/blanked/. Resumes; refuses a folder made with other settings. "
-                    "Exit 0 done, 1 the run folder cannot be used as asked, 2 bad arguments.")
+                    "RESULTS_DIR/shortcuts/blanked/. Resumes; refuses a folder made with other settings.",
+        epilog="Exit status: 0 done; 1 the run folder cannot be used as asked; 2 bad arguments; 130 "
+               "interrupted (run it again to resume).")
     blanked.add_argument("--run", required=True, metavar="RESULTS_DIR", help="the results folder of a finished run")
     blanked.add_argument("--data-dir", help="dataset folder (default: the run's)")
     blanked.add_argument("-p", "--parameter", action="append", default=[], metavar="NAME=VALUE",
@@ -105,26 +98,23 @@ def _blanked(args) -> int:
             config.model_spec(model)
         blanked.run_protocol(args.run, overrides, args.data_dir)  # bad overrides: exit 2 before anything runs
     except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return command.fail(error, command.EXIT_USAGE)
     except blanked.BlankedError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        return command.fail(error, command.EXIT_FAILED)
     try:
         table = blanked.command(args.run, args.data_dir, overrides, args.models)
     # ValueError: data.DatasetError (an unreadable image), or blanked and intact tested on other images.
     except (blanked.BlankedError, ValueError, chapters.MissingInputs, models.WeightsUnavailableError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        return command.fail(error, command.EXIT_FAILED)
     except KeyboardInterrupt:
-        print("interrupted: run the same command again to resume where it stopped", file=sys.stderr)
-        return 130
+        return command.fail("interrupted: run the same command again to resume where it stopped",
+                            command.EXIT_INTERRUPTED)
     done = table[table["status"] == "complete"]
     for row in done.itertuples():
         print(f"{row.model}: test accuracy {row.intact_accuracy:.2f} intact, {row.blanked_accuracy:.2f} with the "
               f"lungs blanked")
     print(f"results in {Path(args.run) / blanked.BLANKED_DIR / blanked.RESULTS_CSV}")
-    return 0
+    return command.EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,9 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             publish.publish_studies(args.seeds, args.remedy, args.book_dir or publish.BOOK_STUDIES_DIR)
         except (StudyError, ValueError) as error:  # ValueError: remedy runs that differ in more than the option
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-        return 0
+            return command.fail(error, command.EXIT_USAGE)
+        return command.EXIT_OK
     if args.command == "adopt":
         from cxr_utils.study import publish  # imports matplotlib: only for the commands that publish
 
@@ -149,35 +138,31 @@ def main(argv: list[str] | None = None) -> int:
             if study_dir.resolve() == (publish.BOOK_STUDIES_DIR / "seeds").resolve():
                 publish.write_pages(publish.BOOK_STUDIES_DIR)
         except (StudyError, ValueError) as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-        return 0
+            return command.fail(error, command.EXIT_USAGE)
+        return command.EXIT_OK
     if args.command in ("summarise", "summarize"):
         try:
             result = summarise(args.study_dir)
         except StudyError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
+            return command.fail(error, command.EXIT_USAGE)
         print(f"summary of {counted(len(result['seeds']), 'seed')} in {Path(args.study_dir) / 'summary.md'}")
-        return 0
+        return command.EXIT_OK
 
     try:
         seeds = seed_list(args.seeds, args.seed_list)
         parameters = study_parameters(args.profile, _overrides(args.parameter), args.data_dir)
     except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return command.fail(error, command.EXIT_USAGE)
 
     from cxr_utils import models  # imports Keras: only for the command that trains
 
     try:
         run_seeds(Path(args.out), seeds, parameters, MIXED_PRECISION[args.mixed_precision])
     except (StudyError, chapters.MissingInputs, data.DatasetError, models.WeightsUnavailableError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return command.fail(error, command.EXIT_USAGE)
     except KeyboardInterrupt:
-        print("interrupted: run the same command again to resume where it stopped", file=sys.stderr)
-        return 130
-    print("A teaching and replication project, not a medical device: do not use for diagnosis.")
-    return 0
+        return command.fail("interrupted: run the same command again to resume where it stopped",
+                            command.EXIT_INTERRUPTED)
+    print(DISCLAIMER)
+    return command.EXIT_OK
 

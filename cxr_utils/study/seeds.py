@@ -68,7 +68,7 @@ def seed_list(n: int | None = None, listed: str | list | None = None) -> list[in
 
 def training_defaults() -> dict:
     """``TRAINING_OPTIONS`` with their defaults, read from ``training.TrainingConfig`` (imports Keras)."""
-    from cxr_utils.training import TrainingConfig
+    from cxr_utils.training import TrainingConfig  # training imports Keras: only for a study that trains
 
     return {name: getattr(TrainingConfig, name) for name in TRAINING_OPTIONS}
 
@@ -90,7 +90,7 @@ def study_parameters(profile: str = "paper", overrides: dict | None = None, data
     for name in UNUSED:
         parameters.pop(name, None)
     parameters.update({**training_defaults(), **options})
-    from cxr_utils.training import TrainingConfig
+    from cxr_utils.training import TrainingConfig  # training imports Keras: only for a study that trains
 
     TrainingConfig(**options)  # ValueError for a bad value, e.g. a negative recompute_batchnorm_images
     if config.weights_kind(parameters["weights"]) == "file":
@@ -210,7 +210,7 @@ def run_seeds(study_dir, seeds: list[int], parameters: dict, mixed_precision: bo
     # Keras and what imports it (comparison, runtime, training): only when a study trains.
     import keras
 
-    from cxr_utils import comparison, runtime, training
+    from cxr_utils import comparison, runtime, training  # they import Keras: only when a seed trains
 
     study_dir = Path(study_dir).expanduser().resolve()
     session_start = time.perf_counter()

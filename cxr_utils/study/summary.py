@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from cxr_utils import config, prose, report
+from cxr_utils import claims, config, prose, report
 from cxr_utils.atomic import atomic_write
 from cxr_utils.evaluation import EVALUATION_DIR
-from cxr_utils.report import NEAR_CHANCE, at_most
+from cxr_utils.claims import at_most
+from cxr_utils.report import NEAR_CHANCE
 from cxr_utils.study.common import SEED_PREFIX, STUDY_RECORD, StudyError, evaluated, seed_folders
 
 # The summary's metrics, in this order: Table 6's four (evaluation/metrics.csv), then AUC and
@@ -39,12 +40,12 @@ def _seed_tables(seeds: list[tuple[int, Path]]) -> tuple[pd.DataFrame, pd.DataFr
             table = pd.read_csv(evaluation_dir / name, usecols=["model", "metric", "value"])
             metric_parts.append(table.assign(seed=seed))
         verdicts = pd.read_csv(evaluation_dir / "verdicts.csv", dtype={"claim": str})
-        unknown = set(verdicts["verdict"]) - set(report.OUTCOMES)
+        unknown = set(verdicts["verdict"]) - set(claims.OUTCOMES)
         if unknown:
             raise StudyError(f"{evaluation_dir / 'verdicts.csv'} holds verdicts that are not outcomes of "
-                             f"report.OUTCOMES ({', '.join(sorted(unknown))}): evaluate the seed again "
+                             f"claims.OUTCOMES ({', '.join(sorted(unknown))}): evaluate the seed again "
                              f"(delete {evaluation_dir} and rerun the study)")
-        verdicts["indicated"] = [report.indicated_verdict(verdict, reason)
+        verdicts["indicated"] = [claims.indicated_verdict(verdict, reason)
                                  for verdict, reason in zip(verdicts["verdict"], verdicts["reason"])]
         verdict_parts.append(verdicts[["claim", "text", "verdict", "indicated"]].assign(seed=seed))
     metrics = pd.concat(metric_parts, ignore_index=True)
@@ -67,19 +68,19 @@ def metric_summary(per_seed: pd.DataFrame) -> pd.DataFrame:
 
 
 def verdict_summary(per_seed: pd.DataFrame) -> pd.DataFrame:
-    """Per claim: how many seeds give each outcome of ``report.OUTCOMES``, n_seeds, and, for seeds
+    """Per claim: how many seeds give each outcome of ``claims.OUTCOMES``, n_seeds, and, for seeds
     outside the paper's setting, the outcome their numbers alone would indicate
-    (``indicated_<outcome>``, ``report.indicated_verdict``); claims in the verdicts' order."""
-    claims = list(dict.fromkeys(per_seed["claim"]))
+    (``indicated_<outcome>``, ``claims.indicated_verdict``); claims in the verdicts' order."""
+    claim_ids = list(dict.fromkeys(per_seed["claim"]))
     text = per_seed.drop_duplicates("claim").set_index("claim")["text"]
-    counts = pd.crosstab(per_seed["claim"], per_seed["verdict"]).reindex(index=claims, columns=list(report.OUTCOMES),
+    counts = pd.crosstab(per_seed["claim"], per_seed["verdict"]).reindex(index=claim_ids, columns=list(claims.OUTCOMES),
                                                                          fill_value=0)
-    direct = [o for o in report.OUTCOMES if o != report.NOT_PAPER_SETTING]
-    indicated = pd.crosstab(per_seed["claim"], per_seed["indicated"]).reindex(index=claims, columns=direct,
+    direct = [o for o in claims.OUTCOMES if o != claims.NOT_PAPER_SETTING]
+    indicated = pd.crosstab(per_seed["claim"], per_seed["indicated"]).reindex(index=claim_ids, columns=direct,
                                                                               fill_value=0)
     table = counts.copy()
-    table.insert(0, "text", text.reindex(claims))
-    table["n_seeds"] = per_seed.groupby("claim")["seed"].nunique().reindex(claims)
+    table.insert(0, "text", text.reindex(claim_ids))
+    table["n_seeds"] = per_seed.groupby("claim")["seed"].nunique().reindex(claim_ids)
     for outcome in direct:
         table[f"indicated_{outcome}"] = indicated[outcome]
     table = table.rename_axis("claim").reset_index()
@@ -142,7 +143,7 @@ def plot_seed_curves(seeds: list[tuple[int, Path]], path=None):
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    from cxr_utils.plots import MIN_POINTS, PAGE_WIDTH_IN, finish_figure, mark_chance
+    from cxr_utils.plots import MIN_POINTS, PAGE_WIDTH_IN, finish_figure, mark_chance  # matplotlib: only for a figure
     
     histories = {(seed, model_id): pd.read_csv(folder / model_id / "history.csv")
                  for seed, folder in seeds for model_id in config.REGISTRY
@@ -202,9 +203,9 @@ def summary_markdown(metrics: pd.DataFrame, verdicts: pd.DataFrame, seeds: list[
            for column in ("mean", "std", "min", "max")},
         "seeds": metrics["n_seeds"].astype(int),
     })
-    outcomes = list(report.OUTCOMES)
+    outcomes = list(claims.OUTCOMES)
     indicated_table = None
-    if verdicts[report.NOT_PAPER_SETTING].sum():
+    if verdicts[claims.NOT_PAPER_SETTING].sum():
         indicated = [c for c in verdicts.columns if c.startswith("indicated_")]
         indicated_table = (verdicts[["claim", *indicated, "n_seeds"]]
                            .rename(columns={**{c: c.removeprefix("indicated_") for c in indicated}, "n_seeds": "seeds"})
@@ -218,7 +219,7 @@ def summary_markdown(metrics: pd.DataFrame, verdicts: pd.DataFrame, seeds: list[
         figure=figure.rstrip() if has_stability and figure else None,
         verdicts_table=verdicts[["claim", "text", *outcomes, "n_seeds"]].rename(columns={"n_seeds": "seeds"})
         .to_markdown(index=False),
-        indicated_table=indicated_table, not_paper_setting=report.NOT_PAPER_SETTING, disclaimer=report.DISCLAIMER,
+        indicated_table=indicated_table, not_paper_setting=claims.NOT_PAPER_SETTING, disclaimer=report.DISCLAIMER,
     )
 
 
