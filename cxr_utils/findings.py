@@ -76,8 +76,8 @@ def findings_markdown(findings: pd.DataFrame, mcnemar_extended: pd.DataFrame | N
         "validation accuracy over the epochs": [
             f"{r.val_accuracy_min:.2f}-{r.val_accuracy_max:.2f}" for r in findings.itertuples()],
         f"epochs near chance (val. acc. <= {NEAR_CHANCE})": findings["epochs_near_chance"].astype(int).to_list(),
-        "chosen epoch's val. acc.": findings["val_accuracy_chosen"].round(2).to_list(),
-        "final training accuracy": findings["final_train_accuracy"].round(2).to_list(),
+        "chosen epoch's val. acc.": [f"{value:.2f}" for value in findings["val_accuracy_chosen"]],
+        "final training accuracy": [f"{value:.2f}" for value in findings["final_train_accuracy"]],
     }, index=findings.index)
     for label in ("test", "extended"):
         if f"{label}_accuracy" in findings:
