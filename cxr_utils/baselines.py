@@ -27,10 +27,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from cxr_utils import metrics
+from cxr_utils import data, metrics
 from cxr_utils.config import PROTOCOL
 from cxr_utils.shortcuts import RESULTS_FOLDER
-from cxr_utils import data
 from cxr_utils.atomic import atomic_write
 
 FEATURE_SETS = ("border", "histogram", "thumbnail")

@@ -23,10 +23,9 @@ from matplotlib.ticker import MaxNLocator
 
 from cxr_utils import config, metrics, prose
 from cxr_utils.callbacks import PairedBatchNormCheck
-from cxr_utils.claims import SIGNIFICANCE
+from cxr_utils.claims import SIGNIFICANCE, at_most
 from cxr_utils.experiment import RECOMPUTED_COLUMNS
 from cxr_utils.plots import MIN_POINTS, PAGE_WIDTH_IN, finish_figure, mark_chance
-from cxr_utils.claims import at_most
 from cxr_utils.report import NEAR_CHANCE
 
 WAYS = {"moving": "moving statistics (the paper's protocol)", "recomputed": "statistics recomputed"}

@@ -28,9 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cxr_utils import config
-from cxr_utils import data
-from cxr_utils import evaluation
+from cxr_utils import config, data, evaluation
 from cxr_utils.atomic import atomic_write
 
 

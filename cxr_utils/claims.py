@@ -26,9 +26,8 @@ import re
 import numpy as np
 import pandas as pd
 
-from cxr_utils import config, metrics
+from cxr_utils import config, metrics, paper
 from cxr_utils.config import METRICS, PROTOCOL
-from cxr_utils import paper
 
 SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
 NOT_PAPER_SETTING = "not tested in the paper's setting"

@@ -49,9 +49,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxr_utils import command, config, data, evaluation, image_checks, predict, saved_models
+from cxr_utils import command, config, data, evaluation, image_checks, predict, report, saved_models
 from cxr_utils.config import CLASSES, PAPER_ORDER
-from cxr_utils import report
 from cxr_utils.atomic import replace_folder
 
 EXTERNAL_DIR = "external"

@@ -28,8 +28,7 @@ from matplotlib.ticker import MaxNLocator
 
 from cxr_utils import config, metrics, prose
 from cxr_utils.plots import MIN_POINTS, PAGE_WIDTH_IN, finish_figure, mark_chance
-from cxr_utils.claims import SIGNIFICANCE
-from cxr_utils.claims import at_most
+from cxr_utils.claims import SIGNIFICANCE, at_most
 from cxr_utils.report import NEAR_CHANCE
 
 OPTION = "recompute_batchnorm_images"  # the TrainingConfig field, as run.json records it

@@ -16,9 +16,8 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
-from cxr_utils import prose
+from cxr_utils import config, prose
 from cxr_utils.claims import SIGNIFICANCE
-from cxr_utils import config
 
 
 RESULTS_FOLDER = "shortcuts"  # chapter 8's tables, below the run's results folder

@@ -8,10 +8,9 @@ import argparse
 import sys
 
 from cxr_utils import config as facts
-from cxr_utils import models
+from cxr_utils import command, data, models
 from cxr_utils.config import PROTOCOL
 from cxr_utils.training import TrainingConfig, run_experiment
-from cxr_utils import command, data
 from cxr_utils.report import DISCLAIMER
 
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cxr_utils import chapters, command, config, data
+from cxr_utils import blanked, chapters, command, config, data
 from cxr_utils.config import PROTOCOL
 from cxr_utils.report import DISCLAIMER, counted
 from cxr_utils.series import PROFILES, parse_value
-from cxr_utils import blanked
 from cxr_utils.study import adopt
 from cxr_utils.study.common import StudyError
 from cxr_utils.study.seeds import DEFAULT_OUT, MIXED_PRECISION, run_seeds, seed_list, study_parameters
