@@ -76,8 +76,8 @@ def findings_markdown(findings: pd.DataFrame, mcnemar_extended: pd.DataFrame | N
         "validation accuracy over the epochs": [
             f"{r.val_accuracy_min:.2f}-{r.val_accuracy_max:.2f}" for r in findings.itertuples()],
         f"epochs near chance (val. acc. <= {NEAR_CHANCE})": findings["epochs_near_chance"].astype(int).to_list(),
-        "chosen epoch's val. acc.": [f"{value:.2f}" for value in findings["val_accuracy_chosen"]],
-        "final training accuracy": [f"{value:.2f}" for value in findings["final_train_accuracy"]],
+        "chosen epoch's val. acc.": findings["val_accuracy_chosen"].to_list(),
+        "final training accuracy": findings["final_train_accuracy"].to_list(),
     }, index=findings.index)
     for label in ("test", "extended"):
         if f"{label}_accuracy" in findings:
@@ -97,7 +97,8 @@ def findings_markdown(findings: pd.DataFrame, mcnemar_extended: pd.DataFrame | N
                    "order": [(name, interval(row, largest)) for name, row in ranked.iterrows()]}
     has_pairs = mcnemar_extended is not None and len(mcnemar_extended)
     return prose.render(
-        "findings.md.j2", table=table.to_markdown(), models=models, ranking=ranking,
+        "findings.md.j2", table=table.to_markdown(floatfmt=".2f"),  # 0.70, not 0.7
+        models=models, ranking=ranking,
         optimism=findings["selection_optimism"].to_dict() if "selection_optimism" in findings else None,
         most_epochs=int(findings["epochs"].max()), significance=SIGNIFICANCE,
         pairs=mcnemar_extended.to_dict(orient="records") if has_pairs else [],
