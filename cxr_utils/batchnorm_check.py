@@ -25,6 +25,7 @@ from cxr_utils import config, metrics, prose
 from cxr_utils.callbacks import PairedBatchNormCheck
 from cxr_utils.claims import SIGNIFICANCE, at_most
 from cxr_utils.experiment import RECOMPUTED_COLUMNS
+from cxr_utils.glance import interval
 from cxr_utils.plots import MIN_POINTS, PAGE_WIDTH_IN, finish_figure, mark_chance
 from cxr_utils.report import NEAR_CHANCE
 
@@ -111,7 +112,7 @@ def plot_batchnorm_check(results_dir, model_id: str, path=None):
 
 
 def _interval(row) -> str:
-    return f"{row['value']:.2f} [{row['low']:.2f}, {row['high']:.2f}]"
+    return interval(row["value"], row["low"], row["high"])
 
 
 def check_markdown(results_dir, model_id: str) -> str:

@@ -14,6 +14,7 @@ import pandas as pd
 from cxr_utils import config, prose
 from cxr_utils.claims import NOT_PAPER_SETTING, SIGNIFICANCE, at_least, at_most, indicated_verdict
 from cxr_utils.evaluation import EVALUATION_DIR, EXTENDED_DIR, model_dir
+from cxr_utils.glance import interval
 from cxr_utils.report import NEAR_CHANCE
 
 # On balanced 2-class data:
@@ -68,8 +69,8 @@ def findings_markdown(findings: pd.DataFrame, mcnemar_extended: pd.DataFrame | N
     """What a run shows, written from its numbers (``training_findings``): a table, then the
     steadiness of validation, selection optimism, the ranking on the largest test set, the paired
     tests on the extended set and the verdicts that change with more test images."""
-    def interval(row, label):
-        return f"{row[f'{label}_accuracy']:.2f} [{row[f'{label}_low']:.2f}, {row[f'{label}_high']:.2f}]"
+    def accuracy(row, label):
+        return interval(row[f"{label}_accuracy"], row[f"{label}_low"], row[f"{label}_high"])
 
     table = pd.DataFrame({
         "best epoch": [f"{r.best_epoch} of {r.epochs}" for r in findings.itertuples()],
@@ -82,7 +83,7 @@ def findings_markdown(findings: pd.DataFrame, mcnemar_extended: pd.DataFrame | N
     for label in ("test", "extended"):
         if f"{label}_accuracy" in findings:
             n = int(findings[f"{label}_n"].max())
-            table[f"{label} accuracy (n={n})"] = [interval(r, label) for _, r in findings.iterrows()]
+            table[f"{label} accuracy (n={n})"] = [accuracy(r, label) for _, r in findings.iterrows()]
     models = [{"name": name, "val_accuracy_min": row.val_accuracy_min, "val_accuracy_max": row.val_accuracy_max,
                "final_train_accuracy": row.final_train_accuracy, "epochs": int(row.epochs),
                "epochs_near_chance": int(row.epochs_near_chance),
@@ -94,7 +95,7 @@ def findings_markdown(findings: pd.DataFrame, mcnemar_extended: pd.DataFrame | N
     if f"{largest}_accuracy" in findings:
         ranked = findings.sort_values(f"{largest}_accuracy", ascending=False)
         ranking = {"extended": largest == "extended", "n": int(findings[f"{largest}_n"].max()),
-                   "order": [(name, interval(row, largest)) for name, row in ranked.iterrows()]}
+                   "order": [(name, accuracy(row, largest)) for name, row in ranked.iterrows()]}
     has_pairs = mcnemar_extended is not None and len(mcnemar_extended)
     return prose.render(
         "findings.md.j2", table=table.to_markdown(floatfmt=".2f"),  # 0.70, not 0.7

@@ -29,6 +29,7 @@ from matplotlib.ticker import MaxNLocator
 from cxr_utils import config, metrics, prose
 from cxr_utils.plots import MIN_POINTS, PAGE_WIDTH_IN, finish_figure, mark_chance
 from cxr_utils.claims import SIGNIFICANCE, at_most
+from cxr_utils.glance import interval
 from cxr_utils.report import NEAR_CHANCE
 
 OPTION = "recompute_batchnorm_images"  # the TrainingConfig field, as run.json records it
@@ -144,7 +145,7 @@ def _range(row) -> str:
 
 
 def _test(row) -> str:
-    return f"{row.test_accuracy:.2f} [{row.test_low:.2f}, {row.test_high:.2f}]"
+    return interval(row.test_accuracy, row.test_low, row.test_high)
 
 
 def remedy_table_markdown(table: pd.DataFrame) -> str:

@@ -13,6 +13,7 @@ import pandas as pd
 
 from cxr_utils import config, metrics, paper, prose
 from cxr_utils.claims import at_least, at_most
+from cxr_utils.glance import interval
 from cxr_utils.report import NEAR_CHANCE
 
 
@@ -39,10 +40,6 @@ def settings_markdown(namespace: dict) -> str:
                         from_scratch="weights" in shown and config.weights_kind(shown["weights"]) == "scratch")
 
 
-def _interval(row) -> str:
-    return f"{row['value']:.2f} [{row['low']:.2f}, {row['high']:.2f}]"
-
-
 def _chance_epochs(epochs, values) -> list[int]:
     return [int(e) for e, v in zip(epochs, values) if at_most(v, NEAR_CHANCE)]
 
@@ -62,7 +59,8 @@ def training_summary(results_dir, model_id: str, name_the_hypothesis: bool = Tru
     best = history.loc[history["is_best"]].iloc[0]
 
     def test_accuracy(column) -> str:
-        return _interval(metrics.metrics_with_intervals(predictions["label"], predictions[column]).loc["accuracy"])
+        accuracy = metrics.metrics_with_intervals(predictions["label"], predictions[column]).loc["accuracy"]
+        return interval(accuracy["value"], accuracy["low"], accuracy["high"])
 
     inference = None
     if "train_inference_accuracy" in history:
