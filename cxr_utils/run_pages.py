@@ -3,8 +3,9 @@
 ``glance_markdown`` is the book's "Results at a glance" (the paper's claims, this run's numbers with
 95% intervals, the verdicts and what they mean); ``tables_markdown`` the paper's tables beside this
 run's (``glance.paper_tables``); ``reproduce_markdown`` how to make the run again, from its run
-record, and ``run_record_markdown`` the record itself; ``findings_markdown``, ``verdicts_page`` and ``shortcuts_page`` what the run shows, its
-verdicts (``glance.verdicts_markdown``) and chapter 8's summary, for the report.
+record, and ``run_record_markdown`` the record itself; ``findings_markdown``, ``verdicts_page``
+and ``shortcuts_page`` what the run shows, its verdicts (``glance.verdicts_markdown``) and
+chapter 8's summary, for the report.
 ``cxr_utils.publish`` writes them into ``book/executed/``. Explained in book/intro, book/report and
 book/reproducibility.
 """
