@@ -10,6 +10,9 @@ import pandas as pd
 import pytest
 
 from cxr_utils import config, evaluation, metrics
+from cxr_utils.study import adopt
+from cxr_utils.study.common import ADOPTED, STUDY_RECORD, seed_dir
+from cxr_utils.study.publish import BOOK_STUDIES_DIR
 
 RESULTS = Path(__file__).resolve().parents[1] / "book" / "executed" / "results"
 
@@ -55,3 +58,21 @@ def test_one_interval_per_figure_in_metrics_json_and_the_evaluation_tables(commi
             # The same probabilities, bootstrapped with the same seed and resamples: the same interval.
             assert (written["low"], written["high"]) == pytest.approx((saved["low"], saved["high"]), rel=1e-6), (
                 name, metric)
+
+
+def test_the_seed_study_shows_the_committed_run_for_its_seed_when_the_protocols_agree():
+    """One run behind every number: a committed run of the seed study's protocol is the study's seed
+    (``python -m cxr_utils.study adopt book/executed/results``), with the same predictions and metrics."""
+    run = json.loads((RESULTS / "run.json").read_text())["settings"]
+    study = json.loads((BOOK_STUDIES_DIR / "seeds" / STUDY_RECORD).read_text())
+    if any(run.get(name) != study["settings"].get(name) for name in adopt.SAME):
+        pytest.skip(f"the committed run is the {run.get('profile')!r} profile, not the seed study's protocol")
+    seed = int(run["seed"])
+    assert str(seed) in study.get(ADOPTED, {}), (
+        f"the seed study trained seed {seed} apart from the committed run: python -m cxr_utils.study adopt {RESULTS}")
+    adopted = seed_dir(BOOK_STUDIES_DIR / "seeds", seed)
+    for spec in config.REGISTRY.values():
+        pd.testing.assert_frame_equal(pd.read_csv(adopted / spec.id / "predictions.csv"),
+                                      pd.read_csv(RESULTS / spec.id / "predictions.csv"), obj=spec.id)
+    pd.testing.assert_frame_equal(pd.read_csv(adopted / evaluation.EVALUATION_DIR / "metrics.csv"),
+                                  pd.read_csv(RESULTS / evaluation.EVALUATION_DIR / "metrics.csv"))

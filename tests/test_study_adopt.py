@@ -10,6 +10,7 @@ import pytest
 
 from cxr_utils import config
 from cxr_utils.study import adopt, cli
+from cxr_utils.study.common import ADOPTED
 from cxr_utils.study.publish import BOOK_STUDIES_DIR
 from cxr_utils.study.seeds import StudyError
 
@@ -45,7 +46,7 @@ def test_the_run_replaces_the_seed_and_the_summary_follows(study_and_run):
     assert after.loc[("ResNet50", "accuracy"), "value"] == pytest.approx(before.loc[("ResNet50", "accuracy"), "value"] - 0.01)
     assert after.loc[("LSTM", "accuracy"), "value"] == before.loc[("LSTM", "accuracy"), "value"]
     record = json.loads((study / "study.json").read_text())
-    assert record[adopt.ADOPTED][str(SEED)]["git_commit"] == "abc"
+    assert record[ADOPTED][str(SEED)]["git_commit"] == "abc"
     assert all(entry["adopted_from_run"] for entry in record["runs"][str(SEED)].values())
     summary = pd.read_csv(study / "summary_metrics.csv")
     accuracies = [pd.read_csv(study / f"seed-{s}" / "evaluation" / "metrics.csv").set_index(["model", "metric"])
@@ -53,6 +54,7 @@ def test_the_run_replaces_the_seed_and_the_summary_follows(study_and_run):
     row = summary[(summary["model"] == "ResNet50") & (summary["metric"] == "accuracy")].iloc[0]
     assert row["mean"] == pytest.approx(sum(accuracies) / len(accuracies))
     assert not list(study.glob("*/*/model.keras")) and not list(study.glob(".*adopting"))
+    assert f"Seed {SEED} is the book's committed run" in (study / "summary.md").read_text()
 
 
 def test_a_run_of_another_protocol_is_refused_and_nothing_changes(study_and_run, capsys):

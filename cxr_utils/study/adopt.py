@@ -22,13 +22,12 @@ from cxr_utils.atomic import replace_folder
 from cxr_utils.config import REGISTRY
 from cxr_utils.chapters import utc_now
 from cxr_utils.evaluation import model_complete
-from cxr_utils.study.common import STUDY_RECORD, StudyError, seed_dir
+from cxr_utils.study.common import ADOPTED, STUDY_RECORD, StudyError, seed_dir
 from cxr_utils.study.seeds import check_model_folder, training_defaults
 from cxr_utils.study.summary import summarise
 
 # The run's settings that must equal the study's (its study.json "settings").
 SAME = ("n_per_class", "epochs", "batch_size", "weights", "image_size")
-ADOPTED = "adopted"  # study.json: seed -> where its results came from
 KEPT_OUT = {"model.keras"}  # weights stay out of a study's folders (as save_model=False leaves them)
 
 

@@ -11,6 +11,7 @@ from cxr_utils.evaluation import EVALUATION_DIR
 
 STUDY_RECORD = "study.json"
 SEED_PREFIX = "seed-"
+ADOPTED = "adopted"  # study.json: seed -> the notebook-series run it came from (``study adopt``)
 
 
 class StudyError(RuntimeError):

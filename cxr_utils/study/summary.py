@@ -13,7 +13,7 @@ from cxr_utils.atomic import atomic_write
 from cxr_utils.evaluation import EVALUATION_DIR
 from cxr_utils.claims import at_most
 from cxr_utils.report import NEAR_CHANCE
-from cxr_utils.study.common import SEED_PREFIX, STUDY_RECORD, StudyError, evaluated, seed_folders
+from cxr_utils.study.common import ADOPTED, SEED_PREFIX, STUDY_RECORD, StudyError, evaluated, seed_folders
 
 # The summary's metrics, in this order: Table 6's four (evaluation/metrics.csv), then AUC and
 # Brier score (evaluation/probability_metrics.csv).
@@ -213,6 +213,7 @@ def summary_markdown(metrics: pd.DataFrame, verdicts: pd.DataFrame, seeds: list[
     has_stability = stability is not None and len(stability)
     return prose.render(
         "study_seeds_summary.md.j2", level=level, seeds=seeds, settings=shown_settings, study_record=STUDY_RECORD,
+        adopted=sorted(int(seed) for seed in (record or {}).get(ADOPTED, {}) if int(seed) in seeds),
         left_out=left_out, metrics_table=shown.to_markdown(index=False, disable_numparse=True,
                                                            colalign=("left", "left", *["right"] * 5)),
         stability=stability_markdown(stability).rstrip() if has_stability else None,
