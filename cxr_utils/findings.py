@@ -101,7 +101,7 @@ def findings_markdown(findings: pd.DataFrame, mcnemar_extended: pd.DataFrame | N
         "findings.md.j2", table=table.to_markdown(floatfmt=".2f"),  # 0.70, not 0.7
         models=models, ranking=ranking,
         optimism=findings["selection_optimism"].to_dict() if "selection_optimism" in findings else None,
-        most_epochs=int(findings["epochs"].max()), significance=SIGNIFICANCE,
+        most_epochs=int(findings["epochs"].max()), significance=SIGNIFICANCE, underfit_below=UNDERFIT_TRAIN_ACCURACY,
         pairs=mcnemar_extended.to_dict(orient="records") if has_pairs else [],
         verdict_changes=(_verdict_changes(verdicts, verdicts_extended)
                          if verdicts is not None and verdicts_extended is not None else None),
