@@ -86,7 +86,7 @@ def describe(feature_set: str, thumbnail_size: int = 32, border_width: int = 2, 
         return (f"the outer {border_width} px of a {thumbnail_size} x {thumbnail_size} grey thumbnail "
                 f"({n} of {pixels} pixels, {n / pixels:.0%} of the image)")
     if feature_set == "histogram":
-        return f"a {histogram_bins}-bin grey-level histogram of the whole image (no positions)"
+        return f"a {histogram_bins}-bin grey-level histogram of the whole image, without positions"
     if feature_set == "thumbnail":
         return f"the whole {thumbnail_size} x {thumbnail_size} grey thumbnail ({pixels} pixels)"
     raise ValueError(f"unknown feature set {feature_set!r}; use one of {', '.join(FEATURE_SETS)}")
