@@ -190,6 +190,22 @@ def _command(record: dict, settings: dict, profile: str) -> str:
     return command + (" --one-thread --book" if one_thread else " --book")
 
 
+def passes(record: dict) -> list[dict]:
+    """The passes that made a run (``python -m cxr_utils.run --only`` continues a record): the first
+    from the record itself, then each of ``continued``, with its git commit and start time; each
+    notebook belongs to the last pass that executed it (``notebooks``: those, in series order)."""
+    steps = [{"git_commit": record.get("git_commit"), "created_utc": record.get("created_utc")},
+             *[{"git_commit": step.get("git_commit"), "created_utc": step.get("created_utc"),
+                "executed": list(step.get("notebooks", []))} for step in record.get("continued", [])]]
+    for position, step in enumerate(steps, 1):
+        step["number"], step["notebooks"] = position, []
+    for name in record.get("notebooks", {}):
+        last = max((step for step in steps[1:] if name in step["executed"]), key=lambda step: step["number"],
+                   default=steps[0])
+        last["notebooks"].append(name)
+    return steps
+
+
 def reproduce_markdown(record: dict) -> str:
     """How to make this run again, from its run record: the command (``_command``), the git commit,
     the seed, and how long it took where; the words are in templates/run_reproduce.md.j2."""
@@ -197,10 +213,14 @@ def reproduce_markdown(record: dict) -> str:
     hardware = record.get("hardware", {})
     slowest = sorted(((entry.get("wall_time_s") or 0, name) for name, entry in record.get("notebooks", {}).items()),
                      reverse=True)[:2]
-    url = repository_url() if record.get("git_commit") else None
+    made_in = passes(record)
+    # A run made in passes: its notebooks' code is the same at every pass's commit (the drift test
+    # holds the book to it), so the last commit, with the package as it finished the run, is the one to check out.
+    commit = made_in[-1]["git_commit"] or record.get("git_commit")
+    url = repository_url() if commit else None
     return prose.render(
         "run_reproduce.md.j2", command=_command(record, settings, settings.get("profile") or record.get("profile") or "paper"),
-        commit=record.get("git_commit"), url=url, folder=url and url.rstrip("/").rsplit("/", 1)[-1],
+        commit=commit, url=url, folder=url and url.rstrip("/").rsplit("/", 1)[-1], n_passes=len(made_in),
         seed=settings.get("seed"),
         took=None if record.get("wall_time_s") is None else _duration(record["wall_time_s"]),
         slowest=[(name, _duration(seconds)) for seconds, name in slowest if seconds],
@@ -229,6 +249,7 @@ def run_record_markdown(record: dict) -> str:
                                        notebooks, ["l", "r", "r", "l", "l"]),
         machine_table=markdown_table(["hardware / version", "value"], machine),
         git_commit=record.get("git_commit"), created_utc=record.get("created_utc"), wall_time_s=record.get("wall_time_s"),
+        passes=passes(record) if record.get("continued") else [],
     )
 
 

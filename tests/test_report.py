@@ -394,3 +394,25 @@ def test_findings_name_each_claim_whose_verdict_changes_with_more_images(tmp_pat
             "(what this run's numbers indicate; not tested in the paper's setting).") in scratch
     same = findings.findings_markdown(table, verdicts=small, verdicts_extended=small)
     assert "**No verdict changes**" in same
+
+
+def test_a_run_made_in_passes_names_each_pass_and_reproduces_from_the_last():
+    record = {"settings": {"epochs": 15, "profile": "paper", "weights": None, "seed": 42},
+              "notebooks": {name: {"wall_time_s": 1.0, "status": "ok", "code_sha256": "ab" * 32}
+                            for name in ("01_data_collection", "03_resnet50", "04_lstm", "08_shortcuts")},
+              "git_commit": "first", "created_utc": "2026-12-04T13:45:20+00:00", "wall_time_s": 4.0,
+              "continued": [{"git_commit": "second", "created_utc": "2026-12-04T17:03:35+00:00",
+                             "notebooks": ["03_resnet50", "04_lstm"]},
+                            {"git_commit": "third", "created_utc": "2026-12-05T09:00:00+00:00",
+                             "notebooks": ["04_lstm", "08_shortcuts"]}]}
+    text = run_pages.run_record_markdown(record)
+    assert "Made in 3 passes" in text
+    assert "- pass 1: git commit `first`, started 2026-12-04T13:45:20+00:00: 01_data_collection\n" in text
+    assert "- pass 2: git commit `second`, started 2026-12-04T17:03:35+00:00: 03_resnet50\n" in text
+    assert "- pass 3: git commit `third`, started 2026-12-05T09:00:00+00:00: 04_lstm, 08_shortcuts" in text
+    reproduce = run_pages.reproduce_markdown(record)
+    assert "git checkout third\n" in reproduce and "the last of the 3 passes" in reproduce
+    del record["continued"]  # one pass: its own commit, no list of passes
+    assert "Git commit `first`" in run_pages.run_record_markdown(record)
+    assert "git checkout first\n" in run_pages.reproduce_markdown(record)
+    assert "passes" not in run_pages.reproduce_markdown(record)
