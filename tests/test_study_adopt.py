@@ -78,3 +78,30 @@ def test_a_run_of_another_protocol_is_refused_and_nothing_changes(study_and_run,
     (run / "split.csv").write_text("\n".join([split[0], "/home/someone/" + split[1], *split[2:]]) + "\n")
     with pytest.raises(StudyError, match="published copy"):
         adopt.adopt_run(study, run)
+
+
+def test_the_remedy_page_says_when_its_seed_is_the_committed_run_and_whose_times_hold_the_paired_check(tmp_path):
+    from cxr_utils.batchnorm_check import COLUMNS
+    from cxr_utils.study.publish import remedy_page
+
+    studies = tmp_path / "studies"
+    shutil.copytree(BOOK_STUDIES_DIR, studies)
+    seed = json.loads((studies / "remedy" / "study.json").read_text())["settings"]["seeds"][0]
+    assert "the book's committed run" not in remedy_page(studies, figures=False)
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy2(studies / "seeds" / f"seed-{seed}" / "split.csv", run / "split.csv")
+    for model_id in config.REGISTRY:
+        shutil.copytree(studies / "seeds" / f"seed-{seed}" / model_id, run / model_id)
+    history = pd.read_csv(run / "resnet50" / "history.csv")  # as the chapter's paired check leaves it
+    for way in COLUMNS.values():
+        history[way["recomputed"]] = history[way["moving"]]
+    history.to_csv(run / "resnet50" / "history.csv", index=False)
+    settings = json.loads((studies / "seeds" / "study.json").read_text())["settings"]
+    (run / "run.json").write_text(json.dumps({"settings": {**{k: settings[k] for k in adopt.SAME}, "seed": seed},
+                                              "created_utc": "2026-12-03T00:00:00+00:00", "git_commit": "abc"}))
+    adopt.adopt_run(studies / "seeds", run, log=lambda _: None)
+
+    text = remedy_page(studies, figures=False)
+    assert "For this seed the paper's protocol is the book's committed run" in text
+    assert "Its ResNet50 also scored every epoch's weights a second time" in text  # not the LSTM: no BatchNorm

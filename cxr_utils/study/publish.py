@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cxr_utils import config, paper, plots, prose, remedy, summaries
+from cxr_utils import batchnorm_check, config, paper, plots, prose, remedy, summaries
 from cxr_utils.atomic import replace_folder
 from cxr_utils.claims import NOT_PAPER_SETTING, OUTCOMES
 from cxr_utils.paths import BOOK_STUDIES_DIR
@@ -29,7 +29,7 @@ from cxr_utils.portable import (
 )
 from cxr_utils.evaluation import model_complete
 from cxr_utils.report import NEAR_CHANCE, duration_text
-from cxr_utils.study.common import SEED_PREFIX, STUDY_RECORD, StudyError, seed_dir
+from cxr_utils.study.common import ADOPTED, SEED_PREFIX, STUDY_RECORD, StudyError, seed_dir
 from cxr_utils.study.seeds import study_kind
 from cxr_utils.study.summary import plot_seed_curves, summary_markdown, summary_tables, write_summary_tables
 
@@ -182,6 +182,8 @@ def _remedy_seed(studies_dir: Path, records: dict, seed: int, model_ids: list[st
             "training_summary": summaries.training_summary(paper_dir, row.model_id, name_the_hypothesis=False).rstrip(),
         })
     return {"seed": seed, "wall_times": {study: _wall_times(records[study], seed) for study in STUDIES},
+            "adopted": str(seed) in records["seeds"].get(ADOPTED, {}), "checked_twice": [config.model_spec(model_id).paper_name for model_id in model_ids
+                              if batchnorm_check.has_check(paper_dir, model_id)],
             "table": remedy.remedy_table_markdown(table), "reading": remedy.remedy_markdown(table),
             "missing": [spec.paper_name for model_id, spec in config.REGISTRY.items() if model_id not in model_ids],
             "recomputed": recomputed}
