@@ -214,8 +214,8 @@ def reproduce_markdown(record: dict) -> str:
     slowest = sorted(((entry.get("wall_time_s") or 0, name) for name, entry in record.get("notebooks", {}).items()),
                      reverse=True)[:2]
     made_in = passes(record)
-    # A run made in passes: its notebooks' code is the same at every pass's commit (the drift test
-    # holds the book to it), so the last commit, with the package as it finished the run, is the one to check out.
+    # A run made in passes: the last pass's commit holds the package as it finished the run, and
+    # the drift test holds the book's notebooks to the code every pass executed.
     commit = made_in[-1]["git_commit"] or record.get("git_commit")
     url = repository_url() if commit else None
     return prose.render(
