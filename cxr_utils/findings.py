@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from cxr_utils import claims, config, prose
-from cxr_utils.claims import NOT_PAPER_SETTING, SIGNIFICANCE, at_least, indicated_verdict
+from cxr_utils import config, prose
+from cxr_utils.claims import NOT_PAPER_SETTING, SIGNIFICANCE, at_least, at_most, indicated_verdict
 from cxr_utils.evaluation import EVALUATION_DIR, EXTENDED_DIR, model_dir
 from cxr_utils.report import NEAR_CHANCE
 
@@ -24,9 +24,9 @@ UNDERFIT_TRAIN_ACCURACY = 0.8  # ending below this on the training images is und
 def training_findings(results_dir) -> pd.DataFrame:
     """What each model's training run shows beyond its best epoch, one row per model.
 
-    How steady validation accuracy was over the epochs (range; epochs at or below
-    ``NEAR_CHANCE``, up to float32 noise), the chosen epoch (``is_best`` in history.csv), and how far the chosen epoch's validation accuracy
-    overstates test accuracy: picking the best of many noisy validation scores favours a
+    How steady validation accuracy was over the epochs (range; epochs at or below ``NEAR_CHANCE``,
+    up to float32 noise), the chosen epoch (``is_best`` in history.csv), and how far the chosen
+    epoch's validation accuracy overstates test accuracy: picking the best of many noisy validation scores favours a
     lucky epoch. Test and extended-test accuracy with 95% intervals where they exist.
     """
     rows = {}
@@ -46,7 +46,7 @@ def training_findings(results_dir) -> pd.DataFrame:
             "final_train_accuracy": float(history["accuracy"].iloc[-1]),
             "val_accuracy_min": float(history["val_accuracy"].min()),
             "val_accuracy_max": float(history["val_accuracy"].max()),
-            "epochs_near_chance": int(claims.at_most(history["val_accuracy"], NEAR_CHANCE).sum()),
+            "epochs_near_chance": int(at_most(history["val_accuracy"], NEAR_CHANCE).sum()),
             "val_accuracy_chosen": float(chosen["val_accuracy"]),
         }
         for folder, label in ((EVALUATION_DIR, "test"), (EXTENDED_DIR, "extended")):
@@ -76,8 +76,8 @@ def findings_markdown(findings: pd.DataFrame, mcnemar_extended: pd.DataFrame | N
         "validation accuracy over the epochs": [
             f"{r.val_accuracy_min:.2f}-{r.val_accuracy_max:.2f}" for r in findings.itertuples()],
         f"epochs near chance (val. acc. <= {NEAR_CHANCE})": findings["epochs_near_chance"].astype(int).to_list(),
-        "chosen epoch's val. acc.": findings["val_accuracy_chosen"].round(2).to_list(),
-        "final training accuracy": findings["final_train_accuracy"].round(2).to_list(),
+        "chosen epoch's val. acc.": [f"{value:.2f}" for value in findings["val_accuracy_chosen"]],
+        "final training accuracy": [f"{value:.2f}" for value in findings["final_train_accuracy"]],
     }, index=findings.index)
     for label in ("test", "extended"):
         if f"{label}_accuracy" in findings:

@@ -277,4 +277,4 @@ def _for_the_papers_claims(baselines: pd.DataFrame | None) -> str:
         return ""
     best = baselines.sort_values(["accuracy_low", "accuracy"], ascending=False).iloc[0]
     return prose.render("shortcuts_claims.md.j2", claimed=paper.table6()["accuracy"].to_dict(), best=best.to_dict(),
-                  above_chance=best["accuracy_low"] > shortcuts.CHANCE)
+                        above_chance=best["accuracy_low"] > shortcuts.CHANCE)

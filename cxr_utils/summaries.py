@@ -2,7 +2,7 @@
 settings line at the top of every chapter, what a model's training shows (chapters 3-5), and the
 dataset statement of chapter 1. Nothing here names a folder of the machine that ran.
 
-Explained in notebooks/03_resnet50 and book/reproducibility.
+Explained in notebooks/01_data_collection and notebooks/03_resnet50.
 """
 
 from __future__ import annotations
@@ -34,8 +34,9 @@ def settings_markdown(namespace: dict) -> str:
     """
     config.check_parameters({k: namespace[k] for k in config.NOTEBOOK_PARAMETERS if k in namespace})
     shown = {k: namespace[k] for k in config.NOTEBOOK_PARAMETERS if k in namespace and k != "cache_dir"}
-    return prose.render("settings_line.md.j2", shown={name: repr(shown_value(name, value)) for name, value in shown.items()},
-                  from_scratch="weights" in shown and config.weights_kind(shown["weights"]) == "scratch")
+    return prose.render("settings_line.md.j2",
+                        shown={name: repr(shown_value(name, value)) for name, value in shown.items()},
+                        from_scratch="weights" in shown and config.weights_kind(shown["weights"]) == "scratch")
 
 
 def _interval(row) -> str:

@@ -11,23 +11,15 @@ COMMANDS = ("run", "study.cli", "data.cli", "training_cli", "predict", "external
 
 
 @pytest.mark.parametrize("name", COMMANDS)
-def test_help_says_what_each_exit_status_means(name, capsys):
+def test_help_names_the_exit_statuses_and_a_bad_argument_is_one_line_with_status_2(name, capsys):
     main = importlib.import_module(f"cxr_utils.{name}").main
-    with pytest.raises(SystemExit) as exit_info:
-        main(["--help"])
-    assert exit_info.value.code == command.EXIT_OK
-    out = capsys.readouterr().out
+    for argv, status in ((["--help"], command.EXIT_OK), (["--no-such-option"], command.EXIT_USAGE)):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == status, argv
+    out, err = capsys.readouterr()
     assert out.startswith(f"usage: python -m cxr_utils.{name.removesuffix('.cli')}")
     assert "Exit status: 0 " in out and " 2 " in out.split("Exit status:")[1]
-
-
-@pytest.mark.parametrize("name", COMMANDS)
-def test_a_bad_argument_is_one_line_and_status_2(name, capsys):
-    main = importlib.import_module(f"cxr_utils.{name}").main
-    with pytest.raises(SystemExit) as exit_info:
-        main(["--no-such-option"])
-    assert exit_info.value.code == command.EXIT_USAGE
-    err = capsys.readouterr().err
     assert err.count("\n") == 1 and "error:" in err and "(see --help)" in err
 
 

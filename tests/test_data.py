@@ -232,7 +232,7 @@ PUBLIC_API = (
     "CLASSES", "DEFAULT_MAX_HAMMING", "KAGGLE_HANDLE", "KAGGLE_URL", "MANIFEST_COLUMNS", "SPLITS",
     "DatasetError", "DatasetWarning", "DatasetLayout", "add_duplicate_groups", "build_manifest",
     "decode_grayscale", "download_dataset", "duplicate_report", "find_dataset", "hamming_distances",
-    "labels", "load_images", "main", "preprocess", "preprocessing_steps", "read_manifest",
+    "labels", "load_images", "preprocess", "preprocessing_steps", "read_manifest",
     "resolve_dataset", "sample_balanced", "save_manifest", "split_dataset", "split_summary",
 )
 
