@@ -17,20 +17,25 @@ from cxr_utils.study.seeds import StudyError
 SEED = 43
 
 
+def _run_from_seed(study, seed: int, run):
+    """A run's results folder made of the study's own folders for ``seed``, with a run record of the
+    study's protocol."""
+    run.mkdir()
+    shutil.copy2(study / f"seed-{seed}" / "split.csv", run / "split.csv")
+    for model_id in config.REGISTRY:
+        shutil.copytree(study / f"seed-{seed}" / model_id, run / model_id)
+    settings = json.loads((study / "study.json").read_text())["settings"]
+    record = {"settings": {**{k: settings[k] for k in adopt.SAME}, "seed": seed, "profile": "paper"},
+              "created_utc": "2026-12-03T00:00:00+00:00", "git_commit": "abc"}
+    (run / "run.json").write_text(json.dumps(record))
+    return run
+
+
 @pytest.fixture
 def study_and_run(tmp_path):
     study = tmp_path / "seeds"
     shutil.copytree(BOOK_STUDIES_DIR / "seeds", study)
-    run = tmp_path / "run"
-    run.mkdir()
-    shutil.copy2(study / f"seed-{SEED}" / "split.csv", run / "split.csv")
-    for model_id in config.REGISTRY:
-        shutil.copytree(study / f"seed-{SEED}" / model_id, run / model_id)
-    settings = json.loads((study / "study.json").read_text())["settings"]
-    record = {"settings": {**{k: settings[k] for k in adopt.SAME}, "seed": SEED, "profile": "paper"},
-              "created_utc": "2026-12-03T00:00:00+00:00", "git_commit": "abc"}
-    (run / "run.json").write_text(json.dumps(record))
-    return study, run
+    return study, _run_from_seed(study, SEED, tmp_path / "run")
 
 
 def test_the_run_replaces_the_seed_and_the_summary_follows(study_and_run):
@@ -88,18 +93,11 @@ def test_the_remedy_page_says_when_its_seed_is_the_committed_run_and_whose_times
     shutil.copytree(BOOK_STUDIES_DIR, studies)
     seed = json.loads((studies / "remedy" / "study.json").read_text())["settings"]["seeds"][0]
     assert "the book's committed run" not in remedy_page(studies, figures=False)
-    run = tmp_path / "run"
-    run.mkdir()
-    shutil.copy2(studies / "seeds" / f"seed-{seed}" / "split.csv", run / "split.csv")
-    for model_id in config.REGISTRY:
-        shutil.copytree(studies / "seeds" / f"seed-{seed}" / model_id, run / model_id)
+    run = _run_from_seed(studies / "seeds", seed, tmp_path / "run")
     history = pd.read_csv(run / "resnet50" / "history.csv")  # as the chapter's paired check leaves it
     for way in COLUMNS.values():
         history[way["recomputed"]] = history[way["moving"]]
     history.to_csv(run / "resnet50" / "history.csv", index=False)
-    settings = json.loads((studies / "seeds" / "study.json").read_text())["settings"]
-    (run / "run.json").write_text(json.dumps({"settings": {**{k: settings[k] for k in adopt.SAME}, "seed": seed},
-                                              "created_utc": "2026-12-03T00:00:00+00:00", "git_commit": "abc"}))
     adopt.adopt_run(studies / "seeds", run, log=lambda _: None)
 
     text = remedy_page(studies, figures=False)
