@@ -183,7 +183,7 @@ def fit_baselines(split: pd.DataFrame, extended_rows: pd.DataFrame | None = None
     on ``extended_rows`` (``extended_set.extended_test_set``; None or empty: the test set only).
 
     Returns a long table, one row per baseline and test set: baseline, description, features
-    (how many), test_set ("test" or "extended"), n, accuracy with its 95% Wilson interval
+    (how many), n_train (the training images it was fitted on), test_set ("test" or "extended"), n, accuracy with its 95% Wilson interval
     (accuracy_low, accuracy_high), AUC with its 95% percentile bootstrap interval (auc_low,
     auc_high, auc_method; ``cxr_utils.metrics``), and converged (the solver finished within
     MAX_ITER). Beside it, each image's prediction (baseline, test_set, path, label, probability,
@@ -214,7 +214,8 @@ def fit_baselines(split: pd.DataFrame, extended_rows: pd.DataFrame | None = None
         for test_set in (name for name in TEST_SETS if name in parts):
             probabilities = model.predict_proba(features[test_set][baseline])[:, 1]
             table.append({"baseline": baseline, "description": describe(baseline, **options),
-                          "features": int(features["train"][baseline].shape[1]), "test_set": test_set,
+                          "features": int(features["train"][baseline].shape[1]), "n_train": len(labels["train"]),
+                          "test_set": test_set,
                           **_scores(labels[test_set], probabilities, seed), "converged": converged})
             predictions.append(pd.DataFrame({
                 "baseline": baseline, "test_set": test_set, "path": parts[test_set]["path"].to_numpy(),

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from cxr_utils import config, metrics, paper
+from cxr_utils.report import p_value as p_text
 from cxr_utils.config import METRICS, PROTOCOL
 
 SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
@@ -118,7 +119,7 @@ def claim_2(pair: pd.Series, other: str, paper_gap: int, n_test: int) -> tuple[s
     other_only = int(pair["b_only_correct"] if hybrid_first else pair["a_only_correct"])
     p_value = float(pair["p_value"])
     counts = (f"the hybrid alone is right on {hybrid_only} images, {other} alone on {other_only} "
-              f"(McNemar exact p = {p_value:.3g}; significant when p < {SIGNIFICANCE})")
+              f"(McNemar exact p = {p_text(p_value)}; significant when p < {SIGNIFICANCE})")
     if p_value < SIGNIFICANCE and hybrid_only > other_only:
         verdict, reason = SUPPORTED, f"{counts}: the hybrid is right significantly more often."
     elif p_value < SIGNIFICANCE and other_only > hybrid_only:
@@ -130,10 +131,10 @@ def claim_2(pair: pd.Series, other: str, paper_gap: int, n_test: int) -> tuple[s
         best = _best_case_p(paper_gap, n)
         if best < SIGNIFICANCE:
             reason += (f" On {n} images the paper's {paper_gap}-point gap can reach significance only if the "
-                       f"discordant images fall nearly all one way: {paper_gap} vs 0 gives p = {best:.2g}.")
+                       f"discordant images fall nearly all one way: {paper_gap} vs 0 gives p = {p_text(best)}.")
         else:
             reason += (f" On {n} images the paper's {paper_gap}-point gap could not reach significance: even "
-                       f"{paper_gap} vs 0 discordant images gives p = {best:.2g}.")
+                       f"{paper_gap} vs 0 discordant images gives p = {p_text(best)}.")
     return verdict, reason
 
 

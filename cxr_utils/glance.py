@@ -19,8 +19,7 @@ import pandas as pd
 
 from cxr_utils import claims, report
 from cxr_utils.config import METRICS
-
-MISSING = "–"
+from cxr_utils.report import MISSING, p_value  # noqa: F401  (re-exported: the tables' formats in one place)
 
 
 # -- formatting -------------------------------------------------------------------------------------
@@ -38,12 +37,6 @@ def number(value, digits: int = 2) -> str:
 def interval(value, low, high, digits: int = 2) -> str:
     """"0.73 [0.64, 0.81]": a value with its 95% interval."""
     return f"{number(value, digits)} [{number(low, digits)}, {number(high, digits)}]"
-
-
-def p_value(value) -> str:
-    """A p-value to two significant digits: 0.087, 5.9e-05."""
-    value = float(value)
-    return MISSING if math.isnan(value) else f"{value:.2g}"
 
 
 _ALIGN = {"l": "left", "r": "right", "c": "center"}

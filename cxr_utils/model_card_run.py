@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxr_utils import config, data, evaluation, external, predict
+from cxr_utils import config, data, evaluation, external, predict, report
 from cxr_utils.config import PROTOCOL, REGISTRY
 
 
@@ -264,11 +264,11 @@ def confusion_table(confusions: dict) -> str:
 
 
 def mcnemar_table(mcnemar: pd.DataFrame | None) -> str | None:
-    """McNemar's tests between the models as a Markdown table (p-values to 3 significant digits),
+    """McNemar's tests between the models as a Markdown table (p-values as every page shows them),
     or None when there are none."""
     if mcnemar is None or mcnemar.empty:
         return None
-    return table_markdown(mcnemar.assign(p_value=[f"{p:.3g}" for p in mcnemar["p_value"]]))
+    return table_markdown(mcnemar.assign(p_value=[report.p_value(p) for p in mcnemar["p_value"]]))
 
 
 def class_counts(confusions: dict) -> tuple[int, int] | None:

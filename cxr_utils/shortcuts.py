@@ -233,16 +233,19 @@ def shortcut_summary(baselines_table, blanked_table=None, gradcam_table=None, bo
 
     box = box or LungBox()
     image_size = image_size or config.PROTOCOL.image_size
-    described = border = None
+    described = border = n_train = None
     if baselines_table is not None and len(baselines_table):
-        described, verdicts = _baselines(pd.DataFrame(baselines_table))
+        baselines_table = pd.DataFrame(baselines_table)
+        described, verdicts = _baselines(baselines_table)
+        if "n_train" in baselines_table and baselines_table["n_train"].nunique() == 1:  # older runs lack it
+            n_train = int(baselines_table["n_train"].iloc[0])
         if "border" in verdicts:
             verdict, test_row, test_set = verdicts["border"]
             border = {"verdict": verdict, "test_set": _set_name(test_set),
                       "paired": _paired_with_models(test_row, baseline_pairs)}
     gradcam = _gradcam(gradcam_table) if gradcam_table is not None and len(gradcam_table) else None
     return prose.render(
-        "shortcuts_summary.md.j2", verdicts=VERDICTS, baselines=described, border=border,
+        "shortcuts_summary.md.j2", verdicts=VERDICTS, baselines=described, n_train=n_train, border=border,
         blanked=None if blanked_table is None else _blanked(pd.DataFrame(blanked_table)),
         box_area=box.area_fraction(image_size), gradcam=gradcam,
         below=[row["model"] for row in gradcam or () if row["case"] == "compared" and row["relation"] == "below"],

@@ -39,7 +39,7 @@ def test_each_baseline_is_scored_on_both_test_sets_with_the_projects_intervals(t
     assert list(table["baseline"].unique()) == list(baselines.FEATURE_SETS)
     sizes = {"test": int((small_split["split"] == "test").sum()), "extended": len(extended_rows)}
     for row in table.itertuples():
-        assert row.n == sizes[row.test_set]
+        assert row.n == sizes[row.test_set] and row.n_train == (small_split["split"] == "train").sum()
         assert np.isfinite(row.accuracy) and 0 <= row.accuracy <= 1
         # A proportion of the test images, with metrics' Wilson interval around it.
         correct = round(row.accuracy * row.n)

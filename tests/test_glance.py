@@ -24,6 +24,7 @@ def test_numbers_intervals_and_p_values_are_formatted_for_reading():
     assert glance.p_value(0.08715855330228806) == "0.087"
     assert glance.p_value(7.14727124045328e-39) == "7.1e-39"
     assert glance.p_value(5.9476122260093696e-05) == "5.9e-05"
+    assert glance.p_value(0.0010650196345523) == "1.1e-03"  # below 0.01: no figure with four decimals
     table = glance.markdown_table(["a", "b"], [["x|y", 1]], ["l", "r"])
     assert table == "| a    |   b |\n|:-----|----:|\n| x\\|y |   1 |\n"  # pandas' to_markdown, columns aligned
 
@@ -139,7 +140,7 @@ def test_report_tables_are_readable():
     row = metrics[(metrics["model"] == "ResNet50-LSTM") & (metrics["metric"] == "accuracy")].iloc[0]
     assert f"0.95 / {glance.interval(row['value'], row['low'], row['high'])}" in text
     for p in pd.read_csv(results / "evaluation" / "mcnemar.csv")["p_value"]:
-        assert f"p = {float(p):.2g}" in text
+        assert f"p = {glance.p_value(p)}" in text
     # Numbers are rounded: no figure with more than three decimals.
     assert not re.search(r"\d\.\d{4,}", text)
 

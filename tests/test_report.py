@@ -171,7 +171,7 @@ def test_claim2_is_judged_per_pair(resnet, lstm, expected):
     for claim, (hybrid_only, other_only, p), other in (("2a", resnet, "ResNet50"), ("2b", lstm, "LSTM")):
         reason = verdicts.loc[claim, "reason"]
         assert f"the hybrid alone is right on {hybrid_only} images, {other} alone on {other_only}" in reason
-        assert f"p = {p:.3g}" in reason
+        assert f"p = {report.p_value(p)}" in reason
 
 
 def test_claim2_on_the_papers_test_size_says_what_its_gap_could_show():
@@ -357,7 +357,7 @@ def test_findings_name_the_better_model_of_each_pair_and_ties_as_ties(tmp_path):
         {"model_a": "LSTM", "model_b": "ResNet50-LSTM", "a_only_correct": 7, "b_only_correct": 7, "p_value": 1.0},
     ])
     text = findings.findings_markdown(table, mcnemar_extended=mcnemar)
-    assert "ResNet50 vs LSTM: ResNet50 right more often (30 vs 5 discordant images, McNemar p = 1e-05, significant)" in text
+    assert "ResNet50 vs LSTM: ResNet50 right more often (30 vs 5 discordant images, McNemar p = 1.0e-05, significant)" in text
     assert "LSTM vs ResNet50-LSTM: each right alone equally often (7 vs 7" in text
 
 

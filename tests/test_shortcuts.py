@@ -140,7 +140,7 @@ def test_the_models_are_compared_with_the_border_baseline_paired_on_the_same_tes
     border_test = table[(table["baseline"] == "border") & (table["test_set"] == "test")].iloc[0]
     assert _interval_text(border_test["accuracy"], border_test["accuracy_low"], border_test["accuracy_high"]) in text
     assert (f"ResNet50 {_interval_text(0.95, 0.89, 0.98)} (only the model right on 20 images, only the baseline on 3, "
-            "McNemar p = 0.0003: the model is right significantly more often)") in text
+            "McNemar p = 3.0e-04: the model is right significantly more often)") in text
     assert "only the baseline on 7, McNemar p = 0.8: not told apart" in text
     assert "overlap" not in text  # unpaired intervals are never the comparison
     assert "paired image by image" not in shortcut_summary(table, _blanked())  # no pairs: no comparison
@@ -150,6 +150,11 @@ def test_the_baselines_that_see_the_lungs_are_named():
     text = shortcut_summary(_baselines(), None)
     assert "border never sees the lungs; histogram and thumbnail see them" in text
     assert "crude" not in text and "cannot read a lung pattern" not in text
+
+
+def test_the_summary_says_how_many_training_images_the_baselines_were_fitted_on():
+    assert "fitted on the run's training images" in shortcut_summary(_baselines(), None)  # a table without n_train
+    assert "fitted on the run's 1,600 training images" in shortcut_summary(_baselines().assign(n_train=1600), None)
 
 
 def test_a_border_baseline_at_chance_claims_nothing_about_the_border():

@@ -31,10 +31,19 @@ def _run_from_seed(study, seed: int, run):
     return run
 
 
+def _forget_adoptions(study):
+    """The copy of the book's seed study as it was before any run was adopted (the book's has adopted
+    its committed run), so each test adopts from the same start."""
+    record = json.loads((study / "study.json").read_text())
+    if record.pop(ADOPTED, None):
+        (study / "study.json").write_text(json.dumps(record, indent=2))
+
+
 @pytest.fixture
 def study_and_run(tmp_path):
     study = tmp_path / "seeds"
     shutil.copytree(BOOK_STUDIES_DIR / "seeds", study)
+    _forget_adoptions(study)
     return study, _run_from_seed(study, SEED, tmp_path / "run")
 
 
@@ -60,6 +69,11 @@ def test_the_run_replaces_the_seed_and_the_summary_follows(study_and_run):
     assert row["mean"] == pytest.approx(sum(accuracies) / len(accuracies))
     assert not list(study.glob("*/*/model.keras")) and not list(study.glob(".*adopting"))
     assert f"Seed {SEED} is the book's committed run" in (study / "summary.md").read_text()
+
+    record[ADOPTED] = {"42": {}, **record[ADOPTED]}  # an earlier run adopted too: the sentence names both
+    (study / "study.json").write_text(json.dumps(record))
+    assert cli.main(["summarise", str(study)]) == 0
+    assert f"Seeds 42 and {SEED} are runs of the notebook series" in (study / "summary.md").read_text()
 
 
 def test_a_run_of_another_protocol_is_refused_and_nothing_changes(study_and_run, capsys):
@@ -91,6 +105,7 @@ def test_the_remedy_page_says_when_its_seed_is_the_committed_run_and_whose_times
 
     studies = tmp_path / "studies"
     shutil.copytree(BOOK_STUDIES_DIR, studies)
+    _forget_adoptions(studies / "seeds")
     seed = json.loads((studies / "remedy" / "study.json").read_text())["settings"]["seeds"][0]
     assert "the book's committed run" not in remedy_page(studies, figures=False)
     run = _run_from_seed(studies / "seeds", seed, tmp_path / "run")
