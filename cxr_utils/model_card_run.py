@@ -268,7 +268,11 @@ def mcnemar_table(mcnemar: pd.DataFrame | None) -> str | None:
     or None when there are none."""
     if mcnemar is None or mcnemar.empty:
         return None
-    return table_markdown(mcnemar.assign(p_value=[report.p_value(p) for p in mcnemar["p_value"]]))
+    shown = mcnemar.assign(p_value=[report.p_value(p) for p in mcnemar["p_value"]])
+    # disable_numparse: tabulate would read "1.1e-03" back as a number and print 0.0011.
+    return shown.to_markdown(index=False, disable_numparse=True,
+                             colalign=["right" if pd.api.types.is_numeric_dtype(mcnemar[c]) else "left"
+                                       for c in shown.columns])
 
 
 def class_counts(confusions: dict) -> tuple[int, int] | None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
-from cxr_utils.report import counted, p_value
+from cxr_utils.report import counted, duration_text, p_value
 
 
 def code(value) -> str:
@@ -37,7 +37,7 @@ def percent(share) -> str:
 ENVIRONMENT = Environment(loader=PackageLoader("cxr_utils", "templates"), undefined=StrictUndefined,
                           keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True, autoescape=False)
 ENVIRONMENT.filters.update(counted=counted, code=code, thousands=thousands, percent=percent,
-                           p_value=p_value)
+                           p_value=p_value, duration=duration_text)
 
 
 def render(template: str, **values) -> str:

@@ -255,19 +255,22 @@ def costs_markdown(results_dir) -> str:
     """What the lungs-blanked models cost beside the intact ones, from their run records (wall
     time and machine); empty when none was trained. Explained in notebooks/08_shortcuts."""
     results_dir = Path(results_dir)
-    rows, hardware = [], {}
+    rows, hardware, checked = [], {}, []
     for spec in config.REGISTRY.values():
         intact, blanked = results_dir / spec.id / "run.json", results_dir / BLANKED_DIR / spec.id / "run.json"
         if intact.is_file() and blanked.is_file():
-            blanked_record = json.loads(blanked.read_text())
+            blanked_record, intact_record = json.loads(blanked.read_text()), json.loads(intact.read_text())
             hardware = hardware or blanked_record.get("hardware", {})
-            rows.append({"model": spec.paper_name, "intact_s": json.loads(intact.read_text())["wall_time_s"],
+            rows.append({"model": spec.paper_name, "intact_s": intact_record["wall_time_s"],
                          "blanked_s": blanked_record["wall_time_s"]})
+            if intact_record.get("settings", {}).get("training", {}).get("batchnorm_check"):
+                checked.append(spec.paper_name)
     if not rows:
         return ""
     record = results_dir / "run.json"
     chapter = json.loads(record.read_text()).get("notebooks", {}).get("08_shortcuts", {}) if record.is_file() else {}
-    return prose.render("shortcuts_costs.md.j2", rows=rows, hardware=hardware, chapter_s=chapter.get("wall_time_s"))
+    return prose.render("shortcuts_costs.md.j2", rows=rows, hardware=hardware, checked=checked,
+                        chapter_s=chapter.get("wall_time_s"))
 
 
 def _for_the_papers_claims(baselines: pd.DataFrame | None) -> str:

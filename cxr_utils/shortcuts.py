@@ -246,6 +246,8 @@ def shortcut_summary(baselines_table, blanked_table=None, gradcam_table=None, bo
     gradcam = _gradcam(gradcam_table) if gradcam_table is not None and len(gradcam_table) else None
     return prose.render(
         "shortcuts_summary.md.j2", verdicts=VERDICTS, baselines=described, n_train=n_train, border=border,
+        blind=[row["name"] for row in described or () if not row["sees_lungs"]],
+        seeing=[row["name"] for row in described or () if row["sees_lungs"]],
         blanked=None if blanked_table is None else _blanked(pd.DataFrame(blanked_table)),
         box_area=box.area_fraction(image_size), gradcam=gradcam,
         below=[row["model"] for row in gradcam or () if row["case"] == "compared" and row["relation"] == "below"],

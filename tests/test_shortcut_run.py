@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from cxr_utils import config, shortcut_run
+from cxr_utils.report import duration_text
 from cxr_utils.shortcuts import LungBox
 
 PUBLISHED = Path(__file__).resolve().parents[1] / "book" / "executed" / "results"
@@ -22,25 +23,28 @@ def test_lung_box_parameter_becomes_a_box_or_is_refused():
             shortcut_run.lung_box(bad)
 
 
-def _record(path: Path, seconds: float, cpu: str = "Test CPU") -> None:
+def _record(path: Path, seconds: float, cpu: str = "Test CPU", batchnorm_check: bool = False) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"wall_time_s": seconds, "hardware": {"cpu": cpu, "cpu_count": 2,
-                                                                      "accelerator": "CPU only"}}))
+                                                                      "accelerator": "CPU only"},
+                                "settings": {"training": {"batchnorm_check": batchnorm_check}}}))
 
 
 def test_costs_are_read_from_the_models_run_records(tmp_path):
     assert shortcut_run.costs_markdown(tmp_path) == ""  # nothing blanked: nothing said
     for k, spec in enumerate(config.REGISTRY.values(), 1):
-        _record(tmp_path / spec.id / "run.json", 100.0 * k)
+        _record(tmp_path / spec.id / "run.json", 100.0 * k, batchnorm_check=k == 1)
         _record(tmp_path / shortcut_run.BLANKED_DIR / spec.id / "run.json", 90.0 * k)
     (tmp_path / "run.json").write_text(json.dumps({"notebooks": {"08_shortcuts": {"wall_time_s": 1234.0}}}))
     text = shortcut_run.costs_markdown(tmp_path)
     n = len(config.REGISTRY)
     total = n * (n + 1) / 2
-    assert f"took {90 * total:.0f} s" in text and f"against {100 * total:.0f} s for the intact models" in text
-    assert "Test CPU, 2 cores, CPU only" in text and "The whole chapter took 1234 s" in text
+    assert f"took {duration_text(90 * total)}" in text
+    assert f"against {duration_text(100 * total)} for the intact models" in text
+    assert "Test CPU, 2 cores, CPU only" in text and "The whole chapter took 20 min 34 s" in text
     first = next(iter(config.REGISTRY.values())).paper_name
-    assert f"{first} 90 s against 100 s intact" in text
+    assert f"{first} 1 min 30 s against 1 min 40 s intact" in text
+    assert f"The intact {first} times include the paired BatchNorm check" in text  # only the first was checked
 
 
 def test_the_published_runs_summary_uses_its_own_box_and_tables(tmp_path):

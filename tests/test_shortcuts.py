@@ -148,7 +148,7 @@ def test_the_models_are_compared_with_the_border_baseline_paired_on_the_same_tes
 
 def test_the_baselines_that_see_the_lungs_are_named():
     text = shortcut_summary(_baselines(), None)
-    assert "border never sees the lungs; histogram and thumbnail see them" in text
+    assert "The border baseline never sees the lungs; the histogram and thumbnail baselines see them" in text
     assert "crude" not in text and "cannot read a lung pattern" not in text
 
 

@@ -135,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             adopt.adopt_run(study_dir, args.run)
             if study_dir.resolve() == (publish.BOOK_STUDIES_DIR / "seeds").resolve():
+                publish.drop_left_out(study_dir)
                 publish.write_pages(publish.BOOK_STUDIES_DIR)
         except (StudyError, ValueError) as error:
             return command.fail(error, command.EXIT_USAGE)

@@ -294,6 +294,15 @@ def render_pages(studies_dir, figures: bool = True) -> dict[str, str]:
             PAGES["remedy"]: remedy_page(studies_dir, figures), GLANCE_PAGE: glance_page(studies_dir, tables)}
 
 
+def drop_left_out(study_dir) -> None:
+    """Remove from a published study what its copy leaves out (``LEFT_OUT``), e.g. the summary.md and
+    report.md that ``study adopt`` writes as it does in a training study: the pages are written
+    from the numbers instead."""
+    for pattern in LEFT_OUT:
+        for path in sorted(Path(study_dir).rglob(pattern)):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
 def write_pages(studies_dir) -> None:
     """Write the pages of the studies published in ``studies_dir`` again from their numbers (after
     ``study adopt`` changed a seed)."""
