@@ -5,9 +5,11 @@ import json
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from cxr_utils import config, shortcut_run
+from cxr_utils.batchnorm_check import COLUMNS
 from cxr_utils.report import duration_text
 from cxr_utils.shortcuts import LungBox
 
@@ -24,10 +26,12 @@ def test_lung_box_parameter_becomes_a_box_or_is_refused():
 
 
 def _record(path: Path, seconds: float, cpu: str = "Test CPU", batchnorm_check: bool = False) -> None:
+    """A model's run record; with ``batchnorm_check``, a history with the paired check's columns."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"wall_time_s": seconds, "hardware": {"cpu": cpu, "cpu_count": 2,
-                                                                      "accelerator": "CPU only"},
-                                "settings": {"training": {"batchnorm_check": batchnorm_check}}}))
+                                                                      "accelerator": "CPU only"}}))
+    columns = [column for way in COLUMNS.values() for column in way.values()] if batchnorm_check else ["val_accuracy"]
+    pd.DataFrame([[0.5] * len(columns)], columns=columns).to_csv(path.parent / "history.csv", index=False)
 
 
 def test_costs_are_read_from_the_models_run_records(tmp_path):
@@ -41,10 +45,12 @@ def test_costs_are_read_from_the_models_run_records(tmp_path):
     total = n * (n + 1) / 2
     assert f"took {duration_text(90 * total)}" in text
     assert f"against {duration_text(100 * total)} for the intact models" in text
-    assert "Test CPU, 2 cores, CPU only" in text and "The whole chapter took 20 min 34 s" in text
+    assert "Test CPU, 2 cores, CPU only" in text and "The chapter's notebook took 20 min 34 s (the run record)." in text
     first = next(iter(config.REGISTRY.values())).paper_name
     assert f"{first} 1 min 30 s against 1 min 40 s intact" in text
     assert f"The intact {first} times include the paired BatchNorm check" in text  # only the first was checked
+    (tmp_path / "run.json").write_text(json.dumps({"notebooks": {"08_shortcuts": {"wall_time_s": 17.0}}}))
+    assert "took 17 s (the run record): the blanked models were trained before it" in shortcut_run.costs_markdown(tmp_path)
 
 
 def test_the_published_runs_summary_uses_its_own_box_and_tables(tmp_path):
