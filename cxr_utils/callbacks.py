@@ -12,6 +12,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from cxr_utils.config import PAIRED_CHECK_COLUMNS
 from cxr_utils.inference import predict_in_batches
 from cxr_utils.metrics import binary_cross_entropy
 
@@ -186,7 +187,7 @@ class PairedBatchNormCheck(keras.callbacks.Callback):
     using ``val_accuracy``, the moving statistics' figure. Explained in notebooks/03_resnet50.
     """
 
-    LOGS = ("val_accuracy_recomputed", "train_inference_accuracy_recomputed")
+    LOGS = PAIRED_CHECK_COLUMNS
 
     def __init__(self, statistics_images: np.ndarray, train: tuple, val: tuple, batch_size: int):
         super().__init__()

@@ -97,6 +97,9 @@ PAPER_ORDER = [CLASS_NAMES[label] for label in sorted(CLASS_NAMES, reverse=True)
 METRICS = ("accuracy", "precision", "recall", "f1")
 # One row per epoch of a training history (Keras' names); the run's Table 2 is its best row.
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")
+# The paired BatchNorm check's columns of a history (callbacks.PairedBatchNormCheck's epoch logs):
+# a model whose history holds them ran the check.
+PAIRED_CHECK_COLUMNS = ("val_accuracy_recomputed", "train_inference_accuracy_recomputed")
 
 # Every knob a notebook's parameters cell may declare; ``cxr_utils.run`` profiles set them and
 # each chapter's "Run settings" line shows the ones it has.

@@ -33,6 +33,13 @@ def model_complete(folder) -> bool:
     return (Path(folder) / "metrics.json").is_file()
 
 
+def ran_paired_check(folder) -> bool:
+    """Whether the model trained in ``folder`` ran the paired BatchNorm check: its history holds
+    the check's columns (``config.PAIRED_CHECK_COLUMNS``); False without a history."""
+    history = Path(folder) / "history.csv"
+    return history.is_file() and set(config.PAIRED_CHECK_COLUMNS) <= set(pd.read_csv(history, nrows=0).columns)
+
+
 def model_dir(results_dir, model_id) -> Path:
     folder = Path(results_dir) / model_id
     if not folder.is_dir():

@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxr_utils import (baselines, batchnorm_check, chapters, config, data, evaluation, extended_set, metrics, paper, prose,
-                       shortcuts)
+from cxr_utils import baselines, chapters, config, data, evaluation, extended_set, metrics, paper, prose, shortcuts
 from cxr_utils.baselines import BASELINES_CSV as _BASELINES
 from cxr_utils.shortcuts import RESULTS_FOLDER as SHORTCUTS_DIR
 from cxr_utils.shortcuts import LungBox
@@ -264,7 +263,7 @@ def costs_markdown(results_dir) -> str:
             hardware = hardware or blanked_record.get("hardware", {})
             rows.append({"model": spec.paper_name, "intact_s": json.loads(intact.read_text())["wall_time_s"],
                          "blanked_s": blanked_record["wall_time_s"]})
-            if batchnorm_check.has_check(results_dir, spec.id):  # its history holds the second scoring
+            if evaluation.ran_paired_check(results_dir / spec.id):
                 checked.append(spec.paper_name)
     if not rows:
         return ""

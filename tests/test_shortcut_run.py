@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 
 from cxr_utils import config, shortcut_run
-from cxr_utils.batchnorm_check import COLUMNS
 from cxr_utils.report import duration_text
 from cxr_utils.shortcuts import LungBox
 
@@ -30,7 +29,7 @@ def _record(path: Path, seconds: float, cpu: str = "Test CPU", batchnorm_check: 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"wall_time_s": seconds, "hardware": {"cpu": cpu, "cpu_count": 2,
                                                                       "accelerator": "CPU only"}}))
-    columns = [column for way in COLUMNS.values() for column in way.values()] if batchnorm_check else ["val_accuracy"]
+    columns = ["val_accuracy", *(config.PAIRED_CHECK_COLUMNS if batchnorm_check else ())]
     pd.DataFrame([[0.5] * len(columns)], columns=columns).to_csv(path.parent / "history.csv", index=False)
 
 
