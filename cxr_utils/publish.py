@@ -48,7 +48,7 @@ def publish_to_book(results_dir: Path, book_dir: Path = BOOK_EXECUTED_DIR, log=p
     published = portable_record(record, folders)
     (staging / "run.json").write_text(json.dumps(published, indent=2) + "\n")
     (staging / "run_record.md").write_text(run_pages.run_record_markdown(published) + placeholder_note(published))
-    (staging / "reproduce.md").write_text(run_pages.reproduce_markdown(published))
+    (staging / "reproduce.md").write_text(run_pages.reproduce_markdown(published, run_pages.trained_beside(results_dir, record)))
     (staging / "glance.md").write_text(run_pages.glance_markdown(results_dir))
     (staging / "tables.md").write_text(run_pages.tables_markdown(results_dir))
     (staging / "findings.md").write_text(run_pages.findings_markdown(results_dir))

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cxr_utils import claims, glance, paths, portable, publish, report, run, run_pages
+from cxr_utils import blanked, claims, glance, paths, portable, publish, report, run, run_pages
 
 # -- formatting -----------------------------------------------------------------------------------
 
@@ -104,6 +104,18 @@ def test_results_at_a_glance_say_what_is_missing(tmp_path):
     assert "notebook 06 did not run" in run_pages.glance_markdown(tmp_path)
 
 
+def test_blanked_models_trained_beside_the_run_are_counted_apart(tmp_path):
+    record = {"notebooks": {"08_shortcuts": {"wall_time_s": 17.0}}}
+    assert run_pages.trained_beside(tmp_path, record) is None  # none trained
+    folder = tmp_path / blanked.BLANKED_DIR
+    folder.mkdir(parents=True)
+    (folder / blanked.RECORD).write_text(json.dumps({"runs": {"lstm": {"wall_time_s": 300.0},
+                                                              "resnet50": {"wall_time_s": 4000.0}}}))
+    assert run_pages.trained_beside(tmp_path, record) == 4300.0
+    record["notebooks"]["08_shortcuts"]["wall_time_s"] = 4400.0  # chapter 8 trained them itself
+    assert run_pages.trained_beside(tmp_path, record) is None
+
+
 def test_reproduce_names_the_command_commit_seed_and_time_of_the_run():
     record = {"settings": {**run.PROFILES["paper"].parameters(), "weights": None, "data_dir": "DATA_DIR", "profile": "paper"},
               "git_commit": "abc123", "wall_time_s": 4778.6,
@@ -114,7 +126,9 @@ def test_reproduce_names_the_command_commit_seed_and_time_of_the_run():
     assert "make run DATA_DIR=/path/to/COVID-19_Radiography_Dataset WEIGHTS=None\n" in text
     assert "git checkout abc123" in text and "(seed 42)" in text
     assert "took 80 minutes in all, most of it in 03_resnet50 (43 minutes) and 05_resnet50_lstm (35 minutes)" in text
-    assert "Test CPU, CPU only (2 cores)" in text
+    assert "Test CPU, CPU only (2 cores)" in text and "beside the run" not in text
+    assert "(`python -m cxr_utils.study blanked`, 2.0 hours more, not in that figure)" in run_pages.reproduce_markdown(
+        record, beside_s=7200)
     record["settings"].update(epochs=5, data_dir=None, weights="imagenet")
     text = run_pages.reproduce_markdown(record)
     assert "python -m cxr_utils.run --profile paper -p epochs=5 --book" in text and "DATA_DIR=" not in text
