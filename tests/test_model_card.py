@@ -51,7 +51,8 @@ def test_the_card_of_a_published_run_reads_its_files(published_copy):
     for table in ("metrics.csv", "mcnemar.csv"):
         assert (published_copy / "evaluation" / table).is_file()
     for row in pd.read_csv(published_copy / "evaluation" / "mcnemar.csv").itertuples():  # p as every page writes it
-        assert re.search(rf"\| +{row.a_only_correct} +\| +{row.b_only_correct} +\| +{re.escape(report.p_value(row.p_value))} \|", text)
+        p_value = re.escape(report.p_value(row.p_value))
+        assert re.search(rf"\| +{row.a_only_correct} +\| +{row.b_only_correct} +\| +{p_value} \|", text)
     for value in _interval_texts(pd.read_csv(published_copy / "evaluation" / "metrics.csv")):
         assert value in text
     for value in _interval_texts(pd.read_csv(published_copy / "extended" / "evaluation" / "metrics.csv")):

@@ -49,7 +49,8 @@ def test_costs_are_read_from_the_models_run_records(tmp_path):
     assert f"{first} 1 min 30 s against 1 min 40 s intact" in text
     assert f"The intact {first} times include the paired BatchNorm check" in text  # only the first was checked
     (tmp_path / "run.json").write_text(json.dumps({"notebooks": {"08_shortcuts": {"wall_time_s": 17.0}}}))
-    assert "took 17 s (the run record): the blanked models were trained before it" in shortcut_run.costs_markdown(tmp_path)
+    text = shortcut_run.costs_markdown(tmp_path)
+    assert "took 17 s (the run record): the blanked models were trained before it" in text
 
 
 def test_the_published_runs_summary_uses_its_own_box_and_tables(tmp_path):
