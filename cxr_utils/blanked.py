@@ -50,6 +50,17 @@ def blanked_dir(results_dir) -> Path:
     return Path(results_dir) / BLANKED_DIR
 
 
+def trained_beside(results_dir) -> float | None:
+    """Seconds spent training the lungs-blanked models outside the run's notebooks (``python -m
+    cxr_utils.study blanked``, beside the run: their record, blanked.json), or None when chapter 8
+    trained them itself (its notebook, in the run record, took longer than they did) or none exist."""
+    record = _read_json(blanked_dir(results_dir) / RECORD) or {}
+    seconds = sum(entry.get("wall_time_s") or 0 for entry in record.get("runs", {}).values())
+    run = _read_json(Path(results_dir) / "run.json") or {}
+    chapter = run.get("notebooks", {}).get("08_shortcuts", {}).get("wall_time_s")
+    return seconds if seconds and chapter is not None and chapter < seconds else None
+
+
 def split_fingerprint(split: pd.DataFrame) -> str:
     """A short hash of which image (by content hash, or by file name) is in which part, wherever
     the dataset lies on this machine."""

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxr_utils import config, data, evaluation, external, predict, report
+from cxr_utils import config, data, evaluation, external, glance, predict
 from cxr_utils.config import PROTOCOL, REGISTRY
 
 
@@ -268,11 +268,11 @@ def mcnemar_table(mcnemar: pd.DataFrame | None) -> str | None:
     or None when there are none."""
     if mcnemar is None or mcnemar.empty:
         return None
-    shown = mcnemar.assign(p_value=[report.p_value(p) for p in mcnemar["p_value"]])
-    # disable_numparse: tabulate would read "1.1e-03" back as a number and print 0.0011.
-    return shown.to_markdown(index=False, disable_numparse=True,
-                             colalign=["right" if pd.api.types.is_numeric_dtype(mcnemar[c]) else "left"
-                                       for c in shown.columns])
+    shown = mcnemar.assign(p_value=[glance.p_value(p) for p in mcnemar["p_value"]])
+    # Cells as given: pandas alone would read "1.1e-03" back as a number and print 0.0011.
+    return glance.markdown_table(list(shown.columns), shown.to_numpy().tolist(),
+                                 ["r" if pd.api.types.is_numeric_dtype(mcnemar[c]) else "l" for c in shown.columns]
+                                 ).rstrip("\n")  # the card's other tables end without one
 
 
 def class_counts(confusions: dict) -> tuple[int, int] | None:

@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from cxr_utils import command, glance, model_card, run_pages
+from cxr_utils import blanked, command, glance, model_card, run_pages
 from cxr_utils.atomic import replace_folder
 from cxr_utils.paths import BOOK_EXECUTED_DIR, NOTEBOOKS_DIR, REPO_ROOT
 from cxr_utils.portable import (
@@ -48,7 +48,7 @@ def publish_to_book(results_dir: Path, book_dir: Path = BOOK_EXECUTED_DIR, log=p
     published = portable_record(record, folders)
     (staging / "run.json").write_text(json.dumps(published, indent=2) + "\n")
     (staging / "run_record.md").write_text(run_pages.run_record_markdown(published) + placeholder_note(published))
-    beside_s = run_pages.trained_beside(results_dir, record)
+    beside_s = blanked.trained_beside(results_dir)
     (staging / "reproduce.md").write_text(run_pages.reproduce_markdown(published, beside_s))
     (staging / "glance.md").write_text(run_pages.glance_markdown(results_dir))
     (staging / "tables.md").write_text(run_pages.tables_markdown(results_dir))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cxr_utils import blanked, claims, config, evaluation, extended_set, findings, paper, prose, shortcut_run
+from cxr_utils import claims, config, evaluation, extended_set, findings, paper, prose, shortcut_run
 from cxr_utils.evaluation import EVALUATION_DIR, EXTENDED_DIR
 from cxr_utils.glance import MISSING, interval, markdown_table, number, paper_tables, verdict_text, verdicts_markdown
 from cxr_utils.paths import repository_url
@@ -206,22 +206,10 @@ def passes(record: dict) -> list[dict]:
     return steps
 
 
-def trained_beside(results_dir, record: dict) -> float | None:
-    """Seconds spent training chapter 8's lungs-blanked models outside the run's notebooks
-    (``python -m cxr_utils.study blanked``, beside the run: their record, shortcuts/blanked/blanked.json),
-    or None when chapter 8 trained them itself (its notebook took longer than they did) or none exist."""
-    path = Path(results_dir) / blanked.BLANKED_DIR / blanked.RECORD
-    if not path.is_file():
-        return None
-    seconds = sum(entry.get("wall_time_s") or 0 for entry in json.loads(path.read_text()).get("runs", {}).values())
-    chapter = record.get("notebooks", {}).get("08_shortcuts", {}).get("wall_time_s")
-    return seconds if seconds and chapter is not None and chapter < seconds else None
-
-
 def reproduce_markdown(record: dict, beside_s: float | None = None) -> str:
     """How to make this run again, from its run record: the command (``_command``), the git commit,
     the seed, and how long it took where; ``beside_s``: seconds of training done beside the run
-    (``trained_beside``), which the command does inside it. The words are in
+    (``blanked.trained_beside``), which the command does inside it. The words are in
     templates/run_reproduce.md.j2."""
     settings = record.get("settings", {})
     hardware = record.get("hardware", {})

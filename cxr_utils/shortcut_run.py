@@ -19,7 +19,7 @@ from cxr_utils.baselines import BASELINES_CSV as _BASELINES
 from cxr_utils.shortcuts import RESULTS_FOLDER as SHORTCUTS_DIR
 from cxr_utils.shortcuts import LungBox
 from cxr_utils.blanked import (
-    BLANKED_DIR, RESULTS_CSV, blanked_results, save_blanked_results, train_blanked,
+    BLANKED_DIR, RESULTS_CSV, blanked_results, save_blanked_results, train_blanked, trained_beside,
 )
 
 BASELINES_CSV = _BASELINES.as_posix()
@@ -270,7 +270,7 @@ def costs_markdown(results_dir) -> str:
     record = results_dir / "run.json"
     chapter = json.loads(record.read_text()).get("notebooks", {}).get("08_shortcuts", {}) if record.is_file() else {}
     return prose.render("shortcuts_costs.md.j2", rows=rows, hardware=hardware, checked=checked,
-                        chapter_s=chapter.get("wall_time_s"))
+                        chapter_s=chapter.get("wall_time_s"), trained_before=trained_beside(results_dir) is not None)
 
 
 def _for_the_papers_claims(baselines: pd.DataFrame | None) -> str:

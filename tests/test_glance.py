@@ -105,15 +105,18 @@ def test_results_at_a_glance_say_what_is_missing(tmp_path):
 
 
 def test_blanked_models_trained_beside_the_run_are_counted_apart(tmp_path):
-    record = {"notebooks": {"08_shortcuts": {"wall_time_s": 17.0}}}
-    assert run_pages.trained_beside(tmp_path, record) is None  # none trained
+    def chapter_8_took(seconds):
+        (tmp_path / "run.json").write_text(json.dumps({"notebooks": {"08_shortcuts": {"wall_time_s": seconds}}}))
+
+    chapter_8_took(17.0)
+    assert blanked.trained_beside(tmp_path) is None  # none trained
     folder = tmp_path / blanked.BLANKED_DIR
     folder.mkdir(parents=True)
     (folder / blanked.RECORD).write_text(json.dumps({"runs": {"lstm": {"wall_time_s": 300.0},
                                                               "resnet50": {"wall_time_s": 4000.0}}}))
-    assert run_pages.trained_beside(tmp_path, record) == 4300.0
-    record["notebooks"]["08_shortcuts"]["wall_time_s"] = 4400.0  # chapter 8 trained them itself
-    assert run_pages.trained_beside(tmp_path, record) is None
+    assert blanked.trained_beside(tmp_path) == 4300.0
+    chapter_8_took(4400.0)  # chapter 8 trained them itself
+    assert blanked.trained_beside(tmp_path) is None
 
 
 def test_reproduce_names_the_command_commit_seed_and_time_of_the_run():

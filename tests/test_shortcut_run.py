@@ -48,6 +48,9 @@ def test_costs_are_read_from_the_models_run_records(tmp_path):
     first = next(iter(config.REGISTRY.values())).paper_name
     assert f"{first} 1 min 30 s against 1 min 40 s intact" in text
     assert f"The intact {first} times include the paired BatchNorm check" in text  # only the first was checked
+    # Trained beside the run (study blanked's record holds their times), before the chapter's 17 s.
+    (tmp_path / shortcut_run.BLANKED_DIR / "blanked.json").write_text(
+        json.dumps({"runs": {spec.id: {"wall_time_s": 90.0 * k} for k, spec in enumerate(config.REGISTRY.values(), 1)}}))
     (tmp_path / "run.json").write_text(json.dumps({"notebooks": {"08_shortcuts": {"wall_time_s": 17.0}}}))
     text = shortcut_run.costs_markdown(tmp_path)
     assert "took 17 s (the run record): the blanked models were trained before it" in text
