@@ -1,30 +1,22 @@
 """The paper's models trained and tested on images whose lungs are blanked, beside a finished run.
 
-    python -m cxr_utils.study blanked --run RESULTS_DIR [--data-dir DIR] [-p epochs=N ...]
-        [--models lstm ...]
-
 Every model of ``config.REGISTRY`` (or the ones named) is trained on the run's own split with the
-run's protocol (epochs, batch size, seed, image size, the ResNet50 models' weights, read from the
-run's records), except that every image, training and test alike, has the lung rectangle
-(``shortcuts.LungBox``) set to a constant. The results go to
-``RESULTS_DIR/shortcuts/blanked/<model>/`` (no weights kept), with ``blanked.json`` recording the
-settings and each model's wall time. The command resumes: a complete model folder is skipped,
-and a folder made with other settings (box, epochs, batch size, seed, weights, image size or
-split) is refused, never mixed. ``blanked_results`` sets each model's blanked test accuracy beside
-its intact one.
+run's protocol, except that every image, training and test alike, has the lung rectangle
+(``shortcuts.LungBox``) set to a constant. The results go to ``RESULTS_DIR/shortcuts/blanked/<model>/``
+(no weights kept), with ``blanked.json`` recording the settings and each model's wall time. Chapter 8
+trains them, or ``python -m cxr_utils.study blanked`` (``cxr_utils.study.blanked``) beside a finished run.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 
-from cxr_utils import chapters, config, evaluation, metrics, shortcuts
+from cxr_utils import config, evaluation, metrics
 from cxr_utils.atomic import atomic_write
 from cxr_utils.chapters import note, utc_now
 from cxr_utils.evaluation import model_complete
@@ -36,9 +28,6 @@ RECORD = "blanked.json"
 RESULTS_CSV = "results.csv"
 # What a blanked model's numbers depend on: resuming with any of them changed is refused.
 COMPARED = ("box", "epochs", "batch_size", "seed", "weights", "image_size", "split")
-# -p names the command takes; the others are the run's and define the comparison.
-OVERRIDABLE = ("epochs", "batch_size", "weights", "cache_dir")
-RUN_ONLY = ("seed", "n_per_class", "image_size")
 
 
 class BlankedError(RuntimeError):
@@ -129,13 +118,12 @@ def _time_left(pending: list[str], estimates: dict[str, float], ratios: list[flo
 def train_blanked(results_dir, split: pd.DataFrame, box, training_config, model_options: dict | None, cache_dir,
                   image_size: int, models=None, log=note) -> dict:
     """Train each model (``config.REGISTRY``, or ``models``) on ``split`` with ``box`` blanked in every
-    image (``training.run_experiment(..., blank=box, save_model=False)``) into
-    ``results_dir/shortcuts/blanked/<model>/``; returns the record written to blanked.json.
+    image into ``results_dir/shortcuts/blanked/<model>/``; returns the record written to blanked.json.
 
-    ``model_options`` go to the models with a ResNet50 backbone only (their ``weights``). A model
-    whose folder is complete is skipped; a folder made with other settings is refused
-    (``BlankedError``). Progress after each model, with the time left estimated from the intact
-    run's wall times. Chapter 8 reads the results (``blanked_results``).
+    ``model_options`` go to the ResNet50 models only (their ``weights``). A complete model folder is
+    skipped; a folder made with other settings (any of ``COMPARED``) is refused, never mixed
+    (``BlankedError``). Logs progress after each model, with the time left estimated from the intact
+    run's wall times (corrected by the models trained so far).
     """
     from cxr_utils import training  # imports Keras: only when models train
 
@@ -155,13 +143,12 @@ def train_blanked(results_dir, split: pd.DataFrame, box, training_config, model_
     # The settings agree with every trained model's, so they replace the recorded ones.
     record = {"started_utc": utc_now(), **(record or {}), "settings": settings}
     runs = record["runs"] = {m: entry for m, entry in record.get("runs", {}).items() if model_complete(folder / m)}
-    for model_id in model_ids:
-        if model_complete(folder / model_id):
-            made = (_read_json(folder / model_id / "run.json") or {}).get("settings", {}).get("blanked")
-            if made != box.key:
-                raise BlankedError(f"{folder / model_id} was trained with blanked={made!r}, not {box.key!r}: "
-                                 "delete the folder to train it again")
     pending = [m for m in model_ids if not model_complete(folder / m)]
+    for model_id in (m for m in model_ids if m not in pending):
+        made = (_read_json(folder / model_id / "run.json") or {}).get("settings", {}).get("blanked")
+        if made != box.key:
+            raise BlankedError(f"{folder / model_id} was trained with blanked={made!r}, not {box.key!r}: "
+                               "delete the folder to train it again")
     estimates, ratios = _intact_estimates(results_dir, settings["epochs"]), []
     log(f"Lungs-blanked training in {folder}: {box.key}; {counted(settings['epochs'], 'epoch')}, batch "
         f"{settings['batch_size']}, seed {settings['seed']}, {config.weights_label(weights)}, {image_size} px; "
@@ -208,11 +195,10 @@ def _image_key(table: pd.DataFrame) -> list[tuple[int, str]]:
 
 
 def _scores(prefix: str, table: pd.DataFrame, seed: int) -> dict:
-    accuracy = metrics.metrics_with_intervals(table["label"], table["predicted"], seed=seed).loc["accuracy"]
-    auc = metrics.probability_metrics(table["label"], table["probability"], seed=seed).loc["auc"]
-    return {f"{prefix}_accuracy": accuracy["value"], f"{prefix}_accuracy_low": accuracy["low"],
-            f"{prefix}_accuracy_high": accuracy["high"], f"{prefix}_auc": auc["value"],
-            f"{prefix}_auc_low": auc["low"], f"{prefix}_auc_high": auc["high"]}
+    scores = {"accuracy": metrics.metrics_with_intervals(table["label"], table["predicted"], seed=seed).loc["accuracy"],
+              "auc": metrics.probability_metrics(table["label"], table["probability"], seed=seed).loc["auc"]}
+    return {f"{prefix}_{name}{end}": value[column] for name, value in scores.items()
+            for end, column in (("", "value"), ("_low", "low"), ("_high", "high"))}
 
 
 def blanked_results(results_dir, seed: int | None = None) -> pd.DataFrame:
@@ -232,11 +218,11 @@ def blanked_results(results_dir, seed: int | None = None) -> pd.DataFrame:
         intact, blanked = _tested(results_dir / model_id), _tested(folder / model_id)
         if blanked is None:
             missing.append(model_id)
-        row = {"model": spec.paper_name, "model_id": model_id, "status": "complete"}
-        absent = [name for name, tested in (("intact", intact), ("blanked", blanked)) if tested is None]
-        if absent:
-            row["status"] = " and ".join(absent) + " missing"
-        for name, tested in (("intact", intact), ("blanked", blanked)):
+        sides = {"intact": intact, "blanked": blanked}
+        absent = [name for name, tested in sides.items() if tested is None]
+        row = {"model": spec.paper_name, "model_id": model_id,
+               "status": " and ".join(absent) + " missing" if absent else "complete"}
+        for name, tested in sides.items():
             if tested is not None:
                 row.update({"n": len(tested), **_scores(name, tested, seed)})
         if not absent:
@@ -260,69 +246,3 @@ def blanked_results(results_dir, seed: int | None = None) -> pd.DataFrame:
 def save_blanked_results(results_dir, table: pd.DataFrame) -> Path:
     """``blanked_results``' table as ``results_dir/shortcuts/blanked/results.csv``, atomically."""
     return atomic_write(blanked_dir(results_dir) / RESULTS_CSV, lambda path: table.to_csv(path, index=False))
-
-
-# -- the command ------------------------------------------------------------------------------------
-
-
-def run_protocol(results_dir, overrides: dict | None = None, data_dir=None) -> dict:
-    """The settings a run's models were trained with: n_per_class and seed (its split), epochs,
-    batch_size, image_size, weights, data_dir and cache_dir; from the run's parameters
-    (``run.json``), else its models' and its split's records; ``overrides`` (``OVERRIDABLE``) replace
-    some. ValueError for a bad override, BlankedError for a folder that is not a run."""
-    results_dir = Path(results_dir)
-    if not (results_dir / "split.csv").is_file():
-        raise BlankedError(f"{results_dir} holds no split.csv: give --run the results folder of a run "
-                         "(python -m cxr_utils.run, or the notebooks' results_dir)")
-    overrides = dict(overrides or {})
-    for name in overrides:
-        if name in RUN_ONLY:
-            raise ValueError(f"-p {name}: the run's {name} defines the comparison with its intact models; "
-                             f"it is read from the run, not set here")
-        if name not in OVERRIDABLE:
-            raise ValueError(f"-p {name}: unknown parameter; `blanked` takes {', '.join(OVERRIDABLE)}")
-    parameters = dict((_read_json(results_dir / "run.json") or {}).get("settings", {}))
-    models = [(_read_json(results_dir / m / "run.json") or {}).get("settings", {}) for m in config.REGISTRY]
-    models = [m for m in models if m]
-    split_record = chapters.recorded_settings(results_dir / "split.csv") or {}
-    fallbacks = {"n_per_class": split_record.get("n_per_class"),
-                 "seed": split_record.get("seed", next((m["training"].get("seed") for m in models), None)),
-                 "epochs": next((m["training"].get("epochs") for m in models), None),
-                 "batch_size": next((m["training"].get("batch_size") for m in models), None),
-                 "image_size": next((m.get("image_size") for m in models), None)}
-    protocol = {name: parameters.get(name, fallbacks[name]) for name in fallbacks}
-    try:
-        protocol["weights"] = evaluation.run_settings(results_dir)["weights"]
-    except FileNotFoundError:  # no ResNet50 model trained yet: the run's parameter, if it has one
-        protocol["weights"] = parameters.get("weights", config.PROTOCOL.weights)
-    except ValueError as error:  # its ResNet50 models disagree: the run is not one comparison
-        raise BlankedError(str(error)) from None
-    protocol["cache_dir"] = parameters.get("cache_dir")
-    protocol.update(overrides)
-    protocol["weights"] = config.parse_weights(protocol["weights"])
-    unknown = [name for name, value in protocol.items() if value is None and name in fallbacks]
-    if unknown:
-        raise BlankedError(f"cannot tell the run's {', '.join(unknown)} from {results_dir} (no run.json, no model "
-                         "record, no split.settings.json): train its models first")
-    config.check_parameters({name: protocol[name] for name in ("epochs", "batch_size")})
-    protocol["data_dir"] = data_dir if data_dir is not None else parameters.get("data_dir")
-    return protocol
-
-
-def command(run_dir, data_dir=None, overrides: dict | None = None, models=None, log=print) -> pd.DataFrame:
-    """What ``python -m cxr_utils.study blanked`` does: read the run's split and protocol, train the
-    blanked models beside it, write and return ``blanked_results``."""
-    from cxr_utils import training  # imports Keras: only when models train
-
-    protocol = run_protocol(run_dir, overrides, data_dir)
-    model_ids = _model_ids(models)
-    split = chapters.split(run_dir, protocol["data_dir"], n_per_class=protocol["n_per_class"],
-                           seed=protocol["seed"], log=log)
-    settings = training.TrainingConfig(epochs=protocol["epochs"], batch_size=protocol["batch_size"],
-                                       seed=protocol["seed"], progress=sys.stderr.isatty(),
-                                       batchnorm_check=False)  # as chapter 8's (shortcut_run)
-    train_blanked(run_dir, split, shortcuts.LungBox(), settings, {"weights": protocol["weights"]},
-                  protocol["cache_dir"], protocol["image_size"], model_ids, log)
-    table = blanked_results(run_dir)
-    save_blanked_results(run_dir, table)
-    return table

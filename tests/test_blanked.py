@@ -11,6 +11,7 @@ import pytest
 from cxr_utils import blanked as blanked_study
 from cxr_utils import chapters, metrics, runtime, study, training
 from cxr_utils.shortcuts import LungBox
+from cxr_utils.study import blanked as blanked_command
 
 SIZE, SEED, N_PER_CLASS = 32, 3, 8
 
@@ -114,13 +115,13 @@ def test_run_protocol_reads_the_run_and_falls_back_to_the_records(tiny_run, tmp_
     import shutil
 
     folder = tiny_run[0]
-    protocol = blanked_study.run_protocol(folder, {"epochs": 4})
+    protocol = blanked_command.run_protocol(folder, {"epochs": 4})
     assert (protocol["n_per_class"], protocol["seed"], protocol["epochs"], protocol["batch_size"],
             protocol["image_size"], protocol["weights"]) == (N_PER_CLASS, SEED, 4, 8, SIZE, None)
     # Without run.json: the split's record and the LSTM's own record say the same.
     copy = shutil.copytree(folder, tmp_path / "copy", ignore=shutil.ignore_patterns("shortcuts"))
     (copy / "run.json").unlink()
-    fallback = blanked_study.run_protocol(copy)
+    fallback = blanked_command.run_protocol(copy)
     assert {k: fallback[k] for k in ("n_per_class", "seed", "epochs", "batch_size", "image_size")} == {
         "n_per_class": N_PER_CLASS, "seed": SEED, "epochs": 1, "batch_size": 8, "image_size": SIZE}
 

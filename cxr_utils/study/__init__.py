@@ -41,7 +41,8 @@ the book's run), instead of a second training of that seed: one run behind every
 (``cxr_utils.study.adopt``).
 
 ``blanked`` trains the models of a finished run again, on its split with its protocol, with the
-lungs blanked in every image (``cxr_utils.blanked``, which chapter 8 calls; chapter 8 reads the results).
+lungs blanked in every image (the command: ``study.blanked``; the training: ``cxr_utils.blanked``, which chapter
+8 calls; chapter 8 reads the results).
 """
 
 import importlib

@@ -10,6 +10,7 @@ from cxr_utils.config import PROTOCOL
 from cxr_utils.report import DISCLAIMER, counted
 from cxr_utils.series import PROFILES, parse_value
 from cxr_utils.study import adopt
+from cxr_utils.study import blanked as blanked_command
 from cxr_utils.study.common import StudyError
 from cxr_utils.study.seeds import DEFAULT_OUT, MIXED_PRECISION, run_seeds, seed_list, study_parameters
 from cxr_utils.study.summary import summarise
@@ -95,13 +96,13 @@ def _blanked(args) -> int:
         overrides = _overrides(args.parameter)
         for model in args.models or ():
             config.model_spec(model)
-        blanked.run_protocol(args.run, overrides, args.data_dir)  # bad overrides: exit 2 before anything runs
+        blanked_command.run_protocol(args.run, overrides, args.data_dir)  # bad overrides: exit 2 before anything runs
     except ValueError as error:
         return command.fail(error, command.EXIT_USAGE)
     except blanked.BlankedError as error:
         return command.fail(error, command.EXIT_FAILED)
     try:
-        table = blanked.command(args.run, args.data_dir, overrides, args.models)
+        table = blanked_command.command(args.run, args.data_dir, overrides, args.models)
     # ValueError: data.DatasetError (an unreadable image), or blanked and intact tested on other images.
     except (blanked.BlankedError, ValueError, chapters.MissingInputs, models.WeightsUnavailableError) as error:
         return command.fail(error, command.EXIT_FAILED)
