@@ -61,10 +61,8 @@ def check_parameters(thumbnail_size: int = 32, border_width: int = 2, histogram_
     border_width = _whole_number(border_width, "border_width", 1)
     _whole_number(histogram_bins, "histogram_bins", 2, GREY_LEVELS)
     if 2 * border_width >= thumbnail_size:
-        raise ValueError(
-            f"border_width={border_width} leaves no interior in a {thumbnail_size} px thumbnail: "
-            f"2 * border_width must be less than thumbnail_size"
-        )
+        raise ValueError(f"border_width={border_width} leaves no interior in a {thumbnail_size} px thumbnail: "
+                         f"2 * border_width must be less than thumbnail_size")
     if image_size is not None and _whole_number(image_size, "image_size", 1) < thumbnail_size:
         raise ValueError(f"thumbnail_size={thumbnail_size} is larger than image_size={image_size}: "
                          "a thumbnail shrinks the image, it never enlarges it")
@@ -136,7 +134,6 @@ def baseline_features(rows: pd.DataFrame, thumbnail_size: int = 32, border_width
     that many at a time in bounded memory (the extended test set). Explained in
     notebooks/08_shortcuts.
     """
-
     check_parameters(thumbnail_size, border_width, histogram_bins, image_size)
     if len(rows) == 0:
         raise ValueError("no rows: baseline features need at least one image")
@@ -182,13 +179,13 @@ def fit_baselines(split: pd.DataFrame, extended_rows: pd.DataFrame | None = None
     """Fit each baseline on the split's training images; score it on the split's test images and
     on ``extended_rows`` (``extended_set.extended_test_set``; None or empty: the test set only).
 
-    Returns a long table, one row per baseline and test set: baseline, description, features
-    (how many), n_train (the training images it was fitted on), test_set ("test" or "extended"), n, accuracy with its 95% Wilson interval
-    (accuracy_low, accuracy_high), AUC with its 95% percentile bootstrap interval (auc_low,
-    auc_high, auc_method; ``cxr_utils.metrics``), and converged (the solver finished within
-    MAX_ITER). Beside it, each image's prediction (baseline, test_set, path, label, probability,
-    predicted), for paired comparisons with the models on the same images. Explained in
-    notebooks/08_shortcuts.
+    Returns a long table, one row per baseline and test set: baseline, description, features (how
+    many), n_train (the training images it was fitted on), test_set ("test" or "extended"), n,
+    accuracy with its 95% Wilson interval (accuracy_low, accuracy_high), AUC with its 95% percentile
+    bootstrap interval (auc_low, auc_high, auc_method; ``cxr_utils.metrics``), and converged (the
+    solver finished within MAX_ITER). Beside it, each image's prediction (baseline, test_set, path,
+    label, probability, predicted), for paired comparisons with the models on the same images.
+    Explained in notebooks/08_shortcuts.
     """
     check_parameters(thumbnail_size, border_width, histogram_bins, image_size)
     for column in ("path", "label", "split"):
@@ -228,7 +225,6 @@ def save_baselines(results_dir, table: pd.DataFrame, predictions: pd.DataFrame |
     """Write ``table`` (``evaluate_baselines``) to ``results_dir/shortcuts/baselines.csv`` and, given,
     each image's ``predictions`` to ``baseline_predictions.csv``, atomically. Explained in
     notebooks/08_shortcuts."""
-
     if predictions is not None:
         atomic_write(Path(results_dir) / PREDICTIONS_CSV, lambda path: predictions.to_csv(path, index=False))
     return atomic_write(Path(results_dir) / BASELINES_CSV, lambda path: table.to_csv(path, index=False))

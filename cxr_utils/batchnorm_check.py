@@ -1,16 +1,15 @@
 """The paired BatchNorm check of a model chapter: the same weights scored two ways.
 
 From scratch, validation accuracy can fall to chance in some epochs while training mode reports
-0.8 or more. One candidate cause is BatchNorm's moving statistics lagging behind weights that
-change fast. ``callbacks.PairedBatchNormCheck`` tests exactly that, after every epoch: the same
-weights scored with the moving statistics (what the paper's protocol evaluates) and with
-statistics recomputed from training images (``config.CHOICES.fit_batchnorm_images``), training
-itself unchanged. At the kept epoch the test images are scored both ways too
-(``experiment.RECOMPUTED_COLUMNS``), and McNemar's exact test says whether the two ways differ on
-the same images. Only the statistics differ between the two, so a difference is theirs.
+0.8 or more; one candidate cause is BatchNorm's moving statistics lagging behind fast-changing
+weights. ``callbacks.PairedBatchNormCheck`` tests that after every epoch, training unchanged: the
+same weights scored with the moving statistics (the paper's protocol) and with statistics
+recomputed from training images (``config.CHOICES.fit_batchnorm_images``). At the kept epoch the
+test images are scored both ways too (``experiment.RECOMPUTED_COLUMNS``), and McNemar's exact test
+says whether the two ways differ. Only the statistics differ, so a difference is theirs.
 
-This module reads what training saved (history.csv, predictions.csv) and turns it into the
-chapter's table, figure and sentences. Explained in notebooks/03_resnet50 and 05_resnet50_lstm.
+This module turns what training saved (history.csv, predictions.csv) into the chapter's table,
+figure and sentences. Explained in notebooks/03_resnet50 and 05_resnet50_lstm.
 """
 
 from __future__ import annotations
@@ -53,9 +52,8 @@ def has_check(results_dir, model_id: str) -> bool:
 
 
 def epoch_table(results_dir, model_id: str) -> pd.DataFrame:
-    """Per epoch, validation accuracy and the training images' inference-mode accuracy, each with
-    the moving statistics and with recomputed ones, and the epoch training kept. ValueError when
-    the run has no paired check (``has_check``)."""
+    """Per epoch, validation and training-image (inference-mode) accuracy, each with moving and
+    recomputed statistics, and the epoch kept. ValueError when the run has no paired check."""
     spec = config.model_spec(model_id)
     if not has_check(results_dir, spec.id):
         raise ValueError(f"{Path(results_dir) / spec.id / 'history.csv'} has no paired BatchNorm check: its model "
@@ -88,8 +86,7 @@ def test_pair(results_dir, model_id: str) -> dict:
 
 def plot_batchnorm_check(results_dir, model_id: str, path=None):
     """Validation accuracy (left) and the training images' inference-mode accuracy (right) per
-    epoch, the moving statistics beside recomputed ones, chance dashed, the kept epoch marked.
-    Returns the Figure; saves it as PNG at ``path`` when given (as every ``cxr_utils.plots`` figure)."""
+    epoch, moving statistics beside recomputed ones, the kept epoch marked; saved as PNG at ``path``."""
     spec = config.model_spec(model_id)
     history = _history(Path(results_dir) / spec.id)
     epoch_table(results_dir, spec.id)  # the same check of the columns
@@ -111,15 +108,9 @@ def plot_batchnorm_check(results_dir, model_id: str, path=None):
     return finish_figure(figure, path)
 
 
-def _interval(row) -> str:
-    return interval(row["value"], row["low"], row["high"])
-
-
 def check_markdown(results_dir, model_id: str) -> str:
-    """What the paired check shows, in sentences written from the saved numbers: the epochs where
-    validation was near chance one way and not the other, and the test images at the kept epoch,
-    both ways, with McNemar's exact test. The words are in
-    ``cxr_utils/templates/batchnorm_check.md.j2``."""
+    """What the paired check shows: the epochs where validation was near chance one way and not the
+    other, and the test images at the kept epoch both ways, with McNemar's exact test."""
     table = epoch_table(results_dir, model_id)
 
     def validation(way: str) -> dict:
@@ -131,8 +122,8 @@ def check_markdown(results_dir, model_id: str) -> str:
     better = None
     if pair["p_value"] < SIGNIFICANCE:
         better = WAYS["recomputed" if pair["recomputed_only"] > pair["moving_only"] else "moving"]
-    test = {"n": pair["n"], "moving": _interval(pair["moving"]), "recomputed": _interval(pair["recomputed"]),
-            "moving_only": pair["moving_only"], "recomputed_only": pair["recomputed_only"],
-            "p_value": pair["p_value"], "better": better}
+    test = {**pair, "better": better}
+    for way in ("moving", "recomputed"):  # the accuracy rows as "0.73 [0.64, 0.81]"
+        test[way] = interval(pair[way]["value"], pair[way]["low"], pair[way]["high"])
     return prose.render("batchnorm_check.md.j2", n_epochs=len(table), near_chance=NEAR_CHANCE,
                         moving=validation("moving"), recomputed=validation("recomputed"), test=test)

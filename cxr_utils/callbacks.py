@@ -2,9 +2,8 @@
 training images in inference mode after every epoch. This project's diagnosis of unsteady
 validation: the same weights scored again with recomputed BatchNorm statistics after every epoch
 (``PairedBatchNormCheck``; training unchanged). And its remedy for issue 12, off by default:
-recompute the BatchNorm moving statistics before every evaluation.
-
-Backend-agnostic Keras 3 (no TensorFlow calls). Explained in notebooks/03_resnet50.
+recompute the BatchNorm moving statistics before every evaluation. Backend-agnostic Keras 3 (no
+TensorFlow calls). Explained in notebooks/03_resnet50.
 """
 
 from __future__ import annotations
@@ -27,10 +26,7 @@ class KeepBestEpoch(keras.callbacks.Callback):
     def __init__(self, restore: bool = True):
         super().__init__()
         self.restore = restore
-        self.best_key = None
-        self.best_epoch = None
-        self.best_weights = None
-        self.last_weights = None
+        self.best_key = self.best_epoch = self.best_weights = self.last_weights = None
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -48,11 +44,9 @@ class KeepBestEpoch(keras.callbacks.Callback):
 class InferenceModeCheck(keras.callbacks.Callback):
     """After every epoch, score some training images in inference mode (dropout off, BatchNorm
     on its moving statistics: the model the validation and test sets see) and log the loss and
-    accuracy as ``train_inference_loss`` and ``train_inference_accuracy``.
-
-    Keras' own ``loss`` and ``accuracy`` are averages over the epoch in training mode; when
-    they part from these, the model is not what training reports. Explained in
-    notebooks/03_resnet50.
+    accuracy as ``train_inference_loss`` and ``train_inference_accuracy``. Keras' own ``loss`` and
+    ``accuracy`` are averages over the epoch in training mode; when they part from these, the
+    model is not what training reports. Explained in notebooks/03_resnet50.
     """
 
     def __init__(self, inputs: np.ndarray, labels: np.ndarray, batch_size: int):
@@ -71,7 +65,6 @@ class InferenceModeCheck(keras.callbacks.Callback):
 
 
 def _sublayers(model) -> list:
-    """Every layer of ``model``, nested models included, each once."""
     found, seen, stack = [], set(), [model]
     while stack:
         for sub in getattr(stack.pop(), "layers", []):
@@ -108,13 +101,12 @@ def recompute_batchnorm_statistics(model, images: np.ndarray, batch_size: int = 
     sees what it sees in training (the batch's own mean and biased variance). Each layer's
     momentum is set so that after batch k its moving statistics are the average of the first k
     batches' statistics, each weighted by its number of images (momentum (k-1)/k when batches are
-    equal), and restored afterwards. Dropout layers are off during these passes (their rate set to
-    0, then restored): a BatchNorm placed after a Dropout then gets the statistics of what it sees
-    in inference; one placed before it (every model of this project: the Dropout sits in the head,
-    after ResNet50) is unaffected either way. Weights are untouched: trainable variables cannot
-    change in a forward pass, and every other non-trainable variable (random seed states
-    included) is put back as it was, bit for bit. Backend-agnostic Keras 3, run eagerly.
-    Issue 12; ``cxr_utils.remedy`` compares runs with and without it.
+    equal), then restored. Dropout is off during these passes (rate 0, then restored): a BatchNorm
+    after a Dropout gets the statistics it sees in inference; one before it (every model here: the
+    Dropout sits in the head) is unaffected. Weights are untouched: trainable variables cannot
+    change in a forward pass, and every other non-trainable variable (random seed states included)
+    is put back bit for bit. Run eagerly. Issue 12; ``cxr_utils.remedy`` compares runs with and
+    without it.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, not {batch_size!r}")
@@ -159,11 +151,11 @@ class RecomputeBatchNorm(keras.callbacks.Callback):
     ``evaluate`` with its callbacks, which calls ``on_test_begin`` first), recompute the
     BatchNorm moving statistics from ``images`` (``recompute_batchnorm_statistics``).
 
-    Training itself is unchanged: in training mode BatchNorm uses each batch's own statistics,
-    and the weights are untouched. ``KeepBestEpoch`` snapshots the weights at the epoch's end,
-    after validation, so the kept (and the last) epoch's snapshot holds the recomputed
-    statistics the validation used; ``InferenceModeCheck`` scores with them too. This project's
-    option (``TrainingConfig.recompute_batchnorm_images``), not the paper's protocol.
+    Training itself is unchanged: in training mode BatchNorm uses each batch's own statistics.
+    ``KeepBestEpoch`` snapshots the weights at the epoch's end, after validation, so the kept (and
+    the last) epoch's snapshot holds the recomputed statistics the validation used;
+    ``InferenceModeCheck`` scores with them too. This project's option
+    (``TrainingConfig.recompute_batchnorm_images``), not the paper's protocol.
     """
 
     def __init__(self, images: np.ndarray, batch_size: int):
@@ -177,14 +169,13 @@ class RecomputeBatchNorm(keras.callbacks.Callback):
 
 class PairedBatchNormCheck(keras.callbacks.Callback):
     """After every epoch, score the same weights a second way: BatchNorm statistics recomputed
-    from ``statistics_images`` (``recompute_batchnorm_statistics``) instead of the moving ones,
-    on the validation images and on the training images of ``InferenceModeCheck``; log
-    ``val_accuracy_recomputed`` and ``train_inference_accuracy_recomputed``. Then every weight
-    and statistic is put back as it was (``get_weights`` / ``set_weights``), so training goes on
-    exactly as without this callback: the pair differs in the statistics alone, which is what a
-    diagnosis of the moving statistics needs. A no-op for a model without trainable BatchNorm.
-    It only adds keys to the epoch's logs: the paper's model selection (``KeepBestEpoch``) keeps
-    using ``val_accuracy``, the moving statistics' figure. Explained in notebooks/03_resnet50.
+    from ``statistics_images`` instead of the moving ones, on the validation images and on the
+    training images of ``InferenceModeCheck``; log ``val_accuracy_recomputed`` and
+    ``train_inference_accuracy_recomputed``. Then every weight and statistic is put back, so
+    training goes on exactly as without this callback: the pair differs in the statistics alone,
+    what a diagnosis of the moving statistics needs. A no-op without trainable BatchNorm. The
+    paper's model selection (``KeepBestEpoch``) keeps using ``val_accuracy``, the moving
+    statistics' figure. Explained in notebooks/03_resnet50.
     """
 
     LOGS = PAIRED_CHECK_COLUMNS

@@ -1,20 +1,17 @@
 """What each chapter needs from the chapters before it, so that any chapter can start cold.
 
-Chapters talk through files in ``results_dir``. On Google Colab every notebook runs on its own
-fresh machine, so a chapter cannot count on its predecessors having run there: the cheap inputs
-(the manifest, the sample, the split) are read when an earlier chapter wrote them and rebuilt
-when they are missing (deterministic: the same seed gives the same files); what is expensive
-(trained models) is named in one sentence, with the chapters that make it.
+Chapters talk through files in ``results_dir``, and on Google Colab each notebook may run on a
+fresh machine. Cheap inputs (manifest, sample, split) are read when an earlier chapter wrote them
+and rebuilt, deterministically, when missing; expensive ones (trained models) are named in one
+sentence, with the chapters that make them.
 
-Inputs from another run are refused, never mixed: ``sample.csv`` and ``split.csv`` carry a
-record of the settings that made them (``sample.settings.json``, ``split.settings.json``: the
-sample size, the seed and a hash of the file), and a chapter asking for other settings stops
-with one sentence naming the file, both settings and the fix. Chapters 1 and 2 write their CSV
-files themselves; the first later chapter that reads such a file without a record checks its
-contents against what the requested settings give (same images, same split) and records it.
-A table whose images are not on this machine (a results folder on Google Drive, used by another
-machine) is pointed at this machine's copy of the dataset, downloaded when needed. Explained in
-book/reproducibility.
+Inputs from another run are refused, never mixed: ``sample.csv`` and ``split.csv`` carry a record
+of the settings that made them (``sample.settings.json``: sample size, seed, hash of the file), and
+a chapter asking for other settings stops with one sentence naming the file, both settings and the
+fix. A file without a record (chapters 1 and 2 write theirs themselves) is checked against what the
+requested settings give, then recorded. A table whose images are not on this machine (a results
+folder on Google Drive) is pointed at this machine's copy of the dataset, downloaded when needed.
+Explained in book/reproducibility.
 """
 
 from __future__ import annotations
@@ -33,15 +30,14 @@ from cxr_utils.atomic import atomic_write
 
 
 def note(message: str) -> None:
-    """A progress line (what was checked, rebuilt or trained) to standard error: a notebook shows
-    it while it runs, the book's pages leave it out (``nb_output_stderr: remove``)."""
+    """A progress line to standard error: a notebook shows it while it runs, the book's pages
+    leave it out (``nb_output_stderr: remove``)."""
     print(message, file=sys.stderr, flush=True)
 
 
 class MissingInputs(RuntimeError):
-    """A chapter's inputs are missing and cannot be rebuilt here; the message says what to run.
-
-    Shown in a notebook as its one-sentence message, without a traceback.
+    """A chapter's inputs are missing and cannot be rebuilt here; shown as its one-sentence
+    message (what to run), without a traceback.
     """
 
     def _render_traceback_(self):  # IPython shows these lines instead of the traceback
@@ -49,8 +45,7 @@ class MissingInputs(RuntimeError):
 
 
 class MismatchedInputs(MissingInputs):
-    """An input file of ``results_dir`` was made by another run (other seed or sample size); the
-    message names the file, its settings, the requested ones and the fix."""
+    """An input file of ``results_dir`` was made by another run (other seed or sample size)."""
 
 
 COLAB_CONTENT = Path("/content")  # a Colab runtime's working folder
@@ -66,7 +61,6 @@ def utc_now() -> str:
 
 
 def on_colab() -> bool:
-    """True inside a Google Colab runtime."""
     return "google.colab" in sys.modules
 
 
@@ -74,21 +68,18 @@ def _on_colab_path(path) -> Path:
     # The notebooks' default folders are relative to notebooks/ ("../results/paper"); on Colab,
     # where a notebook runs in /content with no checkout around it, they go below /content.
     path = Path(path).expanduser()
-    if path.is_absolute():
-        return path
-    parts = [part for part in path.parts if part != ".."]
-    return COLAB_CONTENT.joinpath(*parts)
+    return path if path.is_absolute() else COLAB_CONTENT.joinpath(*(part for part in path.parts if part != ".."))
+
+
 RECORD_SUFFIX = ".settings.json"  # sample.csv -> sample.settings.json
 
 
 def folders(results_dir, cache_dir, drive_folder: str | None = None) -> tuple[Path, Path]:
-    """The run's results and image-cache folders, created when missing.
+    """The run's results and image-cache folders (the results folder created when missing).
 
-    ``drive_folder`` (Google Colab only): a folder of your Google Drive that then holds both,
-    as ``<drive_folder>/results`` and ``<drive_folder>/cache``, so chapters run on different
-    Colab machines share their results. Drive is mounted here (Colab asks for permission).
-    Without it, on Colab, relative folders go below /content (``../results/paper`` ->
-    ``/content/results/paper``), the runtime's working folder.
+    ``drive_folder`` (Colab only): a folder of your Google Drive, mounted here, holding ``results``
+    and ``cache``, so chapters on different Colab machines share them; without it, on Colab,
+    relative folders go below /content (``../results/paper`` -> ``/content/results/paper``).
     """
     if drive_folder:
         try:
@@ -108,11 +99,8 @@ def folders(results_dir, cache_dir, drive_folder: str | None = None) -> tuple[Pa
     return results, cache
 
 
-# -- the settings record beside sample.csv and split.csv ----------------------------------------
-
-
 def record_path(path) -> Path:
-    """Where the settings that made ``path`` are recorded: ``sample.csv`` -> ``sample.settings.json``."""
+    """``sample.csv`` -> ``sample.settings.json``."""
     path = Path(path)
     return path.with_name(path.stem + RECORD_SUFFIX)
 
@@ -125,15 +113,13 @@ def record(path, **settings) -> Path:
     """Record the settings (``n_per_class``, ``seed``) that made the CSV file ``path``, with a hash
     of its contents; returns the record's path. A record whose hash no longer matches its file
     (the file was written again) counts as no record."""
-
     path = Path(path)
-    entry = {"file": path.name, **settings, "sha256": _file_sha256(path)}
-    text = json.dumps(entry, indent=1) + "\n"
+    text = json.dumps({"file": path.name, **settings, "sha256": _file_sha256(path)}, indent=1) + "\n"
     return atomic_write(record_path(path), lambda temporary: temporary.write_text(text))
 
 
 def recorded_settings(path) -> dict | None:
-    """The settings recorded for the CSV file ``path``, or None when it has no valid record."""
+    """The settings recorded for the CSV file ``path``; None without a valid record."""
     path, saved = Path(path), record_path(path)
     try:
         entry = json.loads(saved.read_text())
@@ -157,11 +143,8 @@ def _mismatch(path: Path, made_with: str, wanted: dict, also: str) -> Mismatched
 
 
 def _check(path: Path, table: pd.DataFrame, wanted: dict, expected, key, also: str, log) -> None:
-    """Refuse ``table`` (read from ``path``) unless it was made with the ``wanted`` settings.
-
-    With a valid record, compare the settings; without one (chapters 1 and 2 write their files
-    themselves), compare the per-class counts, then the contents with ``expected()`` (what the
-    wanted settings give), by the columns ``key``; then record the settings.
+    """Refuse ``table`` unless made with the ``wanted`` settings: by its record, else by its class
+    counts and its columns ``key`` against ``expected()``, then recorded.
     """
     recorded = recorded_settings(path)
     if recorded is not None:
@@ -185,17 +168,10 @@ def _check(path: Path, table: pd.DataFrame, wanted: dict, expected, key, also: s
     log(f"{path.name} checked against {_settings_text(wanted)} and recorded in {record_path(path).name}.")
 
 
-# -- the images of a table, on this machine -----------------------------------------------------
-
-
 def _images_here(table: pd.DataFrame, path: Path, data_dir, log) -> pd.DataFrame:
-    """``table`` with image paths that exist on this machine.
-
-    A results folder shared between machines (Google Drive) holds tables written elsewhere: when
-    their images are missing here, the dataset is found (``data_dir``) or downloaded, and each
-    path is taken relative to the folder holding the table's class folders and re-anchored there.
+    """``table`` with image paths that exist here: when they do not (a table written on another
+    machine), each is re-anchored from the common folder of the paths to this machine's dataset.
     """
-
     paths = [str(p) for p in table["path"]]
     missing = [p for p in paths if not os.path.isfile(p)]
     if not missing:
@@ -220,45 +196,43 @@ def _images_here(table: pd.DataFrame, path: Path, data_dir, log) -> pd.DataFrame
 # -- the inputs of chapters 2-5 -----------------------------------------------------------------
 
 
-def _read_or_build(path: Path, build, rebuilding: str, log=note) -> tuple[pd.DataFrame, bool]:
-
+def _read_or_build(path: Path, build, rebuilding: str, log=note, wanted: dict | None = None, key=None,
+                   also: str = "") -> pd.DataFrame:
+    # With ``wanted`` settings: a table read is checked (``_check``), a table built is recorded.
     if path.is_file():
-        return data.read_manifest(path), False
+        table = data.read_manifest(path)
+        if wanted:
+            _check(path, table, wanted, build, key, also, log)
+        return table
     log(f"{path.name} not found in {path.parent}: rebuilding it ({rebuilding}).")
     table = build()
     data.save_manifest(table, path)
-    return table, True
+    if wanted:
+        record(path, **wanted)
+    return table
 
 
 def manifest(results_dir, data_dir=None, log=note) -> pd.DataFrame:
     """The dataset listing chapter 1 writes (``manifest.csv``), with duplicate groups."""
-
     def build():
-        layout = data.resolve_dataset(data_dir)
-        return data.add_duplicate_groups(data.build_manifest(layout, progress=False))
+        return data.add_duplicate_groups(data.build_manifest(data.resolve_dataset(data_dir), progress=False))
 
-    table, _ = _read_or_build(Path(results_dir) / "manifest.csv", build, "chapter 1's dataset listing", log)
-    return table
+    return _read_or_build(Path(results_dir) / "manifest.csv", build, "chapter 1's dataset listing", log)
 
 
 def sample(results_dir, data_dir=None, n_per_class: int = config.PROTOCOL.n_per_class,
            seed: int = config.PROTOCOL.seed, log=note, *, images: bool = True) -> pd.DataFrame:
     """The balanced sample chapter 1 draws (``sample.csv``), rebuilt when missing; refused when
     made with another ``n_per_class`` or ``seed`` (``MismatchedInputs``). ``images``: make sure
-    its images are on this machine (see ``_images_here``)."""
-
+    its images are on this machine."""
     path = Path(results_dir) / "sample.csv"
-    wanted = {"n_per_class": int(n_per_class), "seed": int(seed)}
 
     def expected():
         return data.sample_balanced(manifest(results_dir, data_dir, log), n_per_class=n_per_class, seed=seed)
 
-    table, built = _read_or_build(path, expected, f"chapter 1's sample, {n_per_class} per class, seed {seed}", log)
-    if built:
-        record(path, **wanted)
-    else:
-        _check(path, table, wanted, expected, ["label", "sha256"],
-               "and split.csv and the model folders made from it", log)
+    table = _read_or_build(path, expected, f"chapter 1's sample, {n_per_class} per class, seed {seed}", log,
+                           {"n_per_class": int(n_per_class), "seed": int(seed)}, ["label", "sha256"],
+                           "and split.csv and the model folders made from it")
     return _images_here(table, path, data_dir, log) if images else table
 
 
@@ -267,20 +241,14 @@ def split(results_dir, data_dir=None, n_per_class: int = config.PROTOCOL.n_per_c
     """The train/val/test split chapter 2 makes (``split.csv``), rebuilt when missing; refused
     when made with another ``n_per_class`` or ``seed`` (``MismatchedInputs``). Its images are
     made sure to be on this machine."""
-
     path = Path(results_dir) / "split.csv"
-    wanted = {"n_per_class": int(n_per_class), "seed": int(seed)}
 
     def expected():
-        drawn = sample(results_dir, data_dir, n_per_class, seed, log, images=False)
-        return data.split_dataset(drawn, seed=seed)
+        return data.split_dataset(sample(results_dir, data_dir, n_per_class, seed, log, images=False), seed=seed)
 
-    table, built = _read_or_build(path, expected, f"chapter 2's split, seed {seed}", log)
-    if built:
-        record(path, **wanted)
-    else:
-        _check(path, table, wanted, expected, ["label", "sha256", "split"],
-               "and the model folders trained on it", log)
+    table = _read_or_build(path, expected, f"chapter 2's split, seed {seed}", log,
+                           {"n_per_class": int(n_per_class), "seed": int(seed)}, ["label", "sha256", "split"],
+                           "and the model folders trained on it")
     return _images_here(table, path, data_dir, log)
 
 
@@ -305,10 +273,9 @@ def _require_predictions(results_dir: Path, also: str = "") -> None:
 
 
 def require_trained_models(results_dir, data_dir=None) -> None:
-    """Stop with one sentence when a model of the registry has no results in ``results_dir``,
-    or was tested on other images than ``split.csv``'s test set (``MismatchedInputs``); when
-    ``manifest.csv``'s images are not on this machine, find or download the dataset
-    (``data_dir``) and stop with one sentence if they are still missing."""
+    """Stop with one sentence when a model of the registry has no results in ``results_dir``, was
+    tested on other images than ``split.csv``'s test set (``MismatchedInputs``), or when
+    ``manifest.csv``'s images are missing here even after finding or downloading the dataset."""
     results_dir = Path(results_dir)
     _require_predictions(results_dir)
     split_csv = results_dir / "split.csv"
@@ -329,7 +296,6 @@ def require_trained_models(results_dir, data_dir=None) -> None:
         return
     absent = [p for p in pd.read_csv(manifest_csv, usecols=["path"])["path"].astype(str) if not os.path.isfile(p)]
     if absent:
-
         data.resolve_dataset(data_dir)  # downloads the dataset when data_dir is None
         absent = [p for p in absent if not os.path.isfile(p)]
     if absent:
@@ -344,7 +310,6 @@ def require_evaluation(results_dir) -> None:
     """Stop with one sentence unless the models are trained and chapter 6 has evaluated them."""
     results_dir = Path(results_dir)
     _require_predictions(results_dir, also=" and notebooks/06_evaluation.ipynb")
-
     missing = [folder for folder in (evaluation.EVALUATION_DIR, evaluation.EXTENDED_DIR)
                if not (results_dir / folder / "metrics.csv").is_file()]
     if missing:

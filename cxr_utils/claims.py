@@ -52,8 +52,7 @@ HYBRID, RESNET, LSTM = (config.REGISTRY[model_id].paper_name for model_id in ("r
 
 
 def at_most(value, bound):
-    """``value <= bound`` up to float32 noise (``TOLERANCE``): a stored 0.550000012 is 0.55.
-    Works on numbers and arrays alike."""
+    """``value <= bound`` up to float32 noise (``TOLERANCE``), on numbers and arrays alike."""
     return (np.asarray(value) <= bound) | np.isclose(value, bound, rtol=0, atol=TOLERANCE)
 
 
@@ -69,10 +68,9 @@ def _names(names: list[str]) -> str:
 def claim_1(hybrid: pd.DataFrame, paper_values: pd.Series) -> tuple[str, str]:
     """Claim 1's verdict and reason: the paper's four values against this run's 95% intervals.
 
-    ``hybrid``: index metric (``config.METRICS``), columns value, low, high (and method, said when
-    an interval is missing); ``paper_values``: the paper's value per metric. The same rule at any
-    number of test images: a small test set gives wide intervals, which can still exclude the
-    paper's value (contradicted) but cannot support it.
+    ``hybrid``: index metric, columns value, low, high and method (said when an interval is missing).
+    At any number of test images: a small test set's wide intervals can still exclude the paper's
+    value (contradicted) but cannot support it.
     """
     missing = [m for m in METRICS if not np.isfinite(hybrid.loc[m, ["low", "high"]].astype(float)).all()]
     judged = [m for m in METRICS if m not in missing]
@@ -100,7 +98,6 @@ def claim_1(hybrid: pd.DataFrame, paper_values: pd.Series) -> tuple[str, str]:
                        f"reaches more than {CLAIM1_MARGIN:.2f} below it.")
 
 
-
 def _best_case_p(gap: int, n: int) -> float:
     """McNemar's exact p on ``n`` images when one model alone is right on ``gap`` and the other on none."""
     truth = np.ones(n, dtype=int)
@@ -110,10 +107,9 @@ def _best_case_p(gap: int, n: int) -> float:
 
 
 def claim_2(pair: pd.Series, other: str, paper_gap: int, n_test: int) -> tuple[str, str]:
-    """Claim 2's verdict and reason for one pair (the hybrid against ``other``): McNemar's exact
-    test on the images exactly one of the two got right. ``pair``: a row of
-    ``evaluation.mcnemar_table`` (model_a, model_b, a_only_correct, b_only_correct, p_value, n);
-    ``paper_gap``: the paper's accuracy difference in points, said for the paper's test size."""
+    """Claim 2's verdict and reason for the hybrid against ``other``, from their row of
+    ``evaluation.mcnemar_table``; ``paper_gap``: the paper's accuracy difference in points, said for the
+    paper's test size."""
     hybrid_first = pair["model_a"] == HYBRID
     hybrid_only = int(pair["a_only_correct"] if hybrid_first else pair["b_only_correct"])
     other_only = int(pair["b_only_correct"] if hybrid_first else pair["a_only_correct"])
@@ -145,12 +141,10 @@ RECOMPUTED, MOVING, NO_BATCHNORM = "recomputed", "moving", "none"
 def claim_3(loss_gap: dict | None, keras_gap: float) -> tuple[str, str, str]:
     """Claim 3's verdict, reason and this run's figure, from the per-image loss gap's interval.
 
-    ``loss_gap``: ``comparison.loss_gap``'s dict (gap, low, high, n_train, n_val, confidence,
-    method, and batchnorm: ``RECOMPUTED``, ``NO_BATCHNORM`` or ``MOVING``); None for a run without
-    per-image losses. Losses computed with BatchNorm's moving statistics in a model whose BatchNorm
-    trains (a run from before the statistics were recomputed for this) are inconclusive: a stale
-    statistic inflates the training loss as much as the validation loss or more, so the gap is
-    biased. ``keras_gap``: Keras' epoch averages, shown as context only.
+    ``loss_gap``: ``comparison.loss_gap``'s dict; None for a run without per-image losses. Losses
+    computed with BatchNorm's moving statistics in a model whose BatchNorm trains (runs from before the
+    statistics were recomputed) are inconclusive: a stale statistic inflates the training loss as much
+    as the validation loss or more, so the gap is biased. ``keras_gap``: Keras' epoch averages, context only.
     """
     context = (f"Keras' epoch averages give val - train loss = {keras_gap:+.3f}, shown as context only: its "
                "training loss is averaged over an epoch of changing weights with dropout on (training mode), "
@@ -214,22 +208,12 @@ def claim_verdicts(
 ) -> pd.DataFrame:
     """A verdict for each claim of the paper (``paper.claims()``), with the reason, from this run's results.
 
-    One row per claim id: "1", "2a" (the hybrid vs ResNet50), "2b" (vs the LSTM), "3"; columns
-    claim, text, paper, ours, verdict, reason. A verdict is one of ``OUTCOMES``: "supported",
-    "contradicted", "inconclusive", or, for a run trained from scratch, "not tested in the paper's
-    setting" (the reason then says what the run's own numbers would indicate).
-
-    Args:
-        ours: long form with columns model, metric, value, low, high, n (95% intervals).
-        mcnemar: columns model_a, model_b, a_only_correct, b_only_correct, p_value (and n).
-        best_epochs: index model; columns train_loss, train_accuracy, val_loss, val_accuracy.
-        weights: the run's backbone weights; only from scratch (None) departs from the paper
-            (``config.is_paper_setting``).
-        paper_metrics: the paper's Table 6 (``cxr_utils.paper.table6()``).
-        loss_gap: the hybrid's per-image loss gap with its interval (``comparison.loss_gap``);
-            None for a run without fit_predictions.csv.
+    One row per claim id: "1", "2a" (the hybrid vs ResNet50), "2b" (vs the LSTM), "3". A verdict is
+    one of ``OUTCOMES``; for a run trained from scratch (``weights`` None) it is "not tested in the
+    paper's setting", and the reason says what the run's own numbers would indicate. ``ours``: the
+    long metrics table (``evaluation.metrics_table``); ``mcnemar``: ``evaluation.mcnemar_table``;
+    ``best_epochs``: ``evaluation.best_epochs``; ``loss_gap``: ``comparison.loss_gap``.
     """
-
     paper_metrics = paper.table6() if paper_metrics is None else paper_metrics
     claims = paper.claims().set_index("id")
     hybrid = ours[ours["model"] == HYBRID].set_index("metric")

@@ -25,10 +25,7 @@ def _side_by_side(paper_table: pd.DataFrame, ours: pd.DataFrame) -> pd.DataFrame
 
 
 def table2_for_model(results_dir, model_id: str) -> pd.DataFrame:
-    """One model's row of Table 2, the paper's beside this run's: one row per figure.
-
-    Explained in notebooks/03_resnet50 to 05_resnet50_lstm.
-    """
+    """One model's row of Table 2 beside the paper's. Explained in notebooks/03_resnet50 to 05_resnet50_lstm."""
     name = config.REGISTRY[model_id].paper_name
     paper_row = paper.table2().loc[[name]]
     both = _side_by_side(paper_row, best_epochs(results_dir, [model_id]))
@@ -42,8 +39,7 @@ def _table7_setting(results_dir, n_test: int) -> dict:
     if split_path.is_file():
         data = f"{len(pd.read_csv(split_path)):,} X-ray, binary ({n_test} test)"
     weights = run_settings(results_dir)["weights"]
-    method = f"ResNet50 + LSTM ({config.weights_label(weights)})"
-    return {"data": data, "method": method}
+    return {"data": data, "method": f"ResNet50 + LSTM ({config.weights_label(weights)})"}
 
 
 def compare_with_paper(results_dir, evaluation_dir: str = EVALUATION_DIR) -> dict:
@@ -57,17 +53,14 @@ def compare_with_paper(results_dir, evaluation_dir: str = EVALUATION_DIR) -> dic
         raise FileNotFoundError(f"{folder / 'metrics.csv'} is missing; run notebooks/06_evaluation.ipynb first")
     ours_long = pd.read_csv(folder / "metrics.csv")
     mcnemar = pd.read_csv(folder / "mcnemar.csv")
-    counts = {}
-    for name in config.paper_names().values():
-        table = pd.read_csv(folder / f"confusion_{name}.csv", index_col=0)
-        counts[name] = {"tp": table.iloc[0, 0], "fn": table.iloc[0, 1], "fp": table.iloc[1, 0], "tn": table.iloc[1, 1]}
+    counts = pd.DataFrame({name: pd.read_csv(folder / f"confusion_{name}.csv", index_col=0).to_numpy().ravel()
+                           for name in config.paper_names().values()}, index=["tp", "fn", "fp", "tn"]).T
     best = best_epochs(results_dir)
-    ours_wide = ours_long.pivot(index="model", columns="metric", values="value")
     ours_text = ours_long.assign(
         text=[f"{v:.2f} [{lo:.2f}, {hi:.2f}]" for v, lo, hi in zip(ours_long["value"], ours_long["low"], ours_long["high"])]
     ).pivot(index="model", columns="metric", values="text")
     table6 = paper.table6()
-    hybrid = ours_wide.loc[claims.HYBRID]
+    hybrid = ours_long.pivot(index="model", columns="metric", values="value").loc[claims.HYBRID]
     table7 = pd.concat([
         paper.table7(),
         pd.DataFrame([{
@@ -78,7 +71,7 @@ def compare_with_paper(results_dir, evaluation_dir: str = EVALUATION_DIR) -> dic
     ], ignore_index=True)
     return {
         "table2": _side_by_side(paper.table2(), best),
-        "confusion": _side_by_side(paper.confusion_counts(), pd.DataFrame.from_dict(counts, orient="index")),
+        "confusion": _side_by_side(paper.confusion_counts(), counts),
         "table6": _side_by_side(table6, ours_text[table6.columns]),
         "table7": table7,
         "ours_long": ours_long,
@@ -89,12 +82,9 @@ def compare_with_paper(results_dir, evaluation_dir: str = EVALUATION_DIR) -> dic
 
 
 def judge_claims(results_dir, evaluation_dir: str = EVALUATION_DIR, name: str | None = None) -> pd.DataFrame:
-    """The verdict on each claim of the paper from a run's saved results, saved beside them.
+    """The verdict on each claim of the paper from a run's saved results, saved beside them (``save_verdicts``).
 
-    ``evaluation_dir`` picks the test set (``EVALUATION_DIR`` or ``EXTENDED_DIR``); the run's
-    weights come from its record, claim 3's loss gap from the hybrid's fit_predictions.csv
-    (``loss_gap``). Writes what ``save_verdicts`` writes. Explained in
-    notebooks/07_comparison.
+    ``evaluation_dir``: the test set (``EVALUATION_DIR`` or ``EXTENDED_DIR``). Explained in notebooks/07_comparison.
     """
     comparison = compare_with_paper(results_dir, evaluation_dir)
     verdicts = claims.claim_verdicts(comparison["ours_long"], comparison["mcnemar"], comparison["best_epochs"],
@@ -119,12 +109,9 @@ def fit_batchnorm(settings: dict) -> str:
 def loss_gap(results_dir, model_id: str = "resnet50_lstm", seed: int | None = None) -> dict | None:
     """A model's validation minus training loss, per image in inference mode, with its 95% interval.
 
-    Reads ``<model_id>/fit_predictions.csv`` (columns path, split "train"/"val", label,
-    probability: the restored best-epoch model on its own training and validation images) and
-    returns ``metrics.loss_gap_interval``'s dict with ``batchnorm`` added (``fit_batchnorm``:
-    how the probabilities were computed, from the model's run.json), or None when the run has no
-    such file (a run from before training wrote it). ``seed``: the run's own by default
-    (``evaluation.run_seed``), as every interval of the run.
+    From ``<model_id>/fit_predictions.csv`` (the restored best-epoch model on its own training and
+    validation images): ``metrics.loss_gap_interval``'s dict with ``batchnorm`` (``fit_batchnorm``)
+    added, or None for a run from before training wrote that file. ``seed``: the run's own by default.
     """
     path = Path(results_dir) / model_id / FIT_PREDICTIONS
     if not path.is_file():
@@ -137,9 +124,8 @@ def loss_gap(results_dir, model_id: str = "resnet50_lstm", seed: int | None = No
     empty = [split for split, part in parts.items() if part.empty]
     if empty:
         raise ValueError(f"{path} has no {' or '.join(empty)} rows; its split column must hold train and val")
-    seed = run_seed(results_dir) if seed is None else seed
-    gap = metrics.loss_gap_interval(parts["train"]["label"], parts["train"]["probability"],
-                                    parts["val"]["label"], parts["val"]["probability"], seed=seed)
+    gap = metrics.loss_gap_interval(parts["train"]["label"], parts["train"]["probability"], parts["val"]["label"],
+                                    parts["val"]["probability"], seed=run_seed(results_dir) if seed is None else seed)
     record = Path(results_dir) / model_id / "run.json"
     settings = json.loads(record.read_text()).get("settings", {}) if record.is_file() else {"model": model_id}
     return {**gap, "batchnorm": fit_batchnorm(settings)}

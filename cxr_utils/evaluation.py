@@ -2,8 +2,7 @@
 AUC and Brier score, McNemar's test; and reading a run's saved results.
 
 Reads what notebooks 03-05 wrote under ``results_dir/<model>/`` and writes
-``results_dir/evaluation/``. Explained in notebooks/06_evaluation; the extended test set is in
-``cxr_utils.extended``, the comparison with the paper in ``cxr_utils.comparison``.
+``results_dir/evaluation/``. Explained in notebooks/06_evaluation.
 """
 
 from __future__ import annotations
@@ -51,9 +50,8 @@ def model_dir(results_dir, model_id) -> Path:
 
 
 def run_seed(results_dir) -> int:
-    """The run's seed (its run.json, or a model's), which also seeds every bootstrap interval of the
-    run, so that the same interval is the same wherever it is written; the protocol's seed when
-    no record gives one."""
+    """The run's seed (its run.json, or a model's; else the protocol's), which also seeds every bootstrap
+    interval of the run, so that an interval is the same wherever it is written."""
     for path in (Path(results_dir) / "run.json", *(Path(results_dir) / m / "run.json" for m in config.REGISTRY)):
         try:
             settings = json.loads(path.read_text()).get("settings", {})
@@ -66,16 +64,11 @@ def run_seed(results_dir) -> int:
 
 
 def run_settings(results_dir) -> dict:
-    """The settings the models of a run were trained with, read from their run records.
-
-    ``weights`` is the ResNet50 models' (None when the run has none); the record of each model
-    (``<model>/run.json``) is written when it was trained, so later chapters read the run's own
-    setting instead of a parameter of theirs.
-    """
-    weights = set()
-    for spec in config.REGISTRY.values():
-        if spec.has_backbone and (Path(results_dir) / spec.id / "run.json").is_file():
-            weights.add(model_options(results_dir, spec.id).get("weights", config.PROTOCOL.weights))
+    """The settings the models of a run were trained with, from their records (``<model>/run.json``), so
+    that later chapters read the run's own setting: ``weights``, the ResNet50 models' (None if none)."""
+    weights = {model_options(results_dir, spec.id).get("weights", config.PROTOCOL.weights)
+               for spec in config.REGISTRY.values()
+               if spec.has_backbone and (Path(results_dir) / spec.id / "run.json").is_file()}
     if not weights and any(spec.has_backbone for spec in config.REGISTRY.values()):
         raise FileNotFoundError(
             f"no run record (<model>/run.json) of a ResNet50 model in {results_dir}; run chapters 03-05 "
@@ -90,11 +83,8 @@ def run_settings(results_dir) -> dict:
 
 
 def load_predictions(results_dir) -> dict[str, pd.DataFrame]:
-    """Each model's predictions.csv, keyed by the paper's model name, checked to be paired.
-
-    A paired comparison (McNemar) needs every model's prediction for the same test images,
-    so the image lists must be identical.
-    """
+    """Each model's predictions.csv, keyed by the paper's model name, checked to hold the same images
+    (a paired comparison such as McNemar's needs that)."""
     predictions = {
         name: pd.read_csv(model_dir(results_dir, model_id) / "predictions.csv")
         for model_id, name in config.paper_names().items()
@@ -133,8 +123,7 @@ def metrics_table(predictions: dict[str, pd.DataFrame], seed: int = 0) -> pd.Dat
 
 def probability_table(predictions: dict[str, pd.DataFrame], seed: int = 0) -> pd.DataFrame:
     """Long form: model, metric ("auc", "brier"), value, low, high, method, n (95% intervals), from
-    each model's predicted probabilities (``metrics.probability_metrics``); ``predictions`` as
-    ``load_predictions`` returns it."""
+    each model's predicted probabilities (``metrics.probability_metrics``)."""
     return _long_table(predictions, lambda table: metrics.probability_metrics(
         table["label"], table["probability"], seed=seed))
 
@@ -143,22 +132,15 @@ def mcnemar_table(predictions: dict[str, pd.DataFrame]) -> pd.DataFrame:
     rows = []
     for (name_a, a), (name_b, b) in itertools.combinations(predictions.items(), 2):
         test = metrics.mcnemar_test(a["label"], a["predicted"], b["predicted"])
-        rows.append({
-            "model_a": name_a,
-            "model_b": name_b,
-            "a_only_correct": int(test["a_only_correct"]),
-            "b_only_correct": int(test["b_only_correct"]),
-            "p_value": float(test["p_value"]),
-            "n": int(test["n"]),
-        })
+        rows.append({"model_a": name_a, "model_b": name_b,
+                     **{key: test[key] for key in ("a_only_correct", "b_only_correct", "p_value", "n")}})
     return pd.DataFrame(rows)
 
 
 def last_epoch_table(predictions: dict[str, pd.DataFrame], seed: int = 0) -> pd.DataFrame | None:
-    """Test metrics of the restored best epoch beside the last epoch's, per model (long form:
-    model, metric, epoch ("best" or "last"), value, low, high). Restoring the best epoch is this
-    project's choice (``training.TrainingConfig.restore_best``); the paper does not say which
-    weights it tested. None for a run saved before the last epoch's predictions were kept."""
+    """Test metrics of the restored best epoch beside the last epoch's (column epoch: "best", "last"). Restoring
+    the best epoch is this project's choice (``training.TrainingConfig.restore_best``); the paper does not say
+    which weights it tested. None for a run saved before the last epoch's predictions were kept."""
     if not all("predicted_last_epoch" in table for table in predictions.values()):
         return None
     parts = []
@@ -183,10 +165,9 @@ def save(results_dir, confusions, metrics_long, mcnemar, probability=None, last_
 
 
 def evaluate_test_set(results_dir, seed: int = 0) -> dict:
-    """Every model on the split's test images: confusion matrices, the four metrics with 95%
-    intervals, AUC and Brier score, McNemar between each pair, and the last epoch's metrics
-    beside the restored epoch's; all saved in ``results_dir/evaluation/``.
-    Explained in notebooks/06_evaluation.
+    """Every model on the split's test images: confusion matrices, metrics with 95% intervals, AUC and Brier
+    score, McNemar between each pair, and the last epoch's metrics beside the restored epoch's; all saved
+    in ``results_dir/evaluation/``. Explained in notebooks/06_evaluation.
     """
     predictions = load_predictions(results_dir)
     evaluated = {
@@ -203,21 +184,16 @@ def evaluate_test_set(results_dir, seed: int = 0) -> dict:
 
 
 def best_epochs(results_dir, model_ids=None) -> pd.DataFrame:
-    """This run's Table 2: each model's best-epoch losses and accuracies (all models of the
-    registry, or ``model_ids``)."""
+    """This run's Table 2: each model's best-epoch losses and accuracies (all models, or ``model_ids``)."""
     rows = {}
     for model_id in model_ids or config.REGISTRY:
-        name = config.REGISTRY[model_id].paper_name
         best = json.loads((model_dir(results_dir, model_id) / "metrics.json").read_text())["best_epoch_row"]
-        rows[name] = {
-            "train_loss": best["loss"],
-            "train_accuracy": best["accuracy"],
-            "val_loss": best["val_loss"],
-            "val_accuracy": best["val_accuracy"],
+        rows[config.REGISTRY[model_id].paper_name] = {
+            column: best[column.removeprefix("train_")]
+            for column in ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
         }
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def model_options(results_dir, model_id) -> dict:
-    record = json.loads((model_dir(results_dir, model_id) / "run.json").read_text())
-    return record["settings"].get("model_options", {})
+    return json.loads((model_dir(results_dir, model_id) / "run.json").read_text())["settings"].get("model_options", {})

@@ -1,17 +1,10 @@
-"""A model chapter's plumbing: a split's inputs in, a results folder out.
-
-The chapters show the steps a student should read (the model, ``compile``, ``training.train_model``,
-the test predictions and their metrics); what they need around those steps lives here, behind two
-calls:
-
-- ``prepare_inputs``: the split's train, val and test images, or, when the model's ResNet50
-  backbone is frozen (the fast path), the backbone's feature maps, computed once and cached on
-  disk (``cxr_utils.features``), so that chapters 3 and 5 share one backbone pass.
-- ``write_experiment``: the run's files, written together or not at all: history.csv,
-  predictions.csv, fit_predictions.csv, metrics.json, model.keras and run.json, which chapters 6
-  to 8 read. ``training.save_experiment`` computes what it writes.
-
-``training.run_experiment`` takes all the steps in one call. Explained in notebooks/03_resnet50.
+"""A model chapter's plumbing around the steps a student should read (the model, ``compile``,
+``training.train_model``, the test predictions and their metrics): ``prepare_inputs`` (the split's
+images, or a frozen backbone's feature maps cached on disk by ``cxr_utils.features``, so that
+chapters 3 and 5 share one backbone pass) and ``write_experiment`` (the run's files, which chapters
+6 to 8 read, written together or not at all; ``training.save_experiment`` computes what it
+writes). ``training.run_experiment`` takes all the steps in one call. Explained in
+notebooks/03_resnet50.
 """
 
 from __future__ import annotations
@@ -42,11 +35,9 @@ GRADCAM_CELLS = "gradcam_cells.npz"  # Grad-CAM at the feature map's resolution 
 @dataclasses.dataclass
 class Inputs:
     """What a model reads from each part of a split: ``train``, ``val`` and ``test``, each an
-    (inputs, labels) pair, and the split's rows of each part (``rows``).
-
-    ``features`` True: the inputs are the frozen backbone's feature maps (the fast path), so the
-    model's head alone is fitted and predicts (``predictor``); False: images in [0, 1].
-    """
+    (inputs, labels) pair, and the split's rows of each part (``rows``). ``features`` True: the
+    inputs are the frozen backbone's feature maps (the fast path), so the model's head alone is
+    fitted and predicts (``predictor``); False: images in [0, 1]."""
 
     train: tuple[np.ndarray, np.ndarray]
     val: tuple[np.ndarray, np.ndarray]
@@ -69,28 +60,21 @@ def check_split(split: pd.DataFrame) -> None:
             raise ValueError(f"split has no '{column}' column; build it with cxr_utils.data.split_dataset")
 
 
-def _image_size(model) -> int:
+def prepare_inputs(model, split: pd.DataFrame, cache_dir=None, batch_size: int = PROTOCOL.batch_size,
+                   progress: bool = False, blank=None) -> Inputs:
+    """The inputs ``model`` trains and is tested on, for each part of ``split``: images at the
+    model's input size (decoded images cached in ``cache_dir``) or, when the model's backbone is
+    frozen, its feature maps, computed once, ``batch_size`` images at a time, and cached in
+    ``cache_dir`` under a key of the weights and input scaling the backbone was built with
+    (``models.backbone_source``; a backbone built elsewhere is not cached). Unfreeze a layer of the
+    backbone and the images come back: the whole model trains. ``blank`` (a ``shortcuts.LungBox``):
+    that rectangle of every image is blanked first. Explained in notebooks/03_resnet50.
+    """
+    check_split(split)
     height, width = model.input_shape[1:3]
     if height != width:
         raise ValueError(f"the chapters' images are square; {model.name} takes {height}x{width}")
-    return int(height)
-
-
-def prepare_inputs(model, split: pd.DataFrame, cache_dir=None, batch_size: int = PROTOCOL.batch_size,
-                   progress: bool = False, blank=None) -> Inputs:
-    """The inputs ``model`` trains and is tested on, for each part of ``split``.
-
-    Images at the model's input size (``cxr_utils.data.load_images``, decoded images cached in
-    ``cache_dir``). When the model's backbone is frozen, its feature maps instead: each image's is
-    the same in every epoch, so it is computed once, ``batch_size`` images at a time, and cached
-    in ``cache_dir`` under a key of the weights and input scaling the backbone was built with
-    (``models.backbone_source``; a backbone built elsewhere is not cached). Unfreeze a layer of the
-    backbone and the images come back: the whole model trains. ``blank`` (a
-    ``shortcuts.LungBox``): that rectangle of every image is blanked first. Explained in
-    notebooks/03_resnet50.
-    """
-    check_split(split)
-    image_size = _image_size(model)
+    image_size = int(height)
     start = time.perf_counter()
     parts = {part: split[split["split"] == part] for part in data.SPLITS}
     backbone = models.frozen_backbone(model)
@@ -147,18 +131,16 @@ def write_experiment(results_dir, model_name: str, result, inputs: Inputs, confi
                      gradcam_cells: np.ndarray | None = None, model_options=None, save_model: bool = True,
                      wall_time_s: float = 0.0) -> dict:
     """Write ``results_dir/model_name/``, replacing an earlier run's folder only once every file
-    is written (``atomic.replace_folder``): history.csv (``result.history``), predictions.csv
-    (path, label, probability, predicted, probability_last_epoch, predicted_last_epoch: the kept
-    and the last epoch's weights on the test images; with ``recomputed_probabilities``, also
-    probability_recomputed_batchnorm and predicted_recomputed_batchnorm: the kept weights with
-    BatchNorm statistics recomputed from training images), fit_predictions.csv (path, split, label,
-    probability: the kept model on its training and validation images, for claim 3's loss gap),
-    metrics.json (the test metrics of both epochs' weights; AUC and Brier score with 95%
-    intervals seeded with the run's seed), model.keras (unless ``save_model`` is False) and
-    run.json (settings, protocol, versions, hardware, wall times); when given,
-    extended_predictions.csv (``extended_set.PREDICTIONS_CSV``) and gradcam_cells.npz
-    (``GRADCAM_CELLS``: the test images' file names and their Grad-CAM cells). Returns the folder, ``result``,
-    the predictions table and the test metrics.
+    is written (``atomic.replace_folder``); returns the folder, ``result``, the predictions table
+    and the test metrics. The files: history.csv; predictions.csv (path, label, probability,
+    predicted, probability_last_epoch, predicted_last_epoch: the kept and the last epoch's weights on
+    the test images; with ``recomputed_probabilities``, also ``RECOMPUTED_COLUMNS``: the kept weights
+    with BatchNorm statistics recomputed from training images); fit_predictions.csv (path, split,
+    label, probability: the kept model on its training and validation images, for claim 3's loss
+    gap); metrics.json (both epochs' test metrics; AUC and Brier score with 95% intervals seeded
+    with the run's seed); model.keras (unless ``save_model`` is False); run.json (settings,
+    protocol, versions, hardware, wall times); when given, extended_predictions.csv and
+    gradcam_cells.npz (the test images' file names and their Grad-CAM cells).
     """
     model_options = dict(model_options or {})
     rows, test_y = inputs.rows, inputs.test[1]
@@ -172,7 +154,6 @@ def write_experiment(results_dir, model_name: str, result, inputs: Inputs, confi
         predictions[RECOMPUTED_COLUMNS[0]] = recomputed_probabilities
         predictions[RECOMPUTED_COLUMNS[1]] = metrics.labels_from_probabilities(recomputed_probabilities)
     test_metrics = metrics.classification_metrics(test_y, predictions["predicted"])
-    last_metrics = metrics.classification_metrics(test_y, predictions["predicted_last_epoch"])
     fit_predictions = pd.concat(
         pd.DataFrame({"path": rows[part]["path"].to_numpy(), "split": part, "label": getattr(inputs, part)[1],
                       "probability": fit_probabilities[part]})
@@ -185,8 +166,7 @@ def write_experiment(results_dir, model_name: str, result, inputs: Inputs, confi
         "best_epoch_row": {k: float(best[k]) for k in facts.HISTORY_COLUMNS[1:]},  # losses, accuracies
         "test": _plain(test_metrics),
         # The weights tested above are the best epoch's when restore_best (the default).
-        "test_last_epoch": _plain(last_metrics),
-        # AUC and Brier score with 95% intervals, from the probabilities.
+        "test_last_epoch": _plain(metrics.classification_metrics(test_y, predictions["predicted_last_epoch"])),
         # Seeded with the run's seed, as every interval of the run (evaluation.run_seed).
         "test_probability": metrics.probability_metrics(test_y, probabilities, seed=config.seed)[
             ["value", "low", "high"]].to_dict(orient="index"),
@@ -211,10 +191,9 @@ def write_experiment(results_dir, model_name: str, result, inputs: Inputs, confi
         runtime.write_json(metrics_record, staging / "metrics.json")
         if save_model:
             result.model.save(staging / "model.keras")
-        features_s = inputs.seconds if inputs.features else 0.0
         runtime.write_json(
             runtime.run_record(settings, wall_time_s, training_wall_time_s=round(result.wall_time_s, 2),
-                               features_wall_time_s=round(features_s, 2)),
+                               features_wall_time_s=round(inputs.seconds if inputs.features else 0.0, 2)),
             staging / "run.json",
         )
         replace_folder(staging, final_dir)

@@ -23,9 +23,7 @@ from cxr_utils.evaluation import (
 
 
 def description(extended_test_size: int | None) -> str:
-    """What the extended test set is, in the words every page uses: the images outside the run's
-    sample, minus copies of its training and validation images, all of them or (with
-    ``extended_test_size``, the run's parameter) a seeded, class-balanced subset of that many."""
+    """What the extended test set is, in the words every page uses (``extended_test_size``: the run's parameter)."""
     eligible = "the images outside the run's sample, minus copies of its training and validation images"
     if extended_test_size is None:
         return f"all of {eligible}"
@@ -35,10 +33,10 @@ def description(extended_test_size: int | None) -> str:
 def extended_test_set(manifest: pd.DataFrame, split: pd.DataFrame, max_images: int | None = None, seed: int = 0) -> pd.DataFrame:
     """The images a run never touched, as a larger second test set.
 
-    Every image of ``manifest`` outside the run's sample, minus any image whose duplicate group
-    reaches the run's training or validation images (a copy of a training image would be
-    remembered, not diagnosed). ``max_images`` keeps a seeded, class-balanced subset (for quick
-    runs). Explained in notebooks/06_evaluation.
+    Every image of ``manifest`` outside the run's sample, minus any image whose duplicate group reaches
+    the run's training or validation images (a copy of a training image would be remembered, not
+    diagnosed); ``attrs["excluded_as_duplicates"]`` counts those. ``max_images`` keeps a seeded,
+    class-balanced subset (for quick runs). Explained in notebooks/06_evaluation.
     """
     for table, name in ((manifest, "manifest"), (split, "split")):
         if "duplicate_group" not in table.columns or "sha256" not in table.columns:
@@ -47,21 +45,18 @@ def extended_test_set(manifest: pd.DataFrame, split: pd.DataFrame, max_images: i
     seen_hashes = set(split["sha256"])
     unused = manifest[~manifest["path"].isin(split["path"])]
     clean = unused[~unused["duplicate_group"].isin(seen_groups) & ~unused["sha256"].isin(seen_hashes)]
+    excluded = len(unused) - len(clean)
     if max_images is not None and len(clean) > max_images:
-        per_class = max_images // 2
         clean = pd.concat(
-            rows.sample(n=min(per_class, len(rows)), random_state=seed) for _, rows in clean.groupby("label")
+            rows.sample(n=min(max_images // 2, len(rows)), random_state=seed) for _, rows in clean.groupby("label")
         )
     clean = clean.sort_values(["label", "path"]).reset_index(drop=True)
-    clean.attrs["excluded_as_duplicates"] = int(len(unused) - len(unused[
-        ~unused["duplicate_group"].isin(seen_groups) & ~unused["sha256"].isin(seen_hashes)
-    ]))
+    clean.attrs["excluded_as_duplicates"] = excluded
     return clean
 
 
 def run_rows(results_dir, max_images: int | None = None, seed: int = 0) -> pd.DataFrame:
-    """The run's extended test set (``extended_test_set``), from the manifest.csv and split.csv
-    chapters 1 and 2 wrote into ``results_dir``. Explained in notebooks/06_evaluation."""
+    """The run's ``extended_test_set``, from its manifest.csv and split.csv. Explained in notebooks/06_evaluation."""
     results_dir = Path(results_dir)
     return extended_test_set(data.read_manifest(results_dir / "manifest.csv"),
                              data.read_manifest(results_dir / "split.csv"), max_images=max_images, seed=seed)
@@ -108,12 +103,8 @@ def _saved_predictions(folder: Path, rows: pd.DataFrame) -> pd.DataFrame | None:
 def predict_saved_models(results_dir, rows: pd.DataFrame, image_size: int = config.PROTOCOL.image_size,
                          cache_dir=None, batch_size: int = config.PROTOCOL.batch_size,
                          progress: bool = False) -> dict[str, pd.DataFrame]:
-    """Each model of the run on ``rows``: predictions keyed by paper name.
-
-    What the model's chapter saved while its weights were in memory (``PREDICTIONS_CSV``, when it
-    scored these very rows), else the saved model (``<model>/model.keras``, loaded with Keras'
-    safe mode: no code from the run folder runs) scored here (``predict_rows``).
-    """
+    """Each model of the run on ``rows``, keyed by paper name: its chapter's ``PREDICTIONS_CSV`` if that holds
+    these rows, else its model.keras scored here (loaded in Keras' safe mode: no code from the run folder runs)."""
     import keras
 
     from cxr_utils import models  # noqa: F401  (registers the project's custom layers)
@@ -135,9 +126,8 @@ def predict_saved_models(results_dir, rows: pd.DataFrame, image_size: int = conf
 
 
 def intervals_side_by_side(small: pd.DataFrame, large: pd.DataFrame) -> pd.DataFrame:
-    """Metrics on the run's test set beside the extended test set: for each, n, value, low, high
-    and the interval's width (rounded to 3 decimals), suffixed " (test)" and " (extended)".
-    Chapter 6 shows it with ``glance.show_table``, each interval as one cell."""
+    """Metrics on the run's test set beside the extended test set: for each, n, value, low, high and the
+    interval's width (rounded to 3 decimals), suffixed " (test)" and " (extended)"."""
     merged = small.assign(width=small["high"] - small["low"]).merge(
         large.assign(width=large["high"] - large["low"]),
         on=["model", "metric"], suffixes=(" (test)", " (extended)"),
@@ -149,13 +139,10 @@ def intervals_side_by_side(small: pd.DataFrame, large: pd.DataFrame) -> pd.DataF
 
 def evaluate_extended(results_dir, max_images: int | None = None, seed: int = 0,
                       image_size: int = config.PROTOCOL.image_size, cache_dir=None) -> dict:
-    """The trained models on the extended test set, with metrics, McNemar and intervals.
-
-    Reads the run's manifest and split, scores every saved model on ``extended_test_set``,
-    and writes confusion matrices, metrics, AUC and Brier score, and McNemar under
-    ``results_dir/extended/``. Returns rows (the images), predictions, metrics, mcnemar,
-    probability and the side-by-side table with the split's test set. Explained in
-    notebooks/06_evaluation.
+    """The trained models on the extended test set: confusion matrices, metrics with intervals, AUC and
+    Brier score, and McNemar, written under ``results_dir/extended/``. Returns rows (the images),
+    predictions, metrics, mcnemar, probability and side_by_side (beside the split's test set).
+    Explained in notebooks/06_evaluation.
     """
     results_dir = Path(results_dir)
     rows = run_rows(results_dir, max_images=max_images, seed=seed)

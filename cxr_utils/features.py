@@ -4,10 +4,10 @@ With pretrained weights the backbone is frozen, so ResNet50 (chapter 3), the hyb
 and the extended test set (chapter 6) all need the same thing from each image: its 7x7x2048
 feature map (ResNet50's head averages it; the hybrid's reads it as 49 steps). It is computed
 once per image and stored under a key of the weights, the input scaling, the image size, the
-preprocessing version and the dtype policy, one file per image named by its SHA-256, so any set of images
-reuses what an earlier chapter computed. Chunks of images stream through the backbone, so
-memory stays bounded whatever the number of images. From scratch nothing is cached: those
-weights train. Explained in notebooks/05_resnet50_lstm, which reuses chapter 3's pass.
+preprocessing version and the dtype policy, one file per image named by its SHA-256, so any set
+of images reuses what an earlier chapter computed. Chunks of images stream through the
+backbone, so memory stays bounded. From scratch nothing is cached: those weights train.
+Explained in notebooks/05_resnet50_lstm, which reuses chapter 3's pass.
 """
 
 from __future__ import annotations
@@ -36,18 +36,15 @@ def backbone_identity(weights, input_scaling: str = "paper", blank=None) -> str 
     kind = config.weights_kind(weights)
     if kind == "scratch":
         return None
+    source = "imagenet"
     if kind == "file":
-        digest = hashlib.sha256(Path(weights).expanduser().read_bytes()).hexdigest()[:16]
-        source = f"file:{digest}"
-    else:
-        source = "imagenet"
+        source = f"file:{hashlib.sha256(Path(weights).expanduser().read_bytes()).hexdigest()[:16]}"
     identity = f"{source}|scaling:{input_scaling}"
     return identity if blank is None else f"{identity}|{blank.key}"
 
 
 def _cache_folder(cache_dir, identity: str, image_size: int) -> Path:
     import keras
-
     # The dtype policy too: features computed under mixed precision are not float32's.
     payload = json.dumps({"backbone": identity, "size": int(image_size), "preprocessing": PREPROCESSING_VERSION,
                           "dtype_policy": keras.mixed_precision.global_policy().name})
@@ -62,13 +59,12 @@ def iter_features(backbone, rows: pd.DataFrame, identity: str | None, image_size
     folder = None if identity is None or cache_dir is None else _cache_folder(cache_dir, identity, image_size)
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
+        if "sha256" not in rows:
+            raise ValueError("rows need a sha256 column to cache features; use a manifest from cxr_utils.data")
     names = rows["sha256"].astype(str).tolist() if "sha256" in rows else None
-    if folder is not None and names is None:
-        raise ValueError("rows need a sha256 column to cache features; use a manifest from cxr_utils.data")
     chunks = range(0, len(rows), CHUNK_IMAGES)
     if progress:
         from tqdm import tqdm
-
         chunks = tqdm(chunks, desc="ResNet50 features", unit="chunk")
     for start in chunks:
         positions = np.arange(start, min(start + CHUNK_IMAGES, len(rows)))

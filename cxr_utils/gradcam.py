@@ -35,8 +35,7 @@ COLORMAP = "jet"
 
 
 def _parts(model: keras.Model):
-    """The model's ``backbone`` and ``head`` sub-models and the head's output unit; ValueError
-    naming the model when it lacks one of them."""
+    """(backbone, head, the head's output unit) of ``model``; ValueError naming what it lacks."""
     name = getattr(model, "name", type(model).__name__)
     try:
         backbone = model.get_layer("backbone")
@@ -76,13 +75,12 @@ def _logit_function(head: keras.Model, dense):
 
 
 def _logits_and_gradients(before_output, logits, features):
-    """(logits (n,), gradient of their sum with respect to ``features``): each image's logit depends
-    on its own features only (inference mode), so the gradient of the sum is each image's own.
+    """(logits (n,), gradient of their sum with respect to ``features``), which is each image's own
+    gradient: an image's logit depends on its own features only (inference mode).
 
     keras.ops has no gradient function, so this is the one backend-specific step. Only the
-    TensorFlow branch runs in this project's tests (CPU, TensorFlow); the JAX and PyTorch
-    branches follow each framework's documented way of differentiating a Keras model but are
-    untested here.
+    TensorFlow branch runs in this project's tests (CPU); the JAX and PyTorch branches follow each
+    framework's documented way of differentiating a Keras model but are untested here.
     """
     backend = keras.backend.backend()
     if backend == "tensorflow":
@@ -123,40 +121,23 @@ def _logits_and_gradients(before_output, logits, features):
 
 def _signs(z, target: str):
     """+1 where the map explains COVID, -1 where it explains Normal, shape (n, 1, 1, 1)."""
-    if target == "covid":
-        sign = ops.ones_like(z)
-    elif target == "normal":
-        sign = -ops.ones_like(z)
-    else:  # predicted: the model's own threshold, P(COVID) >= 0.5 (metrics.labels_from_probabilities)
+    if target == "predicted":  # the model's own threshold, P(COVID) >= 0.5 (metrics.labels_from_probabilities)
         sign = ops.where(ops.sigmoid(z) >= 0.5, 1.0, -1.0)
+    else:
+        sign = ops.ones_like(z) if target == "covid" else -ops.ones_like(z)
     return ops.reshape(ops.cast(sign, "float32"), (-1, 1, 1, 1))
 
 
-def _backbone_features(backbone, images):
-    # predict_on_batch: the backbone as one compiled function. Called eagerly instead, Grad-CAM of
-    # ResNet50 on 16-image batches at 224 px peaked about 2.7 GB above its start in chapter 8,
-    # compiled about 0.25 GB, the maps the same bit for bit (measured on the 2-core CPU). No
-    # gradient flows through the backbone: only the head is differentiated.
-    return ops.convert_to_tensor(backbone.predict_on_batch(images))
-
-
 def grad_cam(model: keras.Model, images, target: str = "predicted", batch_size: int = 16) -> np.ndarray:
-    """Grad-CAM maps of ``images`` (N, H, W, C) for a model with a ``backbone`` and a ``head``
-    (``models.build_resnet50``, ``build_resnet50_lstm``, or one loaded from a run).
+    """Grad-CAM maps of ``images`` (N, H, W, C), ``upsample(grad_cam_cells(...), H, W)``: float32
+    (N, H, W), each map upsampled (bilinear) and divided by its maximum, so in [0, 1] with maximum 1,
+    or all 0 where no position of the feature map raises the score (the ReLU leaves nothing).
 
-    Returns float32 (N, H, W): each map upsampled (bilinear) to the image size and divided by its
-    maximum, so its values lie in [0, 1] with maximum 1, or all 0 where no position of the feature
-    map raises the score (the ReLU leaves nothing): ``upsample(grad_cam_cells(...), H, W)``.
-
-    Args:
-        target: "covid" explains the COVID logit, "normal" its negative (the Normal score),
-            "predicted" each image's predicted class (P(COVID) >= 0.5 means COVID).
-        batch_size: images per forward and backward pass.
-
-    The maps are taken at the backbone's output, the feature map both heads read; the score is the
-    logit of the "p_covid" unit, not the probability (which saturates). Inference mode throughout
-    (dropout off, batch-norm moving statistics). A model without a backbone (the LSTM) raises
-    ValueError. Explained in notebooks/08_shortcuts.
+    ``model`` needs a ``backbone`` and a ``head`` (``models.build_resnet50``, ``build_resnet50_lstm``
+    or one loaded from a run); the LSTM raises ValueError. ``target``: "covid" explains the COVID
+    logit, "normal" its negative (the Normal score), "predicted" each image's predicted class
+    (P(COVID) >= 0.5 means COVID). Inference mode throughout (dropout off, batch-norm moving
+    statistics). Explained in notebooks/08_shortcuts.
     """
     images = np.asarray(images)
     if images.ndim != 4:
@@ -186,16 +167,17 @@ def grad_cam_cells(model: keras.Model, images=None, features=None, target: str =
     cells = []
     for start in range(0, len(inputs), int(batch_size)):
         batch = ops.convert_to_tensor(inputs[start:start + int(batch_size)], dtype="float32")
-        features_batch = _backbone_features(backbone, batch) if features is None else batch
+        # predict_on_batch runs the backbone as one compiled function: called eagerly, Grad-CAM of ResNet50
+        # on 16-image batches at 224 px peaked about 2.7 GB above its start in chapter 8, compiled about
+        # 0.25 GB, the maps the same bit for bit (measured on the 2-core CPU). No gradient flows through
+        # the backbone: only the head is differentiated.
+        features_batch = ops.convert_to_tensor(backbone.predict_on_batch(batch)) if features is None else batch
         z, gradients = _logits_and_gradients(before_output, logits, features_batch)
         gradients = ops.cast(gradients, "float32") * _signs(z, target)
         channel_weights = ops.mean(gradients, axis=(1, 2), keepdims=True)
         cam = ops.relu(ops.sum(channel_weights * ops.cast(features_batch, "float32"), axis=-1))
         cells.append(ops.convert_to_numpy(cam).astype(np.float32))
-    if not cells:
-        shape = backbone.output_shape[1:3]
-        return np.zeros((0, *shape), dtype=np.float32)
-    return np.concatenate(cells)
+    return np.concatenate(cells) if cells else np.zeros((0, *backbone.output_shape[1:3]), dtype=np.float32)
 
 
 def upsample(cells, height: int, width: int, batch_size: int = 16) -> np.ndarray:
@@ -212,9 +194,7 @@ def upsample(cells, height: int, width: int, batch_size: int = 16) -> np.ndarray
         peak = ops.max(cam, axis=(1, 2), keepdims=True)
         cam = ops.where(peak > 0, cam / ops.where(peak > 0, peak, 1.0), 0.0)
         maps.append(np.clip(ops.convert_to_numpy(cam), 0.0, 1.0).astype(np.float32))
-    if not maps:
-        return np.zeros((0, height, width), dtype=np.float32)
-    return np.concatenate(maps)
+    return np.concatenate(maps) if maps else np.zeros((0, height, width), dtype=np.float32)
 
 
 def lung_share(cams, box: LungBox) -> np.ndarray:
@@ -253,25 +233,20 @@ def share_against_area(shares, area: float, seed: int = 0) -> dict:
             "share_method": interval["method"], "box_area_share": float(area), "relation": relation}
 
 
-def _probability_column(name: str) -> str:
-    return f"p_{name}"
-
-
 def gradcam_examples(predictions, per_group: int = 2, seed: int = 0) -> pd.DataFrame:
     """Test images for a Grad-CAM grid: up to ``per_group`` of each cell of true class (COVID,
-    Normal) x prediction (correct, wrong), drawn with ``seed``, COVID first, correct first.
+    Normal) x prediction (correct, wrong), drawn with ``seed``, COVID first, correct first; a cell
+    with fewer images gives what it has.
 
     ``predictions``: a table with columns path, label (1 COVID) and probability (P(COVID)), as a
     model's predictions.csv; or a dict of model name -> such tables on the same images (as
-    ``evaluation.load_predictions`` returns), where the first model's predictions define the
-    groups and every model's probability is added as a column "p_<name>" (what
-    ``plot_gradcam_grid`` shows). A cell with fewer images gives what it has.
+    ``evaluation.load_predictions`` returns): the first model's predictions define the groups, and
+    every model's probability is added as a column "p_<name>" (what ``plot_gradcam_grid`` shows).
 
     Returns the chosen rows with added columns true_class, predicted (1 COVID), correct and group
     ("COVID, correct", ...); ``attrs["grouped_by"]`` names the model that set the groups (None for
     a single table). Explained in notebooks/08_shortcuts.
     """
-
     if int(per_group) != per_group or per_group < 1:
         raise ValueError(f"per_group must be a positive whole number, got {per_group}")
     tables = predictions if isinstance(predictions, dict) else {None: predictions}
@@ -282,8 +257,7 @@ def gradcam_examples(predictions, per_group: int = 2, seed: int = 0) -> pd.DataF
         require_columns(table, EXAMPLE_COLUMNS, what, error=ValueError,
                         not_a_table="{what} must be a pandas DataFrame", fix="it has {columns}",
                         quote=True, empty="{what} is empty; there is nothing to choose from")
-    first = next(iter(tables.values()))
-    table = first.reset_index(drop=True).copy()
+    table = next(iter(tables.values())).reset_index(drop=True).copy()
     if None not in tables:
         for name, other in tables.items():
             by_path = other.drop_duplicates("path").set_index("path")["probability"]
@@ -292,7 +266,7 @@ def gradcam_examples(predictions, per_group: int = 2, seed: int = 0) -> pd.DataF
                 raise ValueError(f"predictions[{name!r}] lacks {int(missing.sum())} of the first model's "
                                  f"images (e.g. {table.loc[missing, 'path'].iloc[0]}); pass tables of "
                                  "the same test images")
-            table[_probability_column(name)] = table["path"].map(by_path).to_numpy()
+            table[f"p_{name}"] = table["path"].map(by_path).to_numpy()
     table["predicted"] = labels_from_probabilities(table["probability"])
     table["true_class"] = table["label"].map(CLASS_NAMES)
     table["correct"] = table["predicted"] == table["label"]
@@ -303,21 +277,19 @@ def gradcam_examples(predictions, per_group: int = 2, seed: int = 0) -> pd.DataF
             picked = cell.sample(n=min(int(per_group), len(cell)), random_state=seed)
             chosen.append(picked.assign(group=f"{class_name}, {'correct' if correct else 'wrong'}"))
     chosen = pd.concat(chosen, ignore_index=True)
-    chosen.attrs["grouped_by"] = next(iter(tables))  # the model whose predictions set the groups
+    chosen.attrs["grouped_by"] = next(iter(tables))
     return chosen
 
 
 def plot_gradcam_grid(images, cams_by_model: dict, rows: pd.DataFrame, box: LungBox | None = None, path=None):
     """One row per example image: the X-ray, then each model's Grad-CAM map laid over it (jet,
-    red = most weight), with the lung rectangle dashed when ``box`` is given.
+    red = most weight), titled with its P(COVID) and, given ``box``, its share inside the dashed box.
 
     ``images``: (N, H, W[, C]) in [0, 1], the rows' images in order; ``cams_by_model``: model name
-    -> (N, H, W) maps from ``grad_cam``; ``rows``: N rows with label and, per model, its
-    P(COVID) in "p_<name>" (``gradcam_examples`` adds these from a dict of predictions)
-    or, for a single model, in probability. Row titles give the true class and, when rows has a
-    correct column, whether the model that chose the rows was right; each map's title gives
-    the model, its P(COVID) and, with ``box``, the map's share inside it (``lung_share``).
-    Returns the figure; saves it as PNG to ``path`` when given. Explained in notebooks/08_shortcuts.
+    -> (N, H, W) maps from ``grad_cam``; ``rows``: N rows with label and, per model, its P(COVID)
+    in "p_<name>" (``gradcam_examples`` adds these from a dict of predictions) or, for a single
+    model, in probability. Returns the figure, saved as PNG to ``path`` when given. Explained in
+    notebooks/08_shortcuts.
     """
     import matplotlib.pyplot as plt
     from matplotlib.cm import ScalarMappable
@@ -340,7 +312,7 @@ def plot_gradcam_grid(images, cams_by_model: dict, rows: pd.DataFrame, box: Lung
     for name, cams in cams_by_model.items():
         if np.shape(cams) != images.shape:
             raise ValueError(f"cams_by_model[{name!r}] has shape {np.shape(cams)}, the images {images.shape}")
-        column = _probability_column(name)
+        column = f"p_{name}"
         if column not in rows.columns:
             if len(cams_by_model) > 1 or "probability" not in rows.columns:
                 raise ValueError(f"rows has no column {column!r}: add each model's P(COVID) as p_<name>, "
@@ -356,6 +328,8 @@ def plot_gradcam_grid(images, cams_by_model: dict, rows: pd.DataFrame, box: Lung
     labels = rows["label"].to_numpy()
     correct = rows["correct"].to_numpy() if "correct" in rows.columns else [None] * n_rows
     grouped_by = rows.attrs.get("grouped_by")
+    if box is not None:
+        row0, row1, col0, col1 = box.pixels(images.shape[1])
     for i in range(n_rows):
         true_class = CLASS_NAMES.get(int(labels[i]), str(labels[i]))
         axes[i, 0].imshow(images[i], cmap="gray", vmin=0, vmax=1)
@@ -363,8 +337,7 @@ def plot_gradcam_grid(images, cams_by_model: dict, rows: pd.DataFrame, box: Lung
         if verdict and grouped_by:
             verdict = f"{grouped_by}: {verdict}"
         axes[i, 0].set_title(f"true: {true_class}" + (f"\n({verdict})" if verdict else ""))
-        for j, (name, cams) in enumerate(cams_by_model.items(), start=1):
-            ax = axes[i, j]
+        for ax, (name, cams) in zip(axes[i, 1:], cams_by_model.items()):
             ax.imshow(images[i], cmap="gray", vmin=0, vmax=1)
             ax.imshow(cams[i], cmap=COLORMAP, alpha=OVERLAY_ALPHA, vmin=0, vmax=1)
             title = f"{name}\nP(COVID) = {probabilities[name][i]:.2f}"
@@ -372,14 +345,11 @@ def plot_gradcam_grid(images, cams_by_model: dict, rows: pd.DataFrame, box: Lung
                 share = shares[name][i]
                 title += "\nin box: " + ("no map" if np.isnan(share) else f"{share:.0%}")
             ax.set_title(title)
-        if box is not None:
-            row0, row1, col0, col1 = box.pixels(images.shape[1])
-            for ax in axes[i]:
+        for ax in axes[i]:
+            if box is not None:
                 ax.add_patch(Rectangle((col0 - 0.5, row0 - 0.5), col1 - col0, row1 - row0, fill=False,
                                        edgecolor="white", linestyle="--", linewidth=1.2))
-        for ax in axes[i]:
-            ax.set_xticks([])
-            ax.set_yticks([])
+            ax.set(xticks=[], yticks=[])
     colorbar = figure.colorbar(ScalarMappable(Normalize(0, 1), cmap=COLORMAP), ax=axes[-1, :].tolist(),
                                orientation="horizontal", fraction=0.5 / n_rows, aspect=40)
     colorbar.set_label("Grad-CAM weight (each map scaled to its maximum)")

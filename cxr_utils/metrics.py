@@ -67,10 +67,7 @@ def _scored(labels, probabilities, name: str = "") -> tuple[np.ndarray, np.ndarr
 
 
 def labels_from_probabilities(probabilities, threshold: float = 0.5) -> np.ndarray:
-    """Turn P(COVID) into labels: 1 where the probability reaches ``threshold``, else 0.
-
-    Explained in notebooks/06_evaluation.
-    """
+    """P(COVID) to labels: 1 where it reaches ``threshold``, else 0. Explained in notebooks/06_evaluation."""
     array = _probabilities(probabilities)
     if not 0 < threshold < 1:
         raise ValueError(f"threshold must lie strictly between 0 and 1, got {threshold}")
@@ -78,11 +75,8 @@ def labels_from_probabilities(probabilities, threshold: float = 0.5) -> np.ndarr
 
 
 def confusion_matrix(y_true, y_pred) -> pd.DataFrame:
-    """2x2 counts in the paper's orientation (Tables 3-5): rows actual, columns predicted,
-    both in the order COVID, Normal.
-
-    So ``[0, 0]`` is TP, ``[0, 1]`` FN, ``[1, 0]`` FP and ``[1, 1]`` TN.
-    Explained in notebooks/06_evaluation.
+    """2x2 counts as in the paper's Tables 3-5: rows actual, columns predicted, both ordered COVID, Normal,
+    so ``[0, 0]`` is TP, ``[0, 1]`` FN, ``[1, 0]`` FP and ``[1, 1]`` TN. Explained in notebooks/06_evaluation.
     """
     y_true, y_pred = _pair(y_true, y_pred)
     counts = sklearn.metrics.confusion_matrix(y_true, y_pred, labels=[1, 0])
@@ -94,11 +88,7 @@ def confusion_matrix(y_true, y_pred) -> pd.DataFrame:
 
 
 def classification_metrics(y_true, y_pred) -> dict:
-    """Accuracy, precision, recall and F1 (COVID positive), plus the counts tp, fn, fp, tn and n.
-
-    An undefined precision or recall (no positive predictions or images) is reported as 0.
-    Explained in notebooks/06_evaluation.
-    """
+    """Accuracy, precision, recall and F1 (COVID positive; 0 if undefined). Explained in notebooks/06_evaluation."""
     y_true, y_pred = _pair(y_true, y_pred)
     (tp, fn), (fp, tn) = confusion_matrix(y_true, y_pred).to_numpy()
     scores = {"pos_label": 1, "zero_division": 0}
@@ -112,10 +102,7 @@ def classification_metrics(y_true, y_pred) -> dict:
 
 
 def metrics_from_counts(tp: int, fn: int, fp: int, tn: int) -> dict:
-    """The four metrics from confusion counts: how the paper's Table 6 follows from Tables 3-5.
-
-    tests/test_paper.py checks the paper's Table 6 against its Tables 3-5 with it.
-    """
+    """The four metrics from confusion counts: how the paper's Table 6 follows from Tables 3-5."""
     counts = {"tp": tp, "fn": fn, "fp": fp, "tn": tn}
     for name, count in counts.items():
         if int(count) != count or count < 0:
@@ -124,9 +111,7 @@ def metrics_from_counts(tp: int, fn: int, fp: int, tn: int) -> dict:
         raise ValueError("all four counts are 0; a confusion matrix needs at least one image")
     # Rebuild the label pairs so that the same scikit-learn code scores counts and predictions.
     repeats = [int(tp), int(fn), int(fp), int(tn)]
-    y_true = np.repeat([1, 1, 0, 0], repeats)
-    y_pred = np.repeat([1, 0, 1, 0], repeats)
-    values = classification_metrics(y_true, y_pred)
+    values = classification_metrics(np.repeat([1, 1, 0, 0], repeats), np.repeat([1, 0, 1, 0], repeats))
     return {name: values[name] for name in METRICS}
 
 
@@ -148,12 +133,11 @@ def _check_interval_options(confidence, n_bootstrap) -> None:
 
 def _bootstrap_interval(samples, statistic, name: str, confidence, n_bootstrap, seed, paired=True,
                         batch=None) -> tuple[float, float, str]:
-    """A seeded percentile bootstrap interval of ``statistic`` (vectorised, with ``axis``) over images.
+    """Low, high and method of a seeded percentile bootstrap of ``statistic`` (vectorised, with ``axis``).
 
-    ``paired``: one resample of images keeps each image's values together (label and prediction);
-    otherwise each sample is resampled on its own. Resamples where the statistic is undefined (NaN,
-    e.g. an AUC on a resample with one class) are left out and counted in the method. Returns low,
-    high and the method, or NaN bounds with the reason when there is no interval.
+    ``paired``: each image's values (label, prediction) are resampled together; otherwise each sample
+    on its own. Resamples where the statistic is NaN (an AUC on one class) are left out and counted in
+    the method; with no interval the bounds are NaN and the method says why.
     """
     with warnings.catch_warnings():  # degenerate and undefined resamples are handled below
         warnings.simplefilter("ignore", stats.DegenerateDataWarning)
@@ -171,11 +155,8 @@ def _bootstrap_interval(samples, statistic, name: str, confidence, n_bootstrap, 
         # e.g. every prediction right: each resample gives the same value, a zero-width "interval".
         return np.nan, np.nan, f"no interval: all {kept.size} bootstrap resamples gave {name} = {kept[0]:g}{left_out}"
     method = f"{'paired ' if paired else ''}percentile bootstrap ({n_bootstrap} resamples, seed {seed}){left_out}"
-    if left_out:
-        tail = 50 * (1 - confidence)
-        low, high = np.percentile(kept, [tail, 100 - tail])
-    else:
-        low, high = result.confidence_interval
+    tail = 50 * (1 - confidence)
+    low, high = np.percentile(kept, [tail, 100 - tail]) if left_out else result.confidence_interval
     return float(low), float(high), method
 
 
@@ -201,7 +182,6 @@ def _f1_interval(y_true, y_pred, confidence, n_bootstrap, seed) -> tuple[float, 
         return np.nan, np.nan, "no interval: the bootstrap needs at least 2 images"
     if not (y_true.any() or y_pred.any()):
         return np.nan, np.nan, "no interval: no COVID images and no COVID predictions, F1 undefined"
-    # Resample test images with each (label, prediction) pair kept together.
     return _bootstrap_interval((y_true, y_pred), _f1_from_pairs, "F1", confidence, n_bootstrap, seed)
 
 
@@ -209,13 +189,12 @@ def metrics_with_intervals(
     y_true, y_pred, confidence: float = 0.95, n_bootstrap: int = CHOICES.bootstrap_resamples,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """Each metric with a ``confidence`` interval, one row per metric (index ``metric``).
+    """Each metric with a ``confidence`` interval: index metric; columns value, low, high, method, successes, trials.
 
-    Columns: value, low, high, method, successes, trials. Accuracy, precision and recall are
-    proportions (successes / trials) and get Wilson score intervals; F1 is not a proportion and
-    gets a paired percentile bootstrap over test images, seeded (same seed, same numbers; its
-    successes is NaN and trials is n). Where no interval exists (an empty denominator, a degenerate
-    bootstrap) low and high are NaN and ``method`` says why. Explained in notebooks/06_evaluation.
+    Accuracy, precision and recall are proportions (successes / trials) with Wilson score intervals;
+    F1 is not, and gets a seeded paired percentile bootstrap over test images (successes NaN, trials
+    n). With no interval (an empty denominator, a degenerate bootstrap) low and high are NaN and
+    ``method`` says why. Explained in notebooks/06_evaluation.
     """
     y_true, y_pred = _pair(y_true, y_pred)
     _check_interval_options(confidence, n_bootstrap)
@@ -242,11 +221,10 @@ def metrics_with_intervals(
 def mcnemar_test(y_true, pred_a, pred_b) -> dict:
     """McNemar's exact test on the same test images: is one model right more often than the other?
 
-    Only the discordant images (exactly one model right) carry information; the exact binomial
-    form suits the small counts of a 100-image test set. Returns the 2x2 correctness ``table``
-    (rows model A right/wrong, columns model B right/wrong), ``a_only_correct``,
-    ``b_only_correct``, ``statistic`` (the smaller discordant count), ``p_value`` (two-sided) and
-    ``n``. Explained in notebooks/06_evaluation.
+    Only the discordant images (exactly one model right) carry information; the exact binomial form
+    suits the small counts of a 100-image test set. ``table``: the 2x2 correctness counts (rows A
+    right/wrong, columns B right/wrong); ``statistic``: the smaller discordant count; ``p_value``:
+    two-sided. Explained in notebooks/06_evaluation.
     """
     y_true, pred_a = _pair(y_true, pred_a, "pred_a")
     _, pred_b = _pair(y_true, pred_b, "pred_b")
@@ -307,12 +285,10 @@ def probability_metrics(labels, probabilities, confidence: float = 0.95,
                         seed: int = 0) -> pd.DataFrame:
     """What the predicted probabilities say beyond the 0.5 threshold, with ``confidence`` intervals.
 
-    One row per metric (index ``metric``): "auc" (ROC AUC, ``roc_auc_score``: how well the
-    probabilities rank COVID above Normal; 0.5 is chance) and "brier" (``brier_score_loss``: the
-    mean squared distance of each probability from its label; 0 is perfect, 0.25 is a constant
-    0.5). Columns value, low, high, method, like ``metrics_with_intervals``; the intervals are
-    paired, seeded percentile bootstraps over images. With one class only the AUC is NaN, and
-    ``method`` says why.
+    Rows (index metric) "auc" (how well the probabilities rank COVID above Normal; 0.5 is chance;
+    NaN with one class only) and "brier" (the mean squared distance of each probability from its
+    label; 0 is perfect, 0.25 a constant 0.5); columns value, low, high, method. The intervals are
+    paired, seeded percentile bootstraps over images.
     """
     labels, probabilities = _scored(labels, probabilities)
     _check_interval_options(confidence, n_bootstrap)
@@ -323,9 +299,8 @@ def probability_metrics(labels, probabilities, confidence: float = 0.95,
     rows = []
     for metric, (score, vectorised, name) in scores.items():
         if metric == "auc" and len(np.unique(labels)) < 2:
-            present = "COVID" if labels[0] == 1 else "Normal"
             value, low, high = np.nan, np.nan, np.nan
-            method = f"no value: only {present} images, and the AUC needs both classes"
+            method = f"no value: only {'COVID' if labels[0] == 1 else 'Normal'} images, and the AUC needs both classes"
         else:
             value = float(score(labels, probabilities))
             if len(labels) < 2:
@@ -347,11 +322,10 @@ def loss_gap_interval(train_labels, train_probabilities, val_labels, val_probabi
                       seed: int = 0) -> dict:
     """Validation minus training loss of one model, per image and in inference mode, with an interval.
 
-    Each part's loss is the mean per-image binary cross-entropy (``binary_cross_entropy``, clipped
-    like Keras). The interval is a seeded percentile bootstrap that resamples the training and the
-    validation images independently (they are different images). Returns train_loss, val_loss,
-    gap (val_loss - train_loss), low, high, confidence, n_train, n_val and method; low and high are
-    NaN, with the reason in method, when there is no interval (fewer than 2 images in a part).
+    Each part's loss is the mean ``binary_cross_entropy`` (clipped like Keras). The seeded percentile
+    bootstrap resamples the training and the validation images independently (they are different
+    images). Returns train_loss, val_loss, gap (val_loss - train_loss), low, high, confidence, n_train,
+    n_val and method; with fewer than 2 images in a part, low and high are NaN and method says why.
     """
     _check_interval_options(confidence, n_bootstrap)
     train = binary_cross_entropy(*_scored(train_labels, train_probabilities, "train_"))

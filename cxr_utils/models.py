@@ -6,9 +6,9 @@ named sub-models, ``backbone`` (images -> 7x7x2048 feature map) and ``head`` (fe
 probability), so training can compute a frozen backbone's features once and fit the head
 alone (``cxr_utils.training``): the same model, minutes instead of hours.
 
-The paper leaves several choices open (book/paper.md, "What the paper leaves open"); each is a named argument
-here, and its default is justified where it is defined. Explained in notebooks/03_resnet50,
-04_lstm and 05_resnet50_lstm.
+The paper leaves several choices open (book/paper.md, "What the paper leaves open"); each is a named
+argument here, its default justified where it is defined. Explained in notebooks/03_resnet50, 04_lstm
+and 05_resnet50_lstm.
 """
 
 from __future__ import annotations
@@ -26,10 +26,7 @@ INPUT_SHAPE = (PROTOCOL.image_size, PROTOCOL.image_size, 3)
 
 # Keras' ImageNet weights for ResNet50 expect "caffe" inputs: 0-255, BGR, ImageNet mean removed.
 IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
-
-# Paper section 3.1: the hybrid's recurrent stack.
-PAPER_LSTM_UNITS = (32, 16, 8)
-
+PAPER_LSTM_UNITS = (32, 16, 8)  # paper section 3.1: the hybrid's recurrent stack
 # Each backbone built here -> (weights, input_scaling) it was built with (``backbone_source``).
 _SOURCES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -58,10 +55,9 @@ def _sigmoid_output(name: str = "p_covid") -> layers.Dense:
 
 def _lstm_stack(x, units, dropout):
     for i, n_units in enumerate(units):
-        last = i == len(units) - 1
-        # Every LSTM but the last passes its whole sequence on (return_sequences=True), so each
-        # layer reads a sequence; the last returns its final state only, for the classifier.
-        x = layers.LSTM(n_units, return_sequences=not last, name=f"lstm_{n_units}_{i + 1}")(x)
+        # Every LSTM but the last passes its whole sequence on, so each layer reads a sequence;
+        # the last returns its final state only, for the classifier.
+        x = layers.LSTM(n_units, return_sequences=i < len(units) - 1, name=f"lstm_{n_units}_{i + 1}")(x)
     if dropout:
         x = layers.Dropout(dropout, name="dropout")(x)
     return _sigmoid_output()(x)
@@ -76,26 +72,23 @@ def resnet50_backbone(
     """ResNet50 without its top (``keras.applications``): images in [0, 1] -> 7x7x2048 map.
 
     Args:
-        weights: what ``config.weights_kind`` reads: "imagenet" (downloaded by Keras on first
-            use), the path of a local copy (``*_notop.h5`` / ``.weights.h5``), or None
-            (random initialisation, trained from scratch).
+        weights: "imagenet" (downloaded by Keras on first use), the path of a local copy
+            (``*_notop.h5`` / ``.weights.h5``), or None (random initialisation, from scratch).
         input_scaling: "paper" feeds the [0, 1] images as they are, because section 2.2
             describes division by 255 and nothing else. "imagenet" maps them to what the
             ImageNet weights were trained on (0-255, mean removed: Keras' ``preprocess_input``
             for ResNet50); use it with ``weights="imagenet"`` to test that choice.
-        bn_momentum: momentum of the BatchNormalization moving statistics. "auto" keeps Keras'
-            0.99 for pretrained weights and uses 0.9 from scratch (``config.batchnorm_momentum``).
-            Why: with 0.99 the moving averages remember ~100 steps; a 15-epoch run on 800 images
-            has only 375 steps while the weights change fast, so the statistics can describe
-            earlier weights than the ones validated (the reasoning; no committed run measures
-            0.99 against 0.9). 0.9 remembers ~10 steps. A float sets it explicitly; None keeps
-            the Keras default.
+        bn_momentum: of the BatchNormalization moving statistics. "auto" keeps Keras' 0.99 for
+            pretrained weights and uses 0.9 from scratch (``config.batchnorm_momentum``). Why:
+            with 0.99 the moving averages remember ~100 steps; a 15-epoch run on 800 images has
+            only 375 steps while the weights change fast, so the statistics can describe earlier
+            weights than the ones validated (the reasoning; no committed run measures 0.99
+            against 0.9). 0.9 remembers ~10 steps. None keeps the Keras default.
     """
     if input_scaling not in ("paper", "imagenet"):
         raise ValueError(f"input_scaling must be 'paper' or 'imagenet', not {input_scaling!r}")
     weights = config.parse_weights(weights)
-    kind = config.weights_kind(weights)
-    if kind == "file":
+    if config.weights_kind(weights) == "file":
         weights_path = Path(weights).expanduser()
         if not weights_path.is_file():
             raise WeightsUnavailableError(
@@ -144,18 +137,14 @@ def backbone_source(backbone: keras.Model) -> tuple[str | None, str] | None:
     return _SOURCES.get(backbone)
 
 
-def _assemble(backbone: keras.Model, head: keras.Model, trainable_backbone, name: str):
-    backbone.trainable = trainable_backbone
-    images = keras.Input(backbone.input_shape[1:], name="images")
-    return keras.Model(images, head(backbone(images)), name=name)
-
-
-def _default_trainable(weights, trainable_backbone):
-    # Frozen when pretrained (feature extraction, the paper's wording in 2.3); a random
+def _assemble(backbone: keras.Model, head: keras.Model, weights, trainable_backbone, name: str):
+    # By default frozen when pretrained (feature extraction, the paper's wording in 2.3); a random
     # backbone must learn, so it trains.
     if trainable_backbone is None:
-        return config.weights_kind(weights) == "scratch"
-    return bool(trainable_backbone)
+        trainable_backbone = config.weights_kind(weights) == "scratch"
+    backbone.trainable = bool(trainable_backbone)
+    images = keras.Input(backbone.input_shape[1:], name="images")
+    return keras.Model(images, head(backbone(images)), name=name)
 
 
 def build_resnet50(
@@ -188,7 +177,7 @@ def build_resnet50(
     if dropout:
         x = layers.Dropout(dropout, name="dropout")(x)
     head_model = keras.Model(features, _sigmoid_output()(x), name="head")
-    return _assemble(backbone, head_model, _default_trainable(weights, trainable_backbone), "resnet50")
+    return _assemble(backbone, head_model, weights, trainable_backbone, "resnet50")
 
 
 def build_resnet50_lstm(
@@ -208,15 +197,12 @@ def build_resnet50_lstm(
 
     Args:
         weights, trainable_backbone, input_scaling, bn_momentum: as in ``build_resnet50``.
-        lstm_units: the recurrent stack, the paper's (32, 16, 8) by default.
         dropout: the paper names a Dropout layer but not its rate; 0.2 is a light rate for an
             8-unit state (0.5 would silence half of eight features at every step).
     """
     backbone = resnet50_backbone(weights, input_shape, input_scaling, bn_momentum)
     head_model = resnet50_lstm_head(backbone.output_shape[1:], lstm_units, dropout)
-    return _assemble(
-        backbone, head_model, _default_trainable(weights, trainable_backbone), "resnet50_lstm"
-    )
+    return _assemble(backbone, head_model, weights, trainable_backbone, "resnet50_lstm")
 
 
 def resnet50_lstm_head(

@@ -47,25 +47,19 @@ def _by_model(rows: dict, columns: list[str]) -> pd.DataFrame:
 def table2() -> pd.DataFrame:
     """Table 2: each model's loss and accuracy on training and validation data at its best epoch.
 
-    Index model (the paper's names); columns train_loss, train_accuracy, val_loss, val_accuracy.
     Explained in notebooks/03_resnet50 to 05_resnet50_lstm.
     """
     return _by_model(_TABLE2, ["train_loss", "train_accuracy", "val_loss", "val_accuracy"])
 
 
 def confusion_counts() -> pd.DataFrame:
-    """Tables 3-5 as counts on the 100 test images: index model; columns tp, fn, fp, tn.
-
-    Explained in notebooks/07_comparison.
-    """
+    """Tables 3-5 as counts on the 100 test images, one row per model. Explained in notebooks/07_comparison."""
     return _by_model(_CONFUSION, ["tp", "fn", "fp", "tn"])
 
 
 def confusion_table(model: str) -> pd.DataFrame:
-    """One of Tables 3-5 as a 2x2 table, oriented like ``metrics.confusion_matrix``.
-
-    ``model`` is the paper's name ("ResNet50") or our id ("resnet50"). Rows actual, columns
-    predicted, each in the order COVID, Normal; ``plots.plot_confusion`` draws it.
+    """One of Tables 3-5 as a 2x2 table oriented like ``metrics.confusion_matrix`` (rows actual, columns
+    predicted, each COVID, Normal); ``model``: the paper's name ("ResNet50") or our id ("resnet50").
     """
     tp, fn, fp, tn = _CONFUSION[config.model_spec(model).paper_name]
     return pd.DataFrame(
@@ -76,17 +70,13 @@ def confusion_table(model: str) -> pd.DataFrame:
 
 
 def table6() -> pd.DataFrame:
-    """Table 6: test accuracy, precision, recall and F1 (COVID positive), as printed.
-
-    Index model; columns accuracy, precision, recall, f1. Explained in notebooks/07_comparison.
-    """
+    """Table 6 as printed: accuracy, precision, recall, F1 (COVID positive). Explained in notebooks/07_comparison."""
     return _by_model(_TABLE6, ["accuracy", "precision", "recall", "f1"])
 
 
 def table7() -> pd.DataFrame:
     """Table 7: the paper's comparison with earlier work, as printed (percentages as fractions).
 
-    Columns author, data, method, accuracy, precision, recall, f1; a "-" in the paper is NaN.
     The last row ("Proposed") is the paper's own ResNet50-LSTM. Explained in notebooks/07_comparison.
     """
     return pd.DataFrame(
@@ -95,10 +85,8 @@ def table7() -> pd.DataFrame:
 
 
 def claims() -> pd.DataFrame:
-    """The three claims of the paper (book/paper.md) with the reported numbers each rests on.
-
-    Columns: id (1-3), claim (text), source (the table), paper_values (dict "model metric" ->
-    value, read from the tables above). Explained in notebooks/07_comparison and book/report.
+    """The three claims of the paper (book/paper.md) with the reported numbers each rests on
+    (``paper_values``: "model metric" -> value). Explained in notebooks/07_comparison and book/report.
     """
     scores, fits = table6(), table2()
     names = config.paper_names()

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import matplotlib.text
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -43,8 +44,6 @@ def _require(table, columns, what: str) -> None:
 
 def _legible(figure) -> None:
     """Raise every text of ``figure`` to at least MIN_POINTS as shown at the book's page width."""
-    import matplotlib.text
-
     floor = MIN_POINTS / min(1.0, PAGE_WIDTH_IN / figure.get_figwidth())
     for ax in figure.axes:
         for axis in (ax.xaxis, ax.yaxis):
@@ -58,8 +57,6 @@ def _legible(figure) -> None:
 
 def smallest_shown_points(figure) -> float:
     """The smallest text of ``figure`` in points as the book shows it (scaled to the page width)."""
-    import matplotlib.text
-
     figure.canvas.draw()
     sizes = [t.get_fontsize() for t in figure.findobj(matplotlib.text.Text) if t.get_text() and t.get_visible()]
     return min(sizes) * min(1.0, PAGE_WIDTH_IN / figure.get_figwidth())
@@ -82,10 +79,8 @@ def mark_chance(ax) -> None:
 
 
 def plot_image_grid(manifest: pd.DataFrame, per_class: int = 6, seed: int = 0, path=None):
-    """One row of real X-rays per class (COVID, Normal), ``per_class`` of each drawn with ``seed``.
-
-    ``manifest`` needs columns path and class (as ``data.build_manifest`` writes).
-    Explained in notebooks/01_data_collection.
+    """One row of real X-rays per class (COVID, Normal), ``per_class`` of each drawn with ``seed`` from
+    ``manifest`` (as ``data.build_manifest`` writes it). Explained in notebooks/01_data_collection.
     """
     from cxr_utils import data  # imported here: reading images needs Pillow, plots otherwise don't
 
@@ -143,13 +138,8 @@ def model_table(model) -> pd.DataFrame:
             shape = tuple(layer.output.shape)
         except (AttributeError, ValueError):  # a layer not yet called has no output
             shape = None
-        rows.append({
-            "layer": prefix + layer.name,
-            "type": type(layer).__name__,
-            "output shape": shape,
-            "parameters": int(layer.count_params()),
-            "trainable": bool(layer.trainable),
-        })
+        rows.append((prefix + layer.name, type(layer).__name__, shape, int(layer.count_params()),
+                     bool(layer.trainable)))
 
     for layer in model.layers:
         walk(layer)
@@ -163,10 +153,9 @@ def plot_training_curves(history: pd.DataFrame, title: str, path=None):
     """Loss and accuracy per epoch, training vs validation, in two panels (the paper's Figures 3-5).
 
     ``history`` has columns epoch (1-based), loss, accuracy, val_loss, val_accuracy and optionally
-    is_best (the epoch kept), marked by a dashed line, and train_inference_loss /
-    train_inference_accuracy (training images scored in inference mode, as the test sees the
-    model: ``callbacks.InferenceModeCheck``), drawn dotted. Losses are on a log scale, so one
-    epoch's spike does not flatten the others. Legends sit below the panels, off the data.
+    is_best (the epoch kept; dashed line) and train_inference_loss / train_inference_accuracy
+    (training images scored in inference mode, as the test sees them: ``callbacks.InferenceModeCheck``;
+    dotted). Losses on a log scale, so one epoch's spike does not flatten the others.
     Explained in notebooks/03_resnet50.
     """
     _require(history, HISTORY_COLUMNS, "history")
@@ -198,8 +187,7 @@ def plot_confusion(confusion: pd.DataFrame, title: str, path=None):
     ``metrics.confusion_matrix`` returns). Explained in notebooks/06_evaluation.
     """
     _require(confusion, PAPER_ORDER, "confusion")
-    missing_rows = [name for name in PAPER_ORDER if name not in confusion.index]
-    if missing_rows or confusion.shape != (2, 2):
+    if not set(PAPER_ORDER) <= set(confusion.index) or confusion.shape != (2, 2):
         raise ValueError(
             f"confusion must be 2x2 with rows and columns {PAPER_ORDER}; got rows "
             f"{list(confusion.index)} and columns {list(confusion.columns)} "
@@ -266,8 +254,7 @@ def plot_paper_vs_ours(ours: pd.DataFrame, paper: pd.DataFrame, path=None, title
             centres = [bar.get_x() + bar.get_width() / 2 for bar in bars]
             x = pd.Series(centres, index=[METRIC_ORDER[round(c)] for c in centres])
             mine = mine.loc[x.index]
-            below, above = mine["value"] - mine["low"], mine["high"] - mine["value"]
-            errors = [below.clip(lower=0), above.clip(lower=0)]
+            errors = [(mine["value"] - mine["low"]).clip(lower=0), (mine["high"] - mine["value"]).clip(lower=0)]
             ax.errorbar(x, mine["value"], yerr=errors, fmt="none", ecolor="black", capsize=3)
         ax.set_title(model)
         ax.set_ylim(0, 1.05)
@@ -278,8 +265,7 @@ def plot_paper_vs_ours(ours: pd.DataFrame, paper: pd.DataFrame, path=None, title
 
 
 def _check_predictions(predictions) -> dict:
-    """``predictions`` as ``evaluation.load_predictions`` returns it: model name -> table with
-    label and probability; ValueError naming what is wrong."""
+    """ValueError unless ``predictions`` is model name -> table with label and probability."""
     if not isinstance(predictions, dict) or not predictions:
         raise ValueError("predictions must be a non-empty dict of model name -> table "
                          "(evaluation.load_predictions returns one)")
@@ -302,11 +288,9 @@ def _legend_outside(ax) -> None:
 
 
 def plot_roc(predictions: dict[str, pd.DataFrame], path=None):
-    """One ROC curve per model (true positive rate against false positive rate, COVID positive),
-    its AUC in the legend, and the diagonal of a model that guesses.
-
-    ``predictions``: model name -> table with columns label (0/1) and probability (P(COVID)), as
-    ``evaluation.load_predictions`` returns it; each model needs both classes.
+    """One ROC curve per model (COVID positive), its AUC in the legend, and the diagonal of a model
+    that guesses. ``predictions``: model name -> table with columns label (0/1) and probability
+    (P(COVID)), as ``evaluation.load_predictions`` returns it; each model needs both classes.
     """
     from sklearn.metrics import roc_auc_score, roc_curve
 
@@ -332,7 +316,6 @@ def plot_reliability(predictions: dict[str, pd.DataFrame], n_bins: int = 10, pat
     """Reliability diagram: in each of ``n_bins`` equal-width bins of predicted P(COVID), the share
     of COVID images against the mean prediction (``sklearn.calibration.calibration_curve``); a
     calibrated model lies on the diagonal. Below it, a second panel counts the images per bin.
-
     ``predictions`` as for ``plot_roc``.
     """
     from sklearn.calibration import calibration_curve

@@ -1,11 +1,10 @@
 """The words of the pages the package writes, kept in Jinja2 templates (``cxr_utils/templates``).
 
-The Python that calls ``render`` computes the numbers, the tables and which case applies, and
-passes them in; the templates hold the sentences, headings and captions around them. One
-environment for all of them, so every page is rendered by the same rules:
+The Python that calls ``render`` computes the numbers, the tables and which case applies; the
+templates hold the sentences, headings and captions around them. One environment renders them all:
 
-- ``StrictUndefined``: a template that names a value its caller did not pass raises instead of
-  printing an empty string into a published page;
+- ``StrictUndefined``: a value the caller did not pass raises instead of printing an empty string
+  into a published page;
 - ``trim_blocks`` and ``lstrip_blocks``: a ``{% if %}`` on a line of its own leaves no blank line
   or indent in the Markdown, so the templates read like the pages they write;
 - ``keep_trailing_newline``: a template's last line ends like every other;
@@ -20,12 +19,10 @@ from cxr_utils.report import counted, duration_text, p_value
 
 
 def code(value) -> str:
-    """``value`` as Markdown inline code."""
     return f"`{value}`"
 
 
 def thousands(number) -> str:
-    """A count with thousands separators: 13,808."""
     return f"{number:,}"
 
 

@@ -1,12 +1,13 @@
 """Seeding, accelerator detection and the record every run writes next to its results.
 
-Backend-specific calls live here and only here, so that ``models`` and ``training`` stay
-plain Keras 3 and run unchanged on TensorFlow (the CPU default), JAX or PyTorch.
-Explained in book/reproducibility.
+Backend-specific calls live here and only here, so that ``models`` and ``training`` stay plain
+Keras 3 and run unchanged on TensorFlow (the CPU default), JAX or PyTorch. Explained in
+book/reproducibility.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import importlib.metadata
 import json
@@ -18,17 +19,17 @@ from pathlib import Path
 
 import keras
 
+from cxr_utils.atomic import atomic_write  # the one atomic writer, re-exported
+
 # Packages whose versions change numbers; recorded in every run record.
 RECORDED_PACKAGES = (
     "keras", "tensorflow", "tensorflow-cpu", "jax", "jaxlib", "torch", "numpy", "pandas",
     "scikit-learn", "scipy", "statsmodels", "pillow", "imagehash", "papermill", "jupyter-book",
 )
 
-
-# TensorFlow sizes its thread pools from these when it starts, before its first operation. One
-# thread each makes ResNet50's training bit-identical run to run on a CPU, without the other
-# cores' help (measured: book/reproducibility); ``python -m cxr_utils.run --one-thread`` sets them
-# for every notebook, and any other command takes them from the shell.
+# TensorFlow sizes its thread pools from these before its first operation. One thread each makes
+# ResNet50's training bit-identical run to run on a CPU (measured: ``set_seed``); ``python -m
+# cxr_utils.run --one-thread`` sets them for every notebook, any other command takes them from the shell.
 ONE_THREAD_ENVIRONMENT = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
 
 
@@ -45,18 +46,15 @@ def tensorflow_threads() -> dict:
 def set_seed(seed: int) -> None:
     """Seed Python, NumPy and the Keras backend, and ask TensorFlow for deterministic ops.
 
-    With the same seed, the same data and the TensorFlow CPU backend, the LSTM trains to the same
-    weights and predictions (tests/test_training.py checks this). A ResNet50 trained from
-    scratch at 224 px does not, on this project's CPU: its weights differ from the sixth
-    significant digit after one epoch, with or without XLA; limited to one thread (intra- and
-    inter-op) three trainings agreed, so TensorFlow's multi-threaded CPU kernels are the cause
-    (measured; book/reproducibility). ``ONE_THREAD_ENVIRONMENT`` sets that for a whole process.
-    GPU kernels may differ in the last bits too.
+    On the TensorFlow CPU backend the LSTM then trains to the same weights (tests/test_training.py).
+    A ResNet50 trained from scratch at 224 px does not, on this project's CPU: its weights differ
+    from the sixth significant digit after one epoch, with or without XLA; with one thread (intra-
+    and inter-op, ``ONE_THREAD_ENVIRONMENT``) three trainings agreed, so TensorFlow's multi-threaded
+    CPU kernels are the cause (measured; book/reproducibility). GPU kernels may differ too.
     """
     keras.utils.set_random_seed(seed)
     if backend() == "tensorflow":
         import tensorflow as tf
-
         tf.config.experimental.enable_op_determinism()
 
 
@@ -66,15 +64,12 @@ def gpu_names() -> list[str]:
     try:
         if name == "tensorflow":
             import tensorflow as tf
-
             return [d.name for d in tf.config.list_physical_devices("GPU")]
         if name == "jax":
             import jax
-
             return [str(d) for d in jax.devices() if d.platform == "gpu"]
         if name == "torch":
             import torch
-
             return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     except Exception:  # a broken driver means: no usable GPU
         return []
@@ -82,13 +77,11 @@ def gpu_names() -> list[str]:
 
 
 def use_mixed_precision(enabled: bool | str = "auto") -> bool:
-    """Set Keras' global dtype policy; returns whether it is a mixed one.
+    """Set Keras' global dtype policy, before a model is built; returns whether it is a mixed one.
 
-    "auto": mixed float16 only when a GPU is present, float32 otherwise; True: "mixed_float16";
-    False: "float32"; "bfloat16": "mixed_bfloat16" (a CPU runs it too: ResNet50 trained about 1.5x
-    faster than in float32 on this project's CPU). Which policy is set:
-    ``keras.mixed_precision.global_policy().name``. Must run before a model is built. Output
-    layers of ``cxr_utils.models`` stay float32.
+    "auto": mixed float16 when a GPU is present, else float32; True: "mixed_float16"; False: "float32";
+    "bfloat16": "mixed_bfloat16" (ResNet50 trained about 1.5x faster than in float32 on this
+    project's CPU). Output layers of ``cxr_utils.models`` stay float32.
     """
     if isinstance(enabled, str) and enabled == "auto":
         enabled = bool(gpu_names())
@@ -116,22 +109,16 @@ def accelerator_summary(mixed_precision: bool | str = "auto") -> str:
 def package_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for package in RECORDED_PACKAGES:
-        try:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             versions[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            continue
     return versions
 
 
 def hardware() -> dict:
     cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    with contextlib.suppress(OSError):
+        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name")), cpu)
     gpus = gpu_names()
     return {
         "platform": platform.platform(),
@@ -185,13 +172,8 @@ def run_record(settings: dict, wall_time_s: float | None = None, **extra) -> dic
     return record
 
 
-# The one atomic writer (cxr_utils.atomic, kept free of Keras so that cxr_utils.data can use it).
-from cxr_utils.atomic import atomic_write  # noqa: E402
-
-
 def write_text(text: str, path: str | Path) -> Path:
-    """Write a text file atomically (``atomic_write``): a crash never leaves a half-written file
-    behind, and an earlier file stays until the new one is complete."""
+    """Write a text file atomically (``atomic_write``: complete, or the earlier file untouched)."""
     return atomic_write(path, lambda temporary: temporary.write_text(text))
 
 

@@ -8,6 +8,7 @@ manifest and saved models, so the chapter stays a few calls. Explained in notebo
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -15,14 +16,12 @@ import numpy as np
 import pandas as pd
 
 from cxr_utils import baselines, chapters, config, data, evaluation, extended_set, metrics, paper, prose, shortcuts
-from cxr_utils.baselines import BASELINES_CSV as _BASELINES
-from cxr_utils.shortcuts import RESULTS_FOLDER as SHORTCUTS_DIR
-from cxr_utils.shortcuts import LungBox
 from cxr_utils.blanked import (
     BLANKED_DIR, RESULTS_CSV, blanked_results, save_blanked_results, train_blanked, trained_beside,
 )
+from cxr_utils.shortcuts import RESULTS_FOLDER as SHORTCUTS_DIR, LungBox
 
-BASELINES_CSV = _BASELINES.as_posix()
+BASELINES_CSV = baselines.BASELINES_CSV.as_posix()
 BLANKED_CSV = (BLANKED_DIR / RESULTS_CSV).as_posix()  # blanked.save_blanked_results writes it
 GRADCAM_CSV = f"{SHORTCUTS_DIR}/gradcam.csv"
 GRADCAM_SHARES_CSV = f"{SHORTCUTS_DIR}/gradcam_shares.csv"  # per test image and model
@@ -43,16 +42,12 @@ def lung_box(values) -> LungBox:
 
 
 def _save_box(results_dir: Path, box: LungBox, image_size: int) -> None:
-    import dataclasses
-
     from cxr_utils import runtime  # imports Keras: only when called
 
     runtime.write_json({**dataclasses.asdict(box), "image_size": int(image_size)}, results_dir / BOX_JSON)
 
 
 def _saved_box(results_dir: Path) -> tuple[LungBox | None, int | None]:
-    import json
-
     path = results_dir / BOX_JSON
     if not path.is_file():
         return None, None
@@ -128,10 +123,8 @@ def blanked_models(results_dir, split: pd.DataFrame, box: LungBox, epochs: int =
 
 
 def _gradcam_maps(results_dir: Path, test: pd.DataFrame, images) -> dict:
-    """Grad-CAM maps of the run's backbone models on the test images, keyed by model id: from the
-    cells each model's chapter saved while its weights were in memory (``experiment.GRADCAM_CELLS``),
-    upsampled to the images; from the saved model (``model.keras``) where the cells are missing
-    or hold other images."""
+    """Grad-CAM maps of the run's backbone models on the test images, keyed by model id: the cells each
+    model's chapter saved (``experiment.GRADCAM_CELLS``) upsampled, else from ``model.keras``."""
     # Keras and the modules that import it: only when Grad-CAM runs.
     import keras
 
@@ -200,8 +193,7 @@ def gradcam_for_run(results_dir, split: pd.DataFrame, box: LungBox, image_size: 
 
 
 def _accuracy(predictions: pd.DataFrame, seed: int) -> dict:
-    """A model's test accuracy with its 95% interval (accuracy, accuracy_low, accuracy_high), from
-    its predictions.csv, as Grad-CAM's and the baseline comparison's tables give it."""
+    """accuracy, accuracy_low, accuracy_high (95% interval) from a model's predictions.csv."""
     accuracy = metrics.metrics_with_intervals(predictions["label"], predictions["predicted"], seed=seed).loc["accuracy"]
     return {"accuracy": accuracy["value"], "accuracy_low": accuracy["low"], "accuracy_high": accuracy["high"]}
 

@@ -19,7 +19,6 @@ import pandas as pd
 from cxr_utils import config, prose
 from cxr_utils.claims import SIGNIFICANCE
 
-
 RESULTS_FOLDER = "shortcuts"  # chapter 8's tables, below the run's results folder
 
 
@@ -115,7 +114,6 @@ def _interval(value, low, high) -> str:
 
 
 def _row_interval(row, column: str) -> str:
-    """``_interval`` of ``row``'s ``column`` and its ``column``_low and ``column``_high."""
     return _interval(row[column], row[f"{column}_low"], row[f"{column}_high"])
 
 
@@ -230,7 +228,6 @@ def shortcut_summary(baselines_table, blanked_table=None, gradcam_table=None, bo
     only what the intervals show; a model at chance gets no reading. Explained in
     notebooks/08_shortcuts.
     """
-
     box = box or LungBox()
     image_size = image_size or config.PROTOCOL.image_size
     described = border = n_train = None

@@ -1,8 +1,7 @@
 """The short texts the book shows about a run, each written from the run's own numbers: the
-settings line at the top of every chapter, what a model's training shows (chapters 3-5), and the
-dataset statement of chapter 1. Nothing here names a folder of the machine that ran.
-
-Explained in notebooks/01_data_collection and notebooks/03_resnet50.
+settings line atop every chapter, what a model's training shows (chapters 3-5), and chapter 1's
+dataset statement. Nothing here names a folder of the machine that ran. Explained in
+notebooks/01_data_collection and notebooks/03_resnet50.
 """
 
 from __future__ import annotations
@@ -18,20 +17,17 @@ from cxr_utils.report import NEAR_CHANCE
 
 
 def shown_value(name: str, value):
-    """A parameter as the book shows it: a folder by its last part ("…/covid19-radiography-224"),
-    never the path of the machine that ran; everything else as it is."""
+    """A parameter as the book shows it: an absolute ``*_dir`` folder by its last part
+    ("…/covid19-radiography-224"), never the path of the machine that ran."""
     if name.endswith("_dir") and isinstance(value, str) and PurePath(value).is_absolute():
         return f"…/{PurePath(value).name}"
     return value
 
 
 def settings_markdown(namespace: dict) -> str:
-    """One line naming every setting of the run, shown at the top of each executed page.
-
-    ``namespace`` is a notebook's ``globals()`` (or any dict): the names of
-    ``config.NOTEBOOK_PARAMETERS`` found in it are shown, in that order, after
-    ``config.check_parameters`` has checked them (a wrong value stops the chapter here, with a
-    message naming the parameter and what it accepts).
+    """One line naming every setting of the run, shown atop each executed page: the
+    ``config.NOTEBOOK_PARAMETERS`` found in ``namespace`` (a notebook's ``globals()``), in that order,
+    once ``config.check_parameters`` has accepted them (a wrong value stops the chapter here).
     """
     config.check_parameters({k: namespace[k] for k in config.NOTEBOOK_PARAMETERS if k in namespace})
     shown = {k: namespace[k] for k in config.NOTEBOOK_PARAMETERS if k in namespace and k != "cache_dir"}
@@ -40,17 +36,12 @@ def settings_markdown(namespace: dict) -> str:
                         from_scratch="weights" in shown and config.weights_kind(shown["weights"]) == "scratch")
 
 
-def _chance_epochs(epochs, values) -> list[int]:
-    return [int(e) for e, v in zip(epochs, values) if at_most(v, NEAR_CHANCE)]
-
-
 def training_summary(results_dir, model_id: str, name_the_hypothesis: bool = True) -> str:
-    """What one model's training run shows, in a few sentences written from its saved files
-    (history.csv, predictions.csv, metrics.json): the kept epoch beside the paper's, how steady
-    validation was, what the inference-mode check of the training images shows, and the last
-    epoch's test accuracy beside the kept one's. Explained in notebooks/03_resnet50.
-    ``name_the_hypothesis=False`` leaves out the sentence on BatchNorm as a candidate cause, for a
-    page that tests it beside (``cxr_utils.study.publish``).
+    """What one model's training run shows, in a few sentences written from its history.csv and
+    predictions.csv: the kept epoch beside the paper's, how steady validation was, the training
+    images scored in inference mode, and the last epoch's test accuracy beside the kept one's.
+    Explained in notebooks/03_resnet50. ``name_the_hypothesis=False`` leaves out the sentence on
+    BatchNorm as a candidate cause, for a page that tests it beside (``cxr_utils.study.publish``).
     """
     spec = config.model_spec(model_id)
     folder = Path(results_dir) / model_id
@@ -79,7 +70,8 @@ def training_summary(results_dir, model_id: str, name_the_hypothesis: bool = Tru
         kept={"epoch": int(best["epoch"]), "val_accuracy": best["val_accuracy"], "test": test_accuracy("predicted")},
         paper_val_accuracy=paper.table2().loc[spec.paper_name]["val_accuracy"],
         validation={"low": history["val_accuracy"].min(), "high": history["val_accuracy"].max(),
-                    "chance_epochs": _chance_epochs(history["epoch"], history["val_accuracy"])},
+                    "chance_epochs": [int(e) for e, v in zip(history["epoch"], history["val_accuracy"])
+                                      if at_most(v, NEAR_CHANCE)]},
         inference=inference, hypothesis=hypothesis,
         last_epoch_test=test_accuracy("predicted_last_epoch") if last_epoch else None,
     )
@@ -89,9 +81,9 @@ KAGGLE_ORIGINAL = (299, 299, "L")  # the database's own files: 299x299 grayscale
 
 
 def dataset_statement(manifest: pd.DataFrame) -> str:
-    """What the run's images are, said as they are: counts per class, the sizes and modes the
-    files are stored in, and whether they are the database's 299x299 grayscale originals or
-    re-encoded copies. Explained in notebooks/01_data_collection.
+    """What the run's images are: counts per class, the sizes and modes the files are stored in,
+    and whether they are the database's 299x299 grayscale originals or re-encoded copies.
+    Explained in notebooks/01_data_collection.
     """
     counts = manifest["class"].value_counts()
     sizes = manifest.groupby(["width", "height"]).size().sort_values(ascending=False)

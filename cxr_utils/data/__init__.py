@@ -1,11 +1,10 @@
 """Find, download, index, de-duplicate, sample, split and load the chest X-rays.
 
-The paper (section 2.1) uses 500 COVID-19 and 500 Normal images of the Kaggle "COVID-19
-Radiography Database", split 80/10/10 and stratified; section 2.2 reads each image, scales it by
-1/255, resizes it to 224x224 and repeats the grey channel three times. This package does the same
-steps with the checks the paper leaves out: it reads every image once to catch broken files,
-finds exact and near-duplicate images and keeps each group of them inside one split, and caches
-the decoded images on disk.
+The paper (sections 2.1-2.2) takes 500 COVID-19 and 500 Normal images of the Kaggle "COVID-19
+Radiography Database", splits them 80/10/10 stratified, scales by 1/255, resizes to 224x224 and
+repeats the grey channel. This package adds the checks the paper leaves out: every image is read
+once to catch broken files, exact and near-duplicate images are kept inside one split, and the
+decoded images are cached on disk.
 
 Pipeline::
 
@@ -16,16 +15,11 @@ Pipeline::
     x_train = load_images(split[split["split"] == "train"], cache_dir=".cache/images")
     y_train = labels(split[split["split"] == "train"])
 
-Everything returns NumPy arrays and pandas tables: no Keras or TensorFlow import here (every Keras
-backend accepts NumPy arrays), and importing this package never touches the network. Bad input
-raises ``DatasetError`` naming the file and the fix; files this package writes (manifest CSV,
-image cache) appear only complete (temporary file + ``os.replace``, ``cxr_utils.atomic``).
-
-Modules, in pipeline order (every name below is also available here, as ``data.<name>``):
-``layout`` (finding or downloading the dataset), ``decode`` (strict decoding, grey image, model
-input), ``manifest`` (the table of images, CSV, column checks), ``duplicates`` (exact and near
-copies), ``split`` (sample and split), ``loading`` (model inputs and their cache), ``cli``
-(``python -m cxr_utils.data DIR``) and ``errors`` (DatasetError, DatasetWarning).
+Only NumPy and pandas here: no Keras or TensorFlow import, no network on import. Bad input raises
+``DatasetError`` naming the file and the fix; written files (manifest CSV, image cache) appear
+only complete (``cxr_utils.atomic``). Modules, in pipeline order, all re-exported here: ``layout``,
+``decode``, ``manifest``, ``duplicates``, ``split``, ``loading``, ``cli`` (``python -m
+cxr_utils.data DIR``) and ``errors``.
 
 Explained in notebooks/01_data_collection (layout, manifest, duplicates, sample) and
 notebooks/02_preprocessing (decoding and the split).
@@ -78,22 +72,14 @@ from cxr_utils.data.manifest import (
 from cxr_utils.data.split import SPLITS, leakage_report, sample_balanced, split_dataset, split_summary
 
 __all__ = [
-    # constants
     "CLASSES", "KAGGLE_HANDLE", "KAGGLE_URL", "IMAGE_SIZE", "IMAGE_SUFFIXES", "CLASS_FOLDER_NAMES",
     "IMAGES_SUBFOLDER", "SEARCH_DEPTH", "SEARCH_MAX_FOLDERS", "MANIFEST_COLUMNS", "SPLITS",
     "PHASH_SIZE", "PHASH_BITS", "DEFAULT_MAX_HAMMING", "PREPROCESSING_VERSION", "HAND_DOWNLOAD_HELP",
-    # errors and the layout
     "DatasetError", "DatasetWarning", "DatasetLayout",
-    # layout
     "find_dataset", "download_dataset", "resolve_dataset", "file_names",
-    # decode
     "decode_grayscale", "preprocess", "preprocessing_steps", "steps_table",
-    # manifest
     "build_manifest", "save_manifest", "read_manifest", "labels", "require_columns",
-    # duplicates
     "hamming_distances", "add_duplicate_groups", "duplicate_report",
-    # split
     "leakage_report", "sample_balanced", "split_dataset", "split_summary",
-    # loading and command line
     "image_chunks", "load_images",
 ]

@@ -1,12 +1,9 @@
 """Decoding (paper section 2.2): an image file becomes the grey image and then the model input.
 
-Files are decoded strictly (a truncated or non-image file raises ``DatasetError`` naming it,
-even where Pillow was told to accept truncated files); an image whose EXIF Orientation tag says
-it is stored rotated or mirrored is turned upright (as a viewer shows it); every Pillow mode
-becomes 8-bit grey; the grey image is resized (bilinear), scaled by 1/255 and repeated into three
-channels.
-``preprocessing_steps`` returns every intermediate array: notebooks/02_preprocessing calls it to
-show one real image step by step. Explained in notebooks/02_preprocessing.
+Files are decoded strictly (a truncated or non-image file raises ``DatasetError`` naming it, even
+where Pillow was told to accept truncated files) and turned upright by their EXIF Orientation tag;
+every Pillow mode becomes 8-bit grey, which is resized (bilinear), scaled by 1/255 and repeated
+into three channels. Explained in notebooks/02_preprocessing, which shows one image step by step.
 """
 
 from __future__ import annotations
@@ -25,19 +22,14 @@ from cxr_utils.data.errors import DatasetError
 
 IMAGE_SIZE = PROTOCOL.image_size
 
-# Bump when decode_grayscale or the resizing changes, so that old cached images are not reused.
-# It keys the image cache (data.loading) and the feature cache (cxr_utils.features).
-# Version 2: images with an EXIF Orientation tag (2-8) are turned upright (_upright). A file
-# without one (every PNG of the Radiography Database: none carries EXIF) decodes to the very same
-# pixels as under version 1, so for this project's data the bump only costs one recomputation of
-# the caches. It is bumped all the same: a cache made by version 1 from someone's own oriented
-# JPEGs holds them sideways, and a cache must never return what the current code would not
-# compute (training on sideways images while predict reads them upright).
+# Keys the image cache (data.loading) and the feature cache (cxr_utils.features): bump it when
+# decoding or resizing changes. Version 2 turns EXIF-oriented images upright; the database's PNGs
+# carry no EXIF and decode as under version 1, but a version-1 cache of someone's oriented JPEGs
+# holds them sideways, and a cache must never return what the current code would not compute.
 PREPROCESSING_VERSION = 2
 
 # EXIF tag 274. Values 2-8 say how the stored pixels must be flipped or turned to be shown upright
-# (6: turn 90 degrees clockwise, 3: 180 degrees, 8: 90 degrees counter-clockwise); 1 or no tag:
-# stored upright.
+# (6: 90 degrees clockwise, 3: 180, 8: 90 counter-clockwise); 1 or no tag: stored upright.
 _ORIENTATION = 0x0112
 _TURNED = range(2, 9)
 
@@ -71,7 +63,11 @@ _FILE_FIX = "Re-download the dataset or delete this file, then build the manifes
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
 
 
-def _open_fully(data: bytes, path: Path) -> Image.Image:
+def _open_fully(path: Path) -> Image.Image:
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise DatasetError(f"{path}: cannot be read ({error.strerror or error}). {_FILE_FIX}") from error
     if not data:
         raise DatasetError(f"{path}: empty file (0 bytes). {_FILE_FIX}")
     try:
@@ -84,13 +80,9 @@ def _open_fully(data: bytes, path: Path) -> Image.Image:
 
 
 def _upright(image: Image.Image) -> Image.Image:
-    """The image as a viewer shows it: turned as its EXIF Orientation tag says (Pillow's
-    ImageOps.exif_transpose). Without such a tag (or with 1) the very same object comes back,
-    pixels untouched and not copied. TIFFs arrive upright already: Pillow applies their
-    orientation when it opens them and drops the tag."""
-    if image.getexif().get(_ORIENTATION, 1) not in _TURNED:
-        return image
-    return ImageOps.exif_transpose(image)
+    # Without a tag (or with 1) the very same object comes back, not copied. TIFFs arrive upright
+    # already: Pillow applies their orientation on opening and drops the tag.
+    return ImageOps.exif_transpose(image) if image.getexif().get(_ORIENTATION, 1) in _TURNED else image
 
 
 def _to_grayscale(image: Image.Image, path: Path | str = "<image>") -> np.ndarray:
@@ -99,9 +91,8 @@ def _to_grayscale(image: Image.Image, path: Path | str = "<image>") -> np.ndarra
     image = _upright(image)
     mode = image.mode
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-        # 16-bit images: Pillow's convert("L") clips every value above 255 to white. Map the
-        # full 16-bit range linearly onto 0-255 instead (65535 / 257 = 255), the same scale for
-        # every image, so that intensities keep their meaning across files.
+        # Pillow's convert("L") clips every value above 255 to white; 0-65535 / 257 -> 0-255 instead,
+        # the same scale for every image, so that intensities keep their meaning across files.
         values = np.asarray(image, dtype=np.int64)
         if values.size and (values.min() < 0 or values.max() > 65535):
             raise DatasetError(
@@ -116,8 +107,7 @@ def _to_grayscale(image: Image.Image, path: Path | str = "<image>") -> np.ndarra
         )
     try:
         if mode == "LA":
-            # Alpha is dropped, not composited: X-rays carry no transparency, and compositing
-            # onto a background colour would invent intensities.
+            # Alpha dropped, not composited: X-rays carry no transparency; compositing invents intensities.
             image = image.getchannel("L")
         elif mode in ("RGBA", "PA"):
             image = image.convert("RGB")  # alpha dropped, as above
@@ -134,24 +124,15 @@ def _to_grayscale(image: Image.Image, path: Path | str = "<image>") -> np.ndarra
 
 
 def decode_grayscale(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as an 8-bit grey image, uint8 array of shape (H, W), upright: a file
-    whose EXIF Orientation tag says it is stored rotated or mirrored is turned as a viewer would.
+    """An image file as an upright 8-bit grey image: uint8 array of shape (H, W).
 
-    Handles every mode Pillow opens: L; RGB (luma); RGBA/LA (alpha dropped, not composited);
-    P (palette); 1 (0/255); I;16 and I (16-bit: the range 0-65535 scaled to 0-255, where
-    Pillow's own conversion would clip). Broken files raise DatasetError naming the file.
-    Explained in notebooks/01_data_collection, whose image grid (plots.plot_image_grid) reads
-    the X-rays with it; load_images decodes every model input with it.
+    Every Pillow mode: RGB (luma); RGBA/LA (alpha dropped, not composited); P; 1 (0/255); I;16 and
+    I (0-65535 scaled to 0-255, where Pillow's conversion would clip). Broken files raise
+    DatasetError naming the file. Explained in notebooks/01_data_collection, whose image grid
+    (plots.plot_image_grid) reads the X-rays with it; load_images decodes every model input with it.
     """
     path = Path(path)
-    return _to_grayscale(_open_fully(_read_bytes(path), path), path)
-
-
-def _read_bytes(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as error:
-        raise DatasetError(f"{path}: cannot be read ({error.strerror or error}). {_FILE_FIX}") from error
+    return _to_grayscale(_open_fully(path), path)
 
 
 def _resize(gray: np.ndarray, image_size: int) -> np.ndarray:
@@ -173,21 +154,19 @@ def preprocess(gray: np.ndarray, image_size: int = IMAGE_SIZE) -> np.ndarray:
     """Grey uint8 (H, W) -> float32 (image_size, image_size, 3) in [0, 1], as in paper section 2.2:
     resize (bilinear), divide by 255, repeat the grey channel three times (ResNet50 expects RGB).
 
-    Resizing the uint8 image before scaling differs from the paper's order (scale, then resize)
-    by at most half a grey level, and lets the cache store uint8. No notebook calls it: it applies
-    the steps of preprocessing_steps and load_images to a grey image already in memory.
+    Resizing the uint8 image before scaling differs from the paper's order (scale, then resize) by
+    at most half a grey level, and lets the cache store uint8.
     """
     return _to_model_input(_resize(np.asarray(gray), image_size))
 
 
 def preprocessing_steps(path: str | os.PathLike, image_size: int = IMAGE_SIZE) -> dict[str, np.ndarray]:
-    """Every intermediate array of section 2.2 for one file, to show in a notebook:
-    raw (the pixels as stored), grayscale (8-bit grey, turned upright if the file's EXIF
-    Orientation tag asks for it), resized, scaled (float32 / 255) and three_channel.
+    """Every intermediate array of section 2.2 for one file: raw (the pixels as stored), grayscale
+    (8-bit, upright), resized, scaled (float32 / 255) and three_channel.
     Explained in notebooks/02_preprocessing.
     """
     path = Path(path)
-    image = _open_fully(_read_bytes(path), path)
+    image = _open_fully(path)
     gray = _to_grayscale(image, path)
     resized = _resize(gray, image_size)
     three_channel = _to_model_input(resized)

@@ -1,8 +1,6 @@
-"""Duplicates: exact (same bytes) and near (perceptual hashes a few bits apart) copies of an image.
-
-``add_duplicate_groups`` links them into groups (connected components, across classes too), so
-that ``split_dataset`` can keep each group inside one split; ``duplicate_report`` summarises
-the groups. Explained in notebooks/01_data_collection.
+"""Duplicates: exact (same bytes) and near (perceptual hashes a few bits apart) copies of an image,
+linked into groups that ``split_dataset`` keeps inside one split. Explained in
+notebooks/01_data_collection.
 """
 
 from __future__ import annotations
@@ -21,17 +19,15 @@ from cxr_utils.data.manifest import PHASH_BITS, require_columns
 
 # Near-duplicate threshold, in bits out of 256, chosen on the 2,000 real images of
 # shared/data/covid19-radiography-224 (all 2 million pairs, looked at side by side):
-# - 33 pairs lie within 0-30 bits; every one is the same radiograph (pixel correlation >= 0.967:
-#   re-encoded, slightly re-cropped or contrast-changed copies, e.g. COVID-385 / COVID-981 at 18,
-#   COVID-1559 / COVID-449 at 30);
+# - the 33 pairs within 0-30 bits are all the same radiograph (pixel correlation >= 0.967:
+#   re-encoded, re-cropped or contrast-changed copies, e.g. COVID-385 / COVID-981 at 18);
 # - no pair lies between 32 and 50 bits;
-# - from 52 bits on the pairs are different patients with similar anatomy (e.g. Normal-4319 /
-#   Normal-5859 at 52), with rare exceptions that no image hash separates from them: the
-#   rescaled copy COVID-397 / COVID-570 sits at 56 bits, and follow-up films of one patient
-#   (COVID-910 / COVID-919, 52) are distinct radiographs that only patient IDs, which the
-#   database does not publish, could link.
-# 36 bits takes every copy seen, keeps 16 bits away from the first distinct pair here, and
-# leaves room for the full database, whose 50 times more pairs reach lower distances.
+# - from 52 bits on they are different patients with similar anatomy (Normal-4319 / Normal-5859
+#   at 52), with exceptions no image hash separates: the rescaled copy COVID-397 / COVID-570 at
+#   56, and follow-up films of one patient (COVID-910 / COVID-919, 52) that only unpublished
+#   patient IDs could link.
+# 36 bits takes every copy seen, keeps 16 bits from the first distinct pair, and leaves room for
+# the full database, whose 50 times more pairs reach lower distances.
 DEFAULT_MAX_HAMMING = 36
 
 
@@ -49,23 +45,23 @@ def _hash_words(phashes: Sequence[str]) -> np.ndarray:
     return np.frombuffer(raw, dtype=">u8").astype(np.uint64).reshape(len(phashes), PHASH_BITS // 64)
 
 
+def _distances(block: np.ndarray, words: np.ndarray) -> np.ndarray:
+    distance = np.zeros((len(block), len(words)), dtype=np.uint16)
+    for k in range(words.shape[1]):
+        distance += np.bitwise_count(block[:, k, None] ^ words[None, :, k])
+    return distance
+
+
 def _near_pairs(
     words: np.ndarray, max_hamming: int, chunk_cells: int = 1 << 22
 ) -> tuple[np.ndarray, np.ndarray]:
-    """All pairs (i < j) whose hashes differ in at most max_hamming bits.
-
-    Distances are computed for a block of rows against all rows at a time (about 4 million
-    cells, 8 MB per block), so the full database's 14,000 images need no 14,000^2 matrix.
-    """
+    # All pairs (i < j) within max_hamming bits. One block of rows against all rows at a time
+    # (about 4 million cells, 8 MB), so the full database's 14,000 images need no 14,000^2 matrix.
     n = len(words)
     rows_per_chunk = max(1, chunk_cells // max(n, 1))
     first, second = [], []
     for start in range(0, n, rows_per_chunk):
-        block = words[start : start + rows_per_chunk]
-        distance = np.zeros((len(block), n), dtype=np.uint16)
-        for k in range(words.shape[1]):
-            distance += np.bitwise_count(block[:, k, None] ^ words[None, :, k])
-        i, j = np.nonzero(distance <= max_hamming)
+        i, j = np.nonzero(_distances(words[start : start + rows_per_chunk], words) <= max_hamming)
         i = i + start
         keep = i < j
         first.append(i[keep])
@@ -76,20 +72,15 @@ def _near_pairs(
 def hamming_distances(phashes: Sequence[str]) -> np.ndarray:
     """Full matrix of bit differences between the given hex hashes (for plots of small sets)."""
     words = _hash_words(list(phashes))
-    distance = np.zeros((len(words), len(words)), dtype=np.uint16)
-    for k in range(words.shape[1]):
-        distance += np.bitwise_count(words[:, k, None] ^ words[None, :, k])
-    return distance
+    return _distances(words, words)
 
 
 def add_duplicate_groups(manifest: pd.DataFrame, max_hamming: int = DEFAULT_MAX_HAMMING) -> pd.DataFrame:
-    """Copy of the manifest with a ``duplicate_group`` column (int, one per row).
+    """Copy of the manifest with an int64 ``duplicate_group`` column, numbered in row order.
 
-    Two images are linked when their bytes are identical (same sha256) or their 256-bit
-    perceptual hashes differ in at most ``max_hamming`` bits; groups are the connected components
-    of these links over the whole manifest (so a chain A~B~C is one group, across classes too).
-    An image without duplicates is a group of its own. Group numbers follow row order.
-    The default threshold and how it was chosen: see DEFAULT_MAX_HAMMING.
+    Two images are linked when their bytes are identical (same sha256) or their 256-bit perceptual
+    hashes differ in at most ``max_hamming`` bits (see DEFAULT_MAX_HAMMING); groups are the
+    connected components of these links (a chain A~B~C is one group, across classes too).
     Explained in notebooks/01_data_collection.
     """
     require_columns(manifest, ["sha256", "phash"])
@@ -111,14 +102,12 @@ def add_duplicate_groups(manifest: pd.DataFrame, max_hamming: int = DEFAULT_MAX_
 
 
 def duplicate_report(manifest: pd.DataFrame) -> dict:
-    """Summary of the duplicate groups of a manifest with ``duplicate_group``.
+    """Summary of the duplicate groups of a manifest with ``duplicate_group``, as a dict.
 
-    Returns a dict: images; exact_sets / exact_images (sha256 values held by several files, and
-    those files); groups / images_in_groups (groups of 2+ images); exact_groups (all members
-    byte-identical) and near_groups (at least two members differ, found by the perceptual hash);
-    cross_class_groups (members in both classes: a label conflict or a shared source); and
-    ``table``, one row per group of 2+ images (duplicate_group, kind, size, classes, files).
-    Explained in notebooks/01_data_collection.
+    Keys: images; exact_sets / exact_images (sha256 values held by several files, and those files);
+    groups / images_in_groups (groups of 2+ images), of which exact_groups (all members identical)
+    and near_groups; cross_class_groups (members in both classes: a label conflict or a shared
+    source); ``table``, one row per group of 2+ images. Explained in notebooks/01_data_collection.
     """
     require_columns(manifest, ["path", "class", "sha256", "duplicate_group"])
     sha_counts = manifest["sha256"].value_counts()

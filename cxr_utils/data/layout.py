@@ -1,9 +1,8 @@
 """Finding the dataset: the class folders in every layout Kaggle has published, or a download.
 
-``resolve_dataset(data_dir)`` is the entry point (notebooks/01_data_collection calls it):
-``find_dataset`` searches the given folder and the folders below it for COVID/ and Normal/,
-``download_dataset`` fetches the database with kagglehub when no folder is given. Explained in
-notebooks/01_data_collection.
+``resolve_dataset(data_dir)`` is the entry point: ``find_dataset`` searches the folder and those
+below it for COVID/ and Normal/, ``download_dataset`` fetches the database with kagglehub when no
+folder is given. Explained in notebooks/01_data_collection.
 """
 
 from __future__ import annotations
@@ -45,9 +44,8 @@ class DatasetLayout:
     """Where the images of each class are.
 
     ``root`` holds the class folders; ``class_dirs`` maps "COVID" and "Normal" to the folder that
-    directly holds the image files; ``layout`` names the arrangement: "kaggle-current"
-    (``<Class>/images/<Class>-<n>.png``, the current Kaggle release), "flat"
-    (``<Class>/<file>.png``, e.g. the earlier releases' ``COVID/COVID (1).png``) or "mixed".
+    directly holds the image files; ``layout`` is "kaggle-current" (``<Class>/images/<Class>-<n>.png``),
+    "flat" (``<Class>/<file>.png``, e.g. the earlier releases' ``COVID/COVID (1).png``) or "mixed".
     Explained in notebooks/01_data_collection.
     """
 
@@ -62,28 +60,21 @@ def _natural_key(text: str) -> tuple:
     return tuple(int(part) if part.isdigit() else part.lower() for part in _NUMBER.split(text))
 
 
-def _is_image_file(path: Path) -> bool:
-    # Names starting with "." are macOS resource forks ("._COVID-1.png") and editor files.
-    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".") and path.is_file()
-
-
-def _image_files(folder: Path) -> list[Path]:
-    try:
-        entries = list(folder.iterdir())
-    except OSError:
-        return []
-    return sorted((p for p in entries if _is_image_file(p)), key=lambda p: _natural_key(p.name))
-
-
-def _subfolders(folder: Path) -> list[Path]:
+def _entries(folder: Path, keep) -> list[Path]:
+    # Names starting with "." are skipped: macOS resource forks ("._COVID-1.png") and editor files.
     try:
         entries = list(folder.iterdir())
     except OSError:  # unreadable folders are skipped, as `find` would
         return []
-    return sorted(
-        (p for p in entries if not p.name.startswith(".") and p.is_dir()),
-        key=lambda p: _natural_key(p.name),
-    )
+    return sorted((p for p in entries if not p.name.startswith(".") and keep(p)), key=lambda p: _natural_key(p.name))
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return _entries(folder, lambda p: p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    return _entries(folder, Path.is_dir)
 
 
 def _class_folders(folder: Path) -> dict[str, list[Path]]:
@@ -120,11 +111,10 @@ def _images_folder(class_folder: Path) -> tuple[Path, str]:
 def find_dataset(path: str | os.PathLike) -> DatasetLayout:
     """Find the COVID and Normal image folders at or below ``path``.
 
-    Accepts the dataset root or any folder above it (searched breadth-first, folders in natural
-    name order, at most ``SEARCH_DEPTH`` levels down), class folders in any letter case, the
-    current Kaggle release (``COVID/images/COVID-1.png``; ``masks/`` is ignored), the same
-    without ``images/``, and the first releases (``COVID-19/`` or ``COVID/``, ``NORMAL/``, files
-    like ``NORMAL (1).png``). Other classes (Lung_Opacity, Viral Pneumonia) are ignored.
+    Accepts the dataset root or any folder above it (breadth-first, natural name order, at most
+    ``SEARCH_DEPTH`` levels down), class folders in any letter case, the current Kaggle release
+    (``COVID/images/COVID-1.png``; ``masks/`` ignored), the same without ``images/``, and the first
+    releases (``COVID-19/``, ``NORMAL/``, ``NORMAL (1).png``). Other classes are ignored.
     Explained in notebooks/01_data_collection.
     """
     start = Path(path).expanduser()
@@ -192,8 +182,8 @@ def _layout_of(root: Path, classes: dict[str, list[Path]]) -> DatasetLayout:
 
 
 def download_dataset() -> Path:
-    """Download the database with kagglehub (needs a network and, for some accounts, Kaggle
-    credentials) and return the folder it unpacked to. Explained in notebooks/01_data_collection.
+    """Download the database with kagglehub (needs a network, for some accounts Kaggle credentials);
+    returns the folder it unpacked to. Explained in notebooks/01_data_collection.
     """
     credentials = (
         "add your Kaggle API token (kaggle.com > Settings > API > Create New Token): on Google Colab "

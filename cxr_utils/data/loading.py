@@ -1,12 +1,9 @@
 """Loading model inputs: the rows of a manifest become a float32 array, with an on-disk cache.
 
-``load_images`` decodes (strictly), resizes, scales and repeats the grey channel of every image,
-in parallel threads, and with ``cache_dir`` keeps the resized uint8 images in one .npy file
-whose name is a hash of the rows, the image size and PREPROCESSING_VERSION. The steps are those
-notebooks/02_preprocessing follows on one image (preprocessing_steps). No notebook calls
-load_images itself: notebooks/03_resnet50 to 05_resnet50_lstm load the split with it through
-experiment.prepare_inputs, and notebooks/06_evaluation the extended test set through
-cxr_utils.evaluation.
+The steps are those notebooks/02_preprocessing follows on one image (preprocessing_steps), applied
+in parallel threads. No notebook calls load_images itself: notebooks/03_resnet50 to
+05_resnet50_lstm load the split through experiment.prepare_inputs, and notebooks/06_evaluation the
+extended test set through cxr_utils.evaluation.
 """
 
 from __future__ import annotations
@@ -35,17 +32,6 @@ from cxr_utils.data.errors import DatasetError, DatasetWarning
 from cxr_utils.data.manifest import _parallel_map, require_columns
 
 
-def _decode_resized(path: str, image_size: int) -> np.ndarray:
-    return _resize(decode_grayscale(path), image_size)
-
-
-def _cache_key(paths: list[str], fingerprints: list[str], image_size: int) -> str:
-    payload = json.dumps(
-        {"version": PREPROCESSING_VERSION, "size": image_size, "paths": paths, "files": fingerprints}
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()[:24]
-
-
 def load_images(
     manifest_or_paths: pd.DataFrame | Sequence[str | os.PathLike],
     image_size: int = IMAGE_SIZE,
@@ -55,26 +41,20 @@ def load_images(
     """The model inputs for the rows of a manifest (or a list of paths), in row order:
     float32 array (N, image_size, image_size, 3) in [0, 1], the three channels equal.
 
-    With ``cache_dir`` the decoded, resized uint8 images are stored there as one .npy file whose
-    name is a hash of the rows (paths and sha256s, in order; for bare paths their sizes and
-    modification times), the image size and PREPROCESSING_VERSION: the next call with the same
-    rows reads that file instead of decoding. A file that cannot be decoded raises DatasetError
-    naming it, and nothing is written. Explained in notebooks/03_resnet50, which loads the split
-    with it (through experiment.prepare_inputs), as do notebooks/04_lstm and 05_resnet50_lstm
-    (notebooks/06_evaluation too, for the extended test set); the steps it applies are shown one
-    by one in notebooks/02_preprocessing.
+    With ``cache_dir`` the resized uint8 images are stored there as one .npy file whose name is a
+    hash of the rows (paths and sha256s, in order; for bare paths their sizes and modification
+    times), the image size and PREPROCESSING_VERSION; the next call with the same rows reads it.
+    A file that cannot be decoded raises DatasetError naming it, and nothing is written.
+    Explained in notebooks/03_resnet50, which loads the split with it through experiment.prepare_inputs,
+    as do notebooks/04_lstm and 05_resnet50_lstm (and notebooks/06_evaluation, for the extended test set).
     """
-    if isinstance(manifest_or_paths, pd.DataFrame):
-        require_columns(manifest_or_paths, ["path"])
-        paths = [str(p) for p in manifest_or_paths["path"]]
-        fingerprints = (
-            manifest_or_paths["sha256"].astype(str).tolist()
-            if "sha256" in manifest_or_paths.columns
-            else None
-        )
-    else:
-        paths = [str(p) for p in manifest_or_paths]
-        fingerprints = None
+    rows, fingerprints = manifest_or_paths, None
+    if isinstance(rows, pd.DataFrame):
+        require_columns(rows, ["path"])
+        if "sha256" in rows.columns:
+            fingerprints = rows["sha256"].astype(str).tolist()
+        rows = rows["path"]
+    paths = [str(p) for p in rows]
     image_size = int(image_size)
 
     cache_file = None
@@ -89,7 +69,8 @@ def load_images(
                         f"{path}: cannot be read ({error.strerror or error}). {_FILE_FIX}"
                     ) from error
                 fingerprints.append(f"{stat.st_size}:{stat.st_mtime_ns}")
-        key = _cache_key(paths, fingerprints, image_size)
+        payload = {"version": PREPROCESSING_VERSION, "size": image_size, "paths": paths, "files": fingerprints}
+        key = hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:24]
         cache_file = Path(cache_dir) / f"images-{image_size}px-{len(paths)}-{key}.npy"
 
     resized = _read_cache(cache_file, (len(paths), image_size, image_size))
@@ -97,7 +78,7 @@ def load_images(
         resized = np.empty((len(paths), image_size, image_size), dtype=np.uint8)
         with _strict_decoding():
             decoded = _parallel_map(
-                lambda path: _decode_resized(path, image_size), paths, progress, "Loading images"
+                lambda path: _resize(decode_grayscale(path), image_size), paths, progress, "Loading images"
             )
         for k, image in enumerate(decoded):
             resized[k] = image
@@ -121,28 +102,20 @@ def _read_cache(cache_file: Path | None, shape: tuple) -> np.ndarray | None:
     try:
         cached = np.load(cache_file, allow_pickle=False)
     except (OSError, ValueError, EOFError) as error:
-        warnings.warn(
-            f"ignoring unreadable image cache {cache_file} ({error}); decoding again",
-            DatasetWarning,
-            stacklevel=3,
-        )
-        return None
-    if cached.shape != shape or cached.dtype != np.uint8:
-        warnings.warn(
-            f"ignoring image cache {cache_file} of unexpected shape {cached.shape}; decoding again",
-            DatasetWarning,
-            stacklevel=3,
-        )
-        return None
-    return cached
+        problem = f"ignoring unreadable image cache {cache_file} ({error})"
+    else:
+        if cached.shape == shape and cached.dtype == np.uint8:
+            return cached
+        problem = f"ignoring image cache {cache_file} of unexpected shape {cached.shape}"
+    warnings.warn(f"{problem}; decoding again", DatasetWarning, stacklevel=3)
+    return None
 
 
 def image_chunks(rows: pd.DataFrame, chunk_size: int = 512, image_size: int = IMAGE_SIZE,
                  cache_dir: str | os.PathLike | None = None, progress: bool = False):
-    """``load_images`` a chunk of rows at a time: yields (row positions, float32 images), so that
-    a test set of any size passes through a model in bounded memory (512 images at 224 px:
-    about 300 MB). Explained in notebooks/06_evaluation, whose extended test set streams this way
-    (through cxr_utils.evaluation).
+    """``load_images`` a chunk of rows at a time: yields (row positions, float32 images), so that a
+    test set of any size passes through a model in bounded memory (512 images at 224 px: about
+    300 MB). Explained in notebooks/06_evaluation (through cxr_utils.evaluation).
     """
     starts = range(0, len(rows), chunk_size)
     if progress:

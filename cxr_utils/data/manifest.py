@@ -1,9 +1,5 @@
-"""The manifest: one row per image (path, class, label, sha256, size, mode, perceptual hash).
-
-``build_manifest`` decodes every image once (finding empty, truncated and non-image files),
-``save_manifest`` / ``read_manifest`` write and read it as CSV (atomically; hashes stay text),
-``labels`` gives the model targets, and ``require_columns`` is the one column check of the
-package (and of ``cxr_utils.plots``). Explained in notebooks/01_data_collection.
+"""The manifest: one row per image (path, class, label, sha256, size, mode, perceptual hash), built
+by decoding every image once and kept as CSV. Explained in notebooks/01_data_collection.
 """
 
 from __future__ import annotations
@@ -84,20 +80,17 @@ def build_manifest(
 ) -> pd.DataFrame:
     """One row per image: path (absolute), class, label, sha256, width, height, mode, phash.
 
-    Rows are ordered by class (Normal, then COVID) and by the number in the file name. Every
-    image is decoded in full once, which finds empty, truncated and non-image files. With
-    ``on_problem="raise"`` they raise one DatasetError listing them; with ``"skip"`` they are left
-    out with a DatasetWarning and listed in ``manifest.attrs["problems"]`` (dicts path/reason).
-    ``phash`` is a 256-bit DCT hash (hex) of the grey image, used by add_duplicate_groups.
-    Explained in notebooks/01_data_collection.
+    Rows are ordered by class (Normal, then COVID) and file number. Decoding every image in full
+    finds empty, truncated and non-image files: ``on_problem="raise"`` raises one DatasetError
+    listing them, ``"skip"`` leaves them out with a DatasetWarning and lists them in
+    ``manifest.attrs["problems"]`` (dicts path/reason). ``phash``: 256-bit DCT hash (hex) of the
+    grey image. Explained in notebooks/01_data_collection.
     """
     if on_problem not in ("raise", "skip"):
         raise ValueError(f"on_problem must be 'raise' or 'skip', not {on_problem!r}")
-    layout = (
-        data_dir_or_layout
-        if isinstance(data_dir_or_layout, DatasetLayout)
-        else find_dataset(data_dir_or_layout)
-    )
+    layout = data_dir_or_layout
+    if not isinstance(layout, DatasetLayout):
+        layout = find_dataset(layout)
     files = [
         (class_name, path.absolute())
         for class_name in CLASSES
@@ -134,16 +127,13 @@ def build_manifest(
                 f"no usable {class_name} images in {layout.class_dirs[class_name]}; download "
                 "the dataset again or point at another copy."
             )
-    manifest.attrs["root"] = str(layout.root)
-    manifest.attrs["layout"] = layout.layout
-    manifest.attrs["problems"] = problems
+    manifest.attrs.update(root=str(layout.root), layout=layout.layout, problems=problems)
     return manifest
 
 
 def save_manifest(manifest: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Write a manifest (or a sample or split of it) as CSV, atomically; returns the path."""
-    path = Path(path)
-    return atomic_write(path, lambda temporary: manifest.to_csv(temporary, index=False))
+    return atomic_write(Path(path), lambda temporary: manifest.to_csv(temporary, index=False))
 
 
 _COLUMN_TYPES = {
@@ -189,12 +179,10 @@ def require_columns(
 ) -> None:
     """Raise ``error`` unless ``table`` is a DataFrame holding every name in ``columns``.
 
-    The one column check of the data package (its defaults: DatasetError, and the fix is how to
-    build a manifest) and of ``cxr_utils.plots`` (ValueError and its own wording). Messages:
-    ``"{not_a_table}, got <type>"``; ``"{what} has no column <missing>; {fix}"``, the missing
-    names quoted with ``quote``; and, when ``empty`` is given, ``empty`` for a table without
-    rows. ``not_a_table``, ``fix`` and ``empty`` may name ``{what}``; ``fix`` also ``{columns}``,
-    the columns the table has.
+    The one column check of the data package and of ``cxr_utils.plots`` (ValueError, its own
+    wording). Messages: ``"{not_a_table}, got <type>"``; ``"{what} has no column <missing>; {fix}"``
+    (names quoted with ``quote``); ``empty`` for a table without rows, when given. ``not_a_table``,
+    ``fix`` and ``empty`` may name ``{what}``; ``fix`` also ``{columns}``, the table's columns.
     """
     if not isinstance(table, pd.DataFrame):
         raise error(f"{not_a_table.format(what=what)}, got {type(table).__name__}")

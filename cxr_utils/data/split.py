@@ -1,10 +1,7 @@
 """Sample and split: the paper's 500 + 500 images (section 2.1) and its 80/10/10 stratified split.
 
-``sample_balanced`` draws the images of each class with a seed, ``split_dataset`` splits them
-with exact per-class counts and keeps every duplicate group inside one split, and
-``split_summary`` counts images per class and split. Both depend only on the seed and on the
-set of images, not on the manifest's row order. Explained in notebooks/01_data_collection
-(the sample) and notebooks/02_preprocessing (the split).
+Both depend only on the seed and on the set of images, not on the manifest's row order.
+Explained in notebooks/01_data_collection (the sample) and notebooks/02_preprocessing (the split).
 """
 
 from __future__ import annotations
@@ -24,11 +21,8 @@ SPLITS = ("train", "val", "test")
 
 
 def _canonical_order(table: pd.DataFrame) -> np.ndarray:
-    """Row positions sorted by label, then path in natural order.
-
-    Sampling and splitting start from this order, so that a shuffled or re-read manifest gives
-    the same sample and split for the same seed.
-    """
+    # Row positions by label, then path in natural order: sampling and splitting start from this
+    # order, so that a shuffled or re-read manifest gives the same sample and split for the seed.
     keys = [(int(label), _natural_key(str(path))) for label, path in zip(table["label"], table["path"])]
     return np.array(sorted(range(len(table)), key=keys.__getitem__), dtype=np.int64)
 
@@ -37,8 +31,7 @@ def sample_balanced(manifest: pd.DataFrame, n_per_class: int = PROTOCOL.n_per_cl
                     seed: int = PROTOCOL.seed) -> pd.DataFrame:
     """``n_per_class`` images of each class drawn at random without replacement (paper: 500 + 500).
 
-    The draw depends only on the seed and on the set of images, not on the manifest's row
-    order. Rows come back in manifest order (class, then file number) with a fresh index.
+    Rows come back in manifest order (class, then file number) with a fresh index.
     Explained in notebooks/01_data_collection.
     """
     require_columns(manifest, ["path", "label"])
@@ -80,16 +73,13 @@ def split_dataset(
 ) -> pd.DataFrame:
     """Copy of ``sample`` with a ``split`` column: "train", "val" or "test".
 
-    Stratified by label with exact per-class counts (500 per class -> 400/50/50, the paper's
-    test set of 50 COVID + 50 Normal), and each duplicate group (column ``duplicate_group``,
-    computed with add_duplicate_groups when absent) stays inside one split, so no image has a
-    copy in another split. Groups go first, largest first, each to the split that still needs
-    the largest share of its target and has room for the whole group; single images then fill
-    the remaining places exactly. The order within each size is shuffled with ``seed``.
-    (scikit-learn's StratifiedGroupKFold only makes k equal folds and does not promise exact
-    counts, hence this assignment.) ``split.attrs`` records the seed, the fractions, the
-    per-class targets, whether they were met and how many images were kept together.
-    Explained in notebooks/02_preprocessing.
+    Stratified by label with exact per-class counts (500 per class -> 400/50/50), and each
+    duplicate group (``duplicate_group``, computed when absent) stays inside one split. Groups go
+    largest first (ties shuffled with ``seed``), each to the split that still needs the largest
+    share of its target and has room for it; single images then fill the places left exactly.
+    (scikit-learn's StratifiedGroupKFold makes k equal folds without exact counts, hence this.)
+    ``split.attrs`` records the seed, fractions, per-class targets, whether they were met and how
+    many images were kept together. Explained in notebooks/02_preprocessing.
     """
     require_columns(sample, ["path", "label"])
     fractions = tuple(float(f) for f in fractions)
@@ -164,10 +154,9 @@ def split_summary(split: pd.DataFrame) -> pd.DataFrame:
 
 
 def leakage_report(split: pd.DataFrame) -> pd.Series:
-    """Proof that no image has a copy in another split: counts of duplicate groups of 2+ images
-    in the sample, of groups in more than one split, and of identical files in more than one
-    split. Raises ``DatasetError`` when either of the last two is not 0.
-    Explained in notebooks/02_preprocessing.
+    """Proof that no image has a copy in another split: counts of duplicate groups of 2+ images in
+    the sample, of groups in more than one split, and of identical files in more than one split;
+    DatasetError when either of the last two is not 0. Explained in notebooks/02_preprocessing.
     """
     require_columns(split, ["duplicate_group", "sha256", "split"])
     splits_per_group = split.groupby("duplicate_group")["split"].nunique()
