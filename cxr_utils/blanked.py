@@ -195,10 +195,11 @@ def _image_key(table: pd.DataFrame) -> list[tuple[int, str]]:
 
 
 def _scores(prefix: str, table: pd.DataFrame, seed: int) -> dict:
-    scores = {"accuracy": metrics.metrics_with_intervals(table["label"], table["predicted"], seed=seed).loc["accuracy"],
-              "auc": metrics.probability_metrics(table["label"], table["probability"], seed=seed).loc["auc"]}
-    return {f"{prefix}_{name}{end}": value[column] for name, value in scores.items()
-            for end, column in (("", "value"), ("_low", "low"), ("_high", "high"))}
+    accuracy = metrics.metrics_with_intervals(table["label"], table["predicted"], seed=seed).loc["accuracy"]
+    auc = metrics.probability_metrics(table["label"], table["probability"], seed=seed).loc["auc"]
+    return {f"{prefix}_accuracy": accuracy["value"], f"{prefix}_accuracy_low": accuracy["low"],
+            f"{prefix}_accuracy_high": accuracy["high"], f"{prefix}_auc": auc["value"],
+            f"{prefix}_auc_low": auc["low"], f"{prefix}_auc_high": auc["high"]}
 
 
 def blanked_results(results_dir, seed: int | None = None) -> pd.DataFrame:
