@@ -95,7 +95,7 @@ def test_no_import_cycle_at_import_time():
         visit(name, [])
 
 
-# What the chapters load (the core) in lines, measured when it was last cut (6,664 lines in 36
+# What the chapters load (the core) in lines, measured when it was last cut (6,665 lines in 36
 # modules, from 7,206); issue 24 asks for at most 5,500. A new line in the core should replace one.
 CORE_LINES_AT_MOST = 6_700
 
