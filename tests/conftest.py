@@ -19,6 +19,9 @@ SHARED_FIXTURE_GROUPS = {"sample_run": "series", "tiny_study": "tiny-study", "ti
                          "small_run": "small-run"}
 
 
+# tryfirst: xdist reads the groups in its own collection hook, so they must be marked before it
+# runs (pytest-dev/pytest-xdist#1241); tests/test_environment.py checks that a group shares one fixture.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
     for item in items:
         group = next((g for name, g in SHARED_FIXTURE_GROUPS.items() if name in item.fixturenames), None)
