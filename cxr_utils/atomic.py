@@ -1,4 +1,5 @@
-"""Atomic file writing: a file the project writes appears complete, or not at all.
+"""Atomic file writing: a file the project writes appears complete, or not at all; and the
+records it wrote, read back.
 
 One implementation for every file written (``cxr_utils.data``'s CSVs and image cache,
 ``runtime.write_text``'s records and pages). A module of its own because ``runtime`` imports
@@ -8,6 +9,7 @@ Keras, and ``cxr_utils.data`` must stay importable without Keras.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -52,3 +54,12 @@ def replace_folder(staging: str | os.PathLike, final: str | os.PathLike) -> Path
     else:
         staging.rename(final)
     return final
+
+
+def read_json(path: str | os.PathLike) -> dict | None:
+    """A JSON record the project wrote, or None when it is missing or unreadable (a run that
+    stopped before writing it)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None

@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
-from cxr_utils import config, metrics, prose
+from cxr_utils import config, evaluation, metrics, prose
 from cxr_utils.callbacks import PairedBatchNormCheck
 from cxr_utils.claims import SIGNIFICANCE, at_most
 from cxr_utils.experiment import RECOMPUTED_COLUMNS
@@ -47,8 +47,7 @@ def _history(folder: Path) -> pd.DataFrame:
 def has_check(results_dir, model_id: str) -> bool:
     """Whether this model's training ran the paired check (a model with trainable BatchNorm, the
     remedy off, ``TrainingConfig.batchnorm_check`` on)."""
-    history = _history(Path(results_dir) / config.model_spec(model_id).id)
-    return all(column in history for way in COLUMNS.values() for column in way.values())
+    return evaluation.ran_paired_check(Path(results_dir) / config.model_spec(model_id).id)
 
 
 def epoch_table(results_dir, model_id: str) -> pd.DataFrame:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from cxr_utils import config, evaluation, metrics
-from cxr_utils.atomic import atomic_write
+from cxr_utils.atomic import atomic_write, read_json
 from cxr_utils.chapters import note, utc_now
 from cxr_utils.evaluation import model_complete
 from cxr_utils.report import counted, duration_text
@@ -43,9 +43,9 @@ def trained_beside(results_dir) -> float | None:
     """Seconds spent training the lungs-blanked models outside the run's notebooks (``python -m
     cxr_utils.study blanked``, beside the run: their record, blanked.json), or None when chapter 8
     trained them itself (its notebook, in the run record, took longer than they did) or none exist."""
-    record = _read_json(blanked_dir(results_dir) / RECORD) or {}
+    record = read_json(blanked_dir(results_dir) / RECORD) or {}
     seconds = sum(entry.get("wall_time_s") or 0 for entry in record.get("runs", {}).values())
-    run = _read_json(Path(results_dir) / "run.json") or {}
+    run = read_json(Path(results_dir) / "run.json") or {}
     chapter = run.get("notebooks", {}).get("08_shortcuts", {}).get("wall_time_s")
     return seconds if seconds and chapter is not None and chapter < seconds else None
 
@@ -56,20 +56,6 @@ def split_fingerprint(split: pd.DataFrame) -> str:
     names = split["sha256"].astype(str) if "sha256" in split else split["path"].map(lambda p: Path(str(p)).name)
     pairs = sorted(zip(names, split["label"].astype(int), split["split"].astype(str)))
     return hashlib.sha256(json.dumps(pairs).encode()).hexdigest()[:16]
-
-
-def _model_ids(models) -> list[str]:
-    if models is None:
-        return list(config.REGISTRY)
-    ids = [config.model_spec(model).id for model in models]  # ValueError for an unknown name
-    return [model_id for model_id in config.REGISTRY if model_id in ids]  # registry order, once each
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def _check_settings(record: dict | None, settings: dict, folder: Path) -> None:
@@ -95,7 +81,7 @@ def _intact_estimates(results_dir: Path, epochs: int) -> dict[str, float]:
     """Seconds each model should take, from the intact run's wall time scaled by the epochs."""
     estimates = {}
     for model_id in config.REGISTRY:
-        record = _read_json(results_dir / model_id / "run.json") or {}
+        record = read_json(results_dir / model_id / "run.json") or {}
         intact_epochs = record.get("settings", {}).get("training", {}).get("epochs")
         if record.get("wall_time_s") and intact_epochs:
             estimates[model_id] = record["wall_time_s"] * epochs / intact_epochs
@@ -129,14 +115,14 @@ def train_blanked(results_dir, split: pd.DataFrame, box, training_config, model_
 
     results_dir = Path(results_dir)
     folder = blanked_dir(results_dir)
-    model_ids = _model_ids(models)
+    model_ids = config.model_ids(models)
     model_options = dict(model_options or {})
     weights = model_options.get("weights", config.PROTOCOL.weights)
     settings = {"box": box.key, "epochs": int(training_config.epochs), "batch_size": int(training_config.batch_size),
                 "seed": int(training_config.seed), "weights": None if weights is None else str(weights),
                 "image_size": int(image_size), "split": split_fingerprint(split)}
     record_path = folder / RECORD
-    record = _read_json(record_path) if record_path.exists() else None
+    record = read_json(record_path) if record_path.exists() else None
     if record_path.exists() and record is None:
         raise BlankedError(f"{record_path} is not readable JSON: repair or delete it")
     _check_settings(record, settings, folder)
@@ -145,7 +131,7 @@ def train_blanked(results_dir, split: pd.DataFrame, box, training_config, model_
     runs = record["runs"] = {m: entry for m, entry in record.get("runs", {}).items() if model_complete(folder / m)}
     pending = [m for m in model_ids if not model_complete(folder / m)]
     for model_id in (m for m in model_ids if m not in pending):
-        made = (_read_json(folder / model_id / "run.json") or {}).get("settings", {}).get("blanked")
+        made = (read_json(folder / model_id / "run.json") or {}).get("settings", {}).get("blanked")
         if made != box.key:
             raise BlankedError(f"{folder / model_id} was trained with blanked={made!r}, not {box.key!r}: "
                                "delete the folder to train it again")
@@ -240,7 +226,7 @@ def blanked_results(results_dir, seed: int | None = None) -> pd.DataFrame:
                "accuracy_difference", "mcnemar_p"]
     table = pd.DataFrame(rows).reindex(columns=columns)
     table.attrs["missing"] = missing
-    table.attrs["settings"] = (_read_json(folder / RECORD) or {}).get("settings", {})
+    table.attrs["settings"] = (read_json(folder / RECORD) or {}).get("settings", {})
     return table
 
 

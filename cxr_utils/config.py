@@ -211,6 +211,15 @@ def model_spec(model: str) -> ModelSpec:
     raise ValueError(f"unknown model {model!r}; use one of {known}")
 
 
+def model_ids(names=None) -> list[str]:
+    """Registry ids for ``names`` (ids or the paper's names; None or "all": every model), in the
+    registry's order, once each; ValueError for an unknown name."""
+    if not names or "all" in names:
+        return list(REGISTRY)
+    ids = {model_spec(name).id for name in names}
+    return [model_id for model_id in REGISTRY if model_id in ids]
+
+
 def paper_names() -> dict[str, str]:
     """Model id -> the paper's name, in the paper's order."""
     return {spec.id: spec.paper_name for spec in REGISTRY.values()}

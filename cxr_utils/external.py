@@ -196,7 +196,7 @@ def evaluate(data_dir, results_dir, name: str | None = None, models=None,
 
     data_dir, results_dir = Path(data_dir), Path(results_dir)
     name = check_name(name or data_dir.resolve().name)
-    ids = saved_models.model_ids(models)
+    ids = config.model_ids(models)
     saved_models.check_run_folder(results_dir, ids)
     seen = seen_images(results_dir)
     layout = data.find_dataset(data_dir)

@@ -10,13 +10,13 @@ import ast
 import functools
 import importlib.util
 import inspect
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from cxr_utils import config, data, evaluation, external, glance, predict
+from cxr_utils.atomic import read_json
 from cxr_utils.config import PROTOCOL, REGISTRY
 
 
@@ -25,13 +25,6 @@ class ModelCardError(ValueError):
 
 
 # --- reading the run -------------------------------------------------------------------------
-
-def _json(path: Path) -> dict | None:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-
 
 def optional_csv(path: Path) -> pd.DataFrame | None:
     """A CSV file of the run, or None when it is missing or unreadable."""
@@ -56,15 +49,15 @@ class CardRun:
         self.dir = Path(results_dir)
         if not self.dir.is_dir():
             raise ModelCardError(f"results folder {self.dir} not found")
-        self.record = _json(self.dir / "run.json") or {}
+        self.record = read_json(self.dir / "run.json") or {}
         self.settings = self.record.get("settings", {})
         self.models = {}
         for model_id, spec in REGISTRY.items():
-            metrics_json = _json(self.dir / model_id / "metrics.json")
+            metrics_json = read_json(self.dir / model_id / "metrics.json")
             if metrics_json is None:
                 continue
             self.models[model_id] = {"spec": spec, "metrics": metrics_json,
-                                     "record": _json(self.dir / model_id / "run.json") or {}}
+                                     "record": read_json(self.dir / model_id / "run.json") or {}}
         if not self.models:
             raise ModelCardError(
                 f"{self.dir} holds no trained model (<model>/metrics.json); run the series "
@@ -73,14 +66,14 @@ class CardRun:
         self.names = {model_id: entry["spec"].paper_name for model_id, entry in self.models.items()}
         self.manifest = _table(self.dir / "manifest.csv")
         self.split = _table(self.dir / "split.csv")
-        self.sample_settings = _json(self.dir / "sample.settings.json") or {}
+        self.sample_settings = read_json(self.dir / "sample.settings.json") or {}
         self.computed = []  # models whose AUC and Brier score this card computed from predictions.csv
         self.test = self._test_metrics()
         self.test_confusions = _confusions(self.dir / evaluation.EVALUATION_DIR, self.names.values())
         self.test_mcnemar = optional_csv(self.dir / evaluation.EVALUATION_DIR / "mcnemar.csv")
         self.extended = self._evaluated(self.dir / Path(evaluation.EXTENDED_DIR))
         self.external = {name: {**self._evaluated(external.external_dir(self.dir, name) / evaluation.EVALUATION_DIR),
-                                "record": _json(external.external_dir(self.dir, name) / external.RECORD) or {}}
+                                "record": read_json(external.external_dir(self.dir, name) / external.RECORD) or {}}
                          for name in external.evaluated_names(self.dir)}
 
     def model_setting(self, model_id, *keys, default=None):

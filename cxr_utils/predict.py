@@ -43,11 +43,8 @@ import pandas as pd
 
 from cxr_utils import command, config, data, evaluation, image_checks, inference, metrics, report, saved_models
 from cxr_utils.config import REGISTRY
-from cxr_utils.saved_models import (
-    LoadedModel, RunFolderError, _read_json, check_run_folder,
-    load_models, model_ids, model_image_size,
-)
-from cxr_utils.atomic import atomic_write
+from cxr_utils.saved_models import LoadedModel, RunFolderError, check_run_folder, load_models, model_image_size
+from cxr_utils.atomic import atomic_write, read_json
 from cxr_utils.data.decode import _strict_decoding
 from cxr_utils.data.layout import _natural_key
 
@@ -180,7 +177,7 @@ def predict(paths, results_dir, models=None, batch_size: int = config.PROTOCOL.b
             chunk_size: int = CHUNK_IMAGES, progress: bool = False) -> tuple[pd.DataFrame, list[dict]]:
     """Score image files or folders with a run's models (``models``: ids or paper names, default
     all): the table of ``score_images`` and the problems, files not found included."""
-    ids = model_ids(models)
+    ids = config.model_ids(models)
     check_run_folder(results_dir, ids)
     files, problems = find_images(paths)
     loaded = load_models(results_dir, ids)
@@ -222,7 +219,7 @@ def recorded_test_metrics(results_dir, ids=None) -> pd.DataFrame:
                 parts.append(table.assign(source=f"{evaluation.EVALUATION_DIR}/{file_name}"))
     recorded = {name for part in parts for name in part["model"]}
     for name, model_id in names.items():
-        record = None if name in recorded else _read_json(results_dir / model_id / "metrics.json")
+        record = None if name in recorded else read_json(results_dir / model_id / "metrics.json")
         if not record or "test" not in record:
             continue
         test = record["test"]
@@ -303,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.batch_size < 1:
             raise UsageError(f"--batch-size must be at least 1, not {args.batch_size}")
-        ids = model_ids(args.model)
+        ids = config.model_ids(args.model)
         results_dir = check_run_folder(args.run, ids)
         files, problems = find_images(args.paths)
         if not files:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from cxr_utils import command, config
+from cxr_utils.atomic import read_json
 from cxr_utils.config import REGISTRY
 
 # Modules a model archive may name: Keras' own layers and this package's registered layer.
@@ -28,25 +29,6 @@ class RunFolderError(ValueError):
 
 
 # --- the run folder --------------------------------------------------------------------------
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def model_ids(names=None) -> list[str]:
-    """Registry ids for ``names`` (ids or the paper's names; None or "all": every model)."""
-    if not names or "all" in names:
-        return list(REGISTRY)
-    ids = []
-    for name in names:
-        spec = config.model_spec(name)
-        if spec.id not in ids:
-            ids.append(spec.id)
-    return ids
-
 
 def _fix_for(results_dir: Path) -> str:
     return (f"point --run at the results folder of a run that saved its models (results/<profile>, "
@@ -79,12 +61,12 @@ def run_image_size(results_dir, ids=None) -> int | None:
     results_dir = Path(results_dir)
     sizes = {}
     for model_id in ids or REGISTRY:
-        record = _read_json(results_dir / model_id / "run.json") or {}
+        record = read_json(results_dir / model_id / "run.json") or {}
         size = record.get("settings", {}).get("image_size")
         if size is not None:
             sizes[model_id] = int(size)
     if not sizes:
-        size = (_read_json(results_dir / "run.json") or {}).get("settings", {}).get("image_size")
+        size = (read_json(results_dir / "run.json") or {}).get("settings", {}).get("image_size")
         return None if size is None else int(size)
     if len(set(sizes.values())) > 1:
         raise RunFolderError(
@@ -172,7 +154,7 @@ def load_model(results_dir, model_id: str):
         return keras.saving.load_model(path, safe_mode=True, compile=False)
     except Exception as error:  # Keras raises ValueError, TypeError, KeyError... for an unloadable file
         saved = metadata.get("keras_version") or "an unrecorded version"
-        record = _read_json(results_dir / model_id / "run.json") or {}
+        record = read_json(results_dir / model_id / "run.json") or {}
         commit = record.get("git_commit")
         reason = " ".join(str(error).split())[:300]
         at_commit = (f" (or check out its commit {commit[:12]} and install that commit's requirements.txt)"

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from cxr_utils import baselines, chapters, config, data, evaluation, extended_set, metrics, paper, prose, shortcuts
+from cxr_utils.atomic import read_json
 from cxr_utils.blanked import (
     BLANKED_DIR, RESULTS_CSV, blanked_results, save_blanked_results, train_blanked, trained_beside,
 )
@@ -259,8 +260,7 @@ def costs_markdown(results_dir) -> str:
                 checked.append(spec.paper_name)
     if not rows:
         return ""
-    record = results_dir / "run.json"
-    chapter = json.loads(record.read_text()).get("notebooks", {}).get("08_shortcuts", {}) if record.is_file() else {}
+    chapter = (read_json(results_dir / "run.json") or {}).get("notebooks", {}).get("08_shortcuts", {})
     return prose.render("shortcuts_costs.md.j2", rows=rows, hardware=hardware, checked=checked,
                         chapter_s=chapter.get("wall_time_s"), trained_before=trained_beside(results_dir) is not None)
 

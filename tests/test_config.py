@@ -60,6 +60,14 @@ def test_registry_names_every_model_once_in_the_papers_order():
         assert (run.NOTEBOOKS_DIR / f"{spec.chapter}.ipynb").is_file()
 
 
+def test_model_names_given_by_a_reader_become_registry_ids_in_the_papers_order():
+    # predict, external and `study blanked` take --model names this way.
+    assert config.model_ids(["ResNet50-LSTM", "lstm", "LSTM"]) == ["lstm", "resnet50_lstm"]
+    assert config.model_ids(None) == config.model_ids(["all"]) == list(config.REGISTRY)
+    with pytest.raises(ValueError, match="unknown model 'vgg16'"):
+        config.model_ids(["lstm", "vgg16"])
+
+
 @pytest.mark.parametrize("value, kind", [
     ("imagenet", "imagenet"), (None, "scratch"), ("None", "scratch"), ("scratch", "scratch"),
     ("weights/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5", "file"),

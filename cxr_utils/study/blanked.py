@@ -10,9 +10,8 @@ from pathlib import Path
 import pandas as pd
 
 from cxr_utils import chapters, config, evaluation, shortcuts
-from cxr_utils.blanked import (
-    BlankedError, _model_ids, _read_json, blanked_results, save_blanked_results, train_blanked,
-)
+from cxr_utils.atomic import read_json
+from cxr_utils.blanked import BlankedError, blanked_results, save_blanked_results, train_blanked
 
 # -p names the command takes; the others are the run's and define the comparison.
 OVERRIDABLE = ("epochs", "batch_size", "weights", "cache_dir")
@@ -35,8 +34,8 @@ def run_protocol(results_dir, overrides: dict | None = None, data_dir=None) -> d
                              f"it is read from the run, not set here")
         if name not in OVERRIDABLE:
             raise ValueError(f"-p {name}: unknown parameter; `blanked` takes {', '.join(OVERRIDABLE)}")
-    parameters = dict((_read_json(results_dir / "run.json") or {}).get("settings", {}))
-    models = [(_read_json(results_dir / m / "run.json") or {}).get("settings", {}) for m in config.REGISTRY]
+    parameters = dict((read_json(results_dir / "run.json") or {}).get("settings", {}))
+    models = [(read_json(results_dir / m / "run.json") or {}).get("settings", {}) for m in config.REGISTRY]
     models = [m for m in models if m]
     split_record = chapters.recorded_settings(results_dir / "split.csv") or {}
     fallbacks = {"n_per_class": split_record.get("n_per_class"),
@@ -69,7 +68,7 @@ def command(run_dir, data_dir=None, overrides: dict | None = None, models=None, 
     from cxr_utils import training  # imports Keras: only when models train
 
     protocol = run_protocol(run_dir, overrides, data_dir)
-    model_ids = _model_ids(models)
+    model_ids = config.model_ids(models)
     split = chapters.split(run_dir, protocol["data_dir"], n_per_class=protocol["n_per_class"],
                            seed=protocol["seed"], log=log)
     settings = training.TrainingConfig(epochs=protocol["epochs"], batch_size=protocol["batch_size"],
