@@ -236,9 +236,9 @@ def run_rows(results_dir, images: int | None, seed: int = 0):
 
 def runtime_settings(results_dir) -> dict:
     """The settings the run recorded in its run.json (empty when it has none)."""
-    from cxr_utils.saved_models import _read_json
+    from cxr_utils.atomic import read_json
 
-    return (_read_json(Path(results_dir) / "run.json") or {}).get("settings", {})
+    return (read_json(Path(results_dir) / "run.json") or {}).get("settings", {})
 
 
 def weights_text(settings: dict) -> str:
