@@ -27,6 +27,10 @@ def pytest_collection_modifyitems(items):
         group = next((g for name, g in SHARED_FIXTURE_GROUPS.items() if name in item.fixturenames), None)
         if group:
             item.add_marker(pytest.mark.xdist_group(group))
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # xdist hands out the groups first (largest first), then single tests in this order: the slow
+        # ones (minutes each) first, so that they do not run last on one worker while the other idles.
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 def real_data_dir() -> Path:
