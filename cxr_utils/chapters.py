@@ -26,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from cxr_utils import config, data, evaluation
-from cxr_utils.atomic import atomic_write
+from cxr_utils.atomic import atomic_write, read_json
 
 
 def note(message: str) -> None:
@@ -121,10 +121,7 @@ def record(path, **settings) -> Path:
 def recorded_settings(path) -> dict | None:
     """The settings recorded for the CSV file ``path``; None without a valid record."""
     path, saved = Path(path), record_path(path)
-    try:
-        entry = json.loads(saved.read_text())
-    except (OSError, ValueError):
-        return None
+    entry = read_json(saved)
     if not isinstance(entry, dict) or entry.get("sha256") != _file_sha256(path):
         return None
     return {k: v for k, v in entry.items() if k not in ("file", "sha256")}

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from cxr_utils import config, metrics
+from cxr_utils.atomic import read_json
 
 EVALUATION_DIR = "evaluation"
 EXTENDED_DIR = "extended/evaluation"
@@ -53,10 +54,7 @@ def run_seed(results_dir) -> int:
     """The run's seed (its run.json, or a model's; else the protocol's), which also seeds every bootstrap
     interval of the run, so that an interval is the same wherever it is written."""
     for path in (Path(results_dir) / "run.json", *(Path(results_dir) / m / "run.json" for m in config.REGISTRY)):
-        try:
-            settings = json.loads(path.read_text()).get("settings", {})
-        except (OSError, ValueError):
-            continue
+        settings = (read_json(path) or {}).get("settings", {})
         seed = settings.get("seed", settings.get("training", {}).get("seed"))
         if seed is not None:
             return int(seed)

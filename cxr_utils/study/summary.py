@@ -3,13 +3,12 @@ See ``cxr_utils.study``."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 
 from cxr_utils import claims, config, prose, report
-from cxr_utils.atomic import atomic_write
+from cxr_utils.atomic import atomic_write, read_json
 from cxr_utils.evaluation import EVALUATION_DIR
 from cxr_utils.claims import at_most
 from cxr_utils.report import NEAR_CHANCE
@@ -22,13 +21,6 @@ SUMMARY_FILES = ("summary_metrics.csv", "summary_verdicts.csv", "summary.md")
 
 
 # -- the summary ----------------------------------------------------------------------------------
-
-
-def _read_record(study_dir: Path) -> dict | None:
-    try:
-        return json.loads((Path(study_dir) / STUDY_RECORD).read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def _seed_tables(seeds: list[tuple[int, Path]]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -232,7 +224,7 @@ def summary_tables(study_dir) -> dict:
     study_dir = Path(study_dir)
     if not study_dir.is_dir():
         raise StudyError(f"{study_dir} is not a folder; give the folder of a study (--out of `seeds`)")
-    record = _read_record(study_dir)
+    record = read_json(Path(study_dir) / STUDY_RECORD)
     folders = seed_folders(study_dir, record)
     done = [(seed, folder) for seed, folder in folders if evaluated(folder)]
     left_out = [seed for seed, folder in folders if not evaluated(folder)]
