@@ -310,7 +310,7 @@ def count_images(data_dir) -> dict:
     layout = data.find_dataset(data_dir)
     counts = {}
     for name, folder in layout.class_dirs.items():
-        files = data.layout._image_files(folder)
+        files = data.layout.image_files(folder)
         for path in files:
             path.read_bytes()
         counts[name] = len(files)

@@ -22,7 +22,7 @@ import pandas as pd
 from cxr_utils import config, data
 from cxr_utils.atomic import atomic_write
 from cxr_utils.data.decode import PREPROCESSING_VERSION
-from cxr_utils.data.loading import _save_npy
+from cxr_utils.data.loading import save_npy
 from cxr_utils.inference import predict_in_batches
 
 FEATURES_FOLDER = "features"
@@ -79,7 +79,7 @@ def iter_features(backbone, rows: pd.DataFrame, identity: str | None, image_size
             computed = dict(zip(missing.tolist(), maps))
             if folder is not None:
                 for k, feature_map in computed.items():
-                    atomic_write(folder / f"{names[k]}.npy", lambda path, m=feature_map: _save_npy(path, m))
+                    atomic_write(folder / f"{names[k]}.npy", lambda path, m=feature_map: save_npy(path, m))
         yield positions, np.stack([computed[k] if k in computed else np.load(files[k - start])
                                    for k in positions.tolist()])
 

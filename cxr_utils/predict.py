@@ -45,8 +45,8 @@ from cxr_utils import command, config, data, evaluation, image_checks, inference
 from cxr_utils.config import REGISTRY
 from cxr_utils.saved_models import LoadedModel, RunFolderError, check_run_folder, load_models, model_image_size
 from cxr_utils.atomic import atomic_write, read_json
-from cxr_utils.data.decode import _strict_decoding
-from cxr_utils.data.layout import _natural_key
+from cxr_utils.data.decode import strict_decoding
+from cxr_utils.data.layout import natural_key
 
 # Folders are searched for these (compared lower-cased); files named on the command line are
 # tried whatever their suffix. TIFF is read by the same strict decoder as the dataset's PNGs.
@@ -78,7 +78,7 @@ def find_images(paths) -> tuple[list[Path], list[dict]]:
         if given.is_dir():
             found = sorted((p for p in given.rglob("*") if _is_candidate(p)
                             and not any(part.startswith(".") for part in p.relative_to(given).parts)),
-                           key=lambda p: _natural_key(str(p.relative_to(given))))
+                           key=lambda p: natural_key(str(p.relative_to(given))))
         elif given.exists():
             found = [given]
         else:
@@ -134,7 +134,7 @@ def score_images(loaded: dict[str, LoadedModel], paths, image_size: int, batch_s
     # Strict decoding is a Pillow global: set once around all threads (per-thread toggling races).
     # ``pool`` decodes the files of a chunk in parallel; ``ahead`` (one thread) hands it the next
     # chunk while the models score this one.
-    with _strict_decoding(), concurrent.futures.ThreadPoolExecutor(max_workers=_WORKERS) as pool, \
+    with strict_decoding(), concurrent.futures.ThreadPoolExecutor(max_workers=_WORKERS) as pool, \
             concurrent.futures.ThreadPoolExecutor(max_workers=1) as ahead:
         def chunk_at(index):
             return paths[starts[index]: starts[index] + chunk_size]

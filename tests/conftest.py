@@ -106,7 +106,7 @@ def real_subset(real_data, tmp_path_factory):
     for name, folder in layout.class_dirs.items():
         target = root / name / data.IMAGES_SUBFOLDER
         target.mkdir(parents=True)
-        for image in data.layout._image_files(folder)[:40]:
+        for image in data.layout.image_files(folder)[:40]:
             (target / image.name).symlink_to(image.resolve())
     return root
 

@@ -169,7 +169,7 @@ def test_lung_share_inside_outside_and_mean():
 def real_images(real_data):
     """Two real X-rays at SIZE px, one of each class."""
     layout = data.find_dataset(real_data)
-    paths = [data.layout._image_files(layout.class_dirs[name])[0] for name in ("COVID", "Normal")]
+    paths = [data.layout.image_files(layout.class_dirs[name])[0] for name in ("COVID", "Normal")]
     return data.load_images(paths, image_size=SIZE, progress=False)
 
 

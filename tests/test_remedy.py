@@ -25,7 +25,7 @@ def real_images(real_subset):
     layout = data.find_dataset(real_subset)
     paths, labels = [], []
     for name, folder in layout.class_dirs.items():
-        files = data.layout._image_files(folder)[:16]
+        files = data.layout.image_files(folder)[:16]
         paths += files
         labels += [int(name == "COVID")] * len(files)
     order = np.argsort(np.arange(len(paths)) % 16, kind="stable")  # COVID, Normal, COVID, ...

@@ -15,7 +15,7 @@ from cxr_utils.config import CLASSES
 from cxr_utils.data.duplicates import DEFAULT_MAX_HAMMING, add_duplicate_groups, duplicate_report
 from cxr_utils.data.errors import DatasetError, DatasetWarning
 from cxr_utils.data.layout import resolve_dataset
-from cxr_utils.data.manifest import PHASH_BITS, _format_problems, build_manifest, save_manifest
+from cxr_utils.data.manifest import PHASH_BITS, build_manifest, format_problems, save_manifest
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         problems = manifest.attrs.get("problems", [])
         if problems:
             print(f"Problems: {len(problems)} unusable image files")
-            print(_format_problems(problems, limit=50))
+            print(format_problems(problems, limit=50))
             return command.fail(f"{len(problems)} image files cannot be read (listed above); re-download the "
                                 "dataset or delete them, then run again. No manifest written.", command.EXIT_FAILED)
         print("Problems: none")

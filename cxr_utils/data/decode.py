@@ -35,7 +35,8 @@ _TURNED = range(2, 9)
 
 
 @contextlib.contextmanager
-def _strict_decoding():
+def strict_decoding():
+    """Within this block Pillow refuses truncated files (``ImageFile.LOAD_TRUNCATED_IMAGES`` off)."""
     # Pillow can be told globally to accept truncated files (filling the rest with grey);
     # a truncated X-ray must be reported, not silently padded.
     previous = ImageFile.LOAD_TRUNCATED_IMAGES
@@ -46,7 +47,8 @@ def _strict_decoding():
         ImageFile.LOAD_TRUNCATED_IMAGES = previous
 
 
-def _problem_reason(data: bytes, error: BaseException) -> str:
+def problem_reason(data: bytes, error: BaseException) -> str:
+    """Why a file's bytes ``data`` could not be decoded, in words, from the ``error`` Pillow raised."""
     if not data:
         return "empty file (0 bytes)"
     if isinstance(error, Image.UnidentifiedImageError):
@@ -60,7 +62,7 @@ def _problem_reason(data: bytes, error: BaseException) -> str:
 _FILE_FIX = "Re-download the dataset or delete this file, then build the manifest again"
 
 # Errors Pillow raises for broken files; anything else is a bug and should propagate.
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
 
 
 def _open_fully(path: Path) -> Image.Image:
@@ -71,11 +73,11 @@ def _open_fully(path: Path) -> Image.Image:
     if not data:
         raise DatasetError(f"{path}: empty file (0 bytes). {_FILE_FIX}")
     try:
-        with _strict_decoding():
+        with strict_decoding():
             image = Image.open(io.BytesIO(data))
             image.load()  # decodes every pixel, so truncated files fail here and not later
-    except _DECODE_ERRORS as error:
-        raise DatasetError(f"{path}: {_problem_reason(data, error)}. {_FILE_FIX}") from error
+    except DECODE_ERRORS as error:
+        raise DatasetError(f"{path}: {problem_reason(data, error)}. {_FILE_FIX}") from error
     return image
 
 
@@ -85,7 +87,8 @@ def _upright(image: Image.Image) -> Image.Image:
     return ImageOps.exif_transpose(image) if image.getexif().get(_ORIENTATION, 1) in _TURNED else image
 
 
-def _to_grayscale(image: Image.Image, path: Path | str = "<image>") -> np.ndarray:
+def to_grayscale(image: Image.Image, path: Path | str = "<image>") -> np.ndarray:
+    """``image`` upright (EXIF orientation) as 8-bit grey, uint8 (H, W); ``path`` names it in errors."""
     # Every grey image of the package comes from here (load_images, preprocessing_steps, predict,
     # the manifest's perceptual hash), so every one is upright.
     image = _upright(image)
@@ -132,7 +135,7 @@ def decode_grayscale(path: str | os.PathLike) -> np.ndarray:
     (plots.plot_image_grid) reads the X-rays with it; load_images decodes every model input with it.
     """
     path = Path(path)
-    return _to_grayscale(_open_fully(path), path)
+    return to_grayscale(_open_fully(path), path)
 
 
 def _resize(gray: np.ndarray, image_size: int) -> np.ndarray:
@@ -167,7 +170,7 @@ def preprocessing_steps(path: str | os.PathLike, image_size: int = IMAGE_SIZE) -
     """
     path = Path(path)
     image = _open_fully(path)
-    gray = _to_grayscale(image, path)
+    gray = to_grayscale(image, path)
     resized = _resize(gray, image_size)
     three_channel = _to_model_input(resized)
     return {

@@ -54,7 +54,8 @@ class DatasetLayout:
     class_dirs: dict[str, Path] = field(default_factory=dict)
 
 
-def _natural_key(text: str) -> tuple:
+def natural_key(text: str) -> tuple:
+    """A sort key that orders numbers inside names by value, case-insensitively."""
     # "COVID-2" before "COVID-10"; re.split with a group alternates text and digits, so the
     # tuples compare str with str and int with int.
     return tuple(int(part) if part.isdigit() else part.lower() for part in _NUMBER.split(text))
@@ -66,10 +67,11 @@ def _entries(folder: Path, keep) -> list[Path]:
         entries = list(folder.iterdir())
     except OSError:  # unreadable folders are skipped, as `find` would
         return []
-    return sorted((p for p in entries if not p.name.startswith(".") and keep(p)), key=lambda p: _natural_key(p.name))
+    return sorted((p for p in entries if not p.name.startswith(".") and keep(p)), key=lambda p: natural_key(p.name))
 
 
-def _image_files(folder: Path) -> list[Path]:
+def image_files(folder: Path) -> list[Path]:
+    """The image files directly in ``folder``, in natural order; hidden files skipped."""
     return _entries(folder, lambda p: p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
@@ -88,9 +90,9 @@ def _class_folders(folder: Path) -> dict[str, list[Path]]:
 
 def _images_folder(class_folder: Path) -> tuple[Path, str]:
     """The folder holding a class's image files, and whether it is the images/ subfolder."""
-    direct = _image_files(class_folder)
+    direct = image_files(class_folder)
     images_dirs = [p for p in _subfolders(class_folder) if p.name.lower() == IMAGES_SUBFOLDER]
-    nested = images_dirs and _image_files(images_dirs[0])
+    nested = images_dirs and image_files(images_dirs[0])
     if direct and nested:
         raise DatasetError(
             f"{class_folder} holds image files both directly and in {images_dirs[0].name}/; "

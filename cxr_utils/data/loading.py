@@ -24,12 +24,12 @@ from cxr_utils.data.decode import (
     IMAGE_SIZE,
     PREPROCESSING_VERSION,
     _resize,
-    _strict_decoding,
+    strict_decoding,
     _to_model_input,
     decode_grayscale,
 )
 from cxr_utils.data.errors import DatasetError, DatasetWarning
-from cxr_utils.data.manifest import _parallel_map, require_columns
+from cxr_utils.data.manifest import parallel_map, require_columns
 
 
 def load_images(
@@ -76,14 +76,14 @@ def load_images(
     resized = _read_cache(cache_file, (len(paths), image_size, image_size))
     if resized is None:
         resized = np.empty((len(paths), image_size, image_size), dtype=np.uint8)
-        with _strict_decoding():
-            decoded = _parallel_map(
+        with strict_decoding():
+            decoded = parallel_map(
                 lambda path: _resize(decode_grayscale(path), image_size), paths, progress, "Loading images"
             )
         for k, image in enumerate(decoded):
             resized[k] = image
         if cache_file is not None:
-            atomic_write(cache_file, lambda temporary: _save_npy(temporary, resized))
+            atomic_write(cache_file, lambda temporary: save_npy(temporary, resized))
 
     images = np.empty((len(paths), image_size, image_size, 3), dtype=np.float32)
     for k in range(len(paths)):  # image by image: no second full-size float copy in memory
@@ -91,7 +91,8 @@ def load_images(
     return images
 
 
-def _save_npy(path: Path, array: np.ndarray) -> None:
+def save_npy(path: Path, array: np.ndarray) -> None:
+    """``array`` written to exactly ``path`` as .npy, without pickles."""
     with open(path, "wb") as handle:  # a file object, so numpy does not append ".npy"
         np.save(handle, array, allow_pickle=False)
 

@@ -20,9 +20,9 @@ from tqdm import tqdm  # plain text progress: no Jupyter widget needed
 
 from cxr_utils.atomic import atomic_write
 from cxr_utils.config import CLASSES
-from cxr_utils.data.decode import _DECODE_ERRORS, _problem_reason, _strict_decoding, _to_grayscale
+from cxr_utils.data.decode import DECODE_ERRORS, problem_reason, strict_decoding, to_grayscale
 from cxr_utils.data.errors import DatasetError, DatasetWarning
-from cxr_utils.data.layout import DatasetLayout, _image_files, find_dataset
+from cxr_utils.data.layout import DatasetLayout, find_dataset, image_files
 
 MANIFEST_COLUMNS = ("path", "class", "label", "sha256", "width", "height", "mode", "phash")
 
@@ -42,14 +42,14 @@ def _index_file(path: Path) -> dict:
     except OSError as error:
         return {"path": str(path), "reason": f"cannot be read ({error.strerror or error})"}
     try:
-        with _strict_decoding():
+        with strict_decoding():
             image = Image.open(io.BytesIO(data))
             image.load()
-        gray = _to_grayscale(image, path)
+        gray = to_grayscale(image, path)
     except DatasetError as error:
         return {"path": str(path), "reason": str(error).split(": ", 1)[-1]}
-    except _DECODE_ERRORS as error:
-        return {"path": str(path), "reason": _problem_reason(data, error)}
+    except DECODE_ERRORS as error:
+        return {"path": str(path), "reason": problem_reason(data, error)}
     return {
         "sha256": hashlib.sha256(data).hexdigest(),
         "width": image.width,
@@ -59,14 +59,16 @@ def _index_file(path: Path) -> dict:
     }
 
 
-def _parallel_map(function: Callable, items: Sequence, progress: bool, description: str) -> list:
+def parallel_map(function: Callable, items: Sequence, progress: bool, description: str) -> list:
+    """``[function(item) for item in items]`` on threads, in order, with a progress bar when asked."""
     # Pillow, zlib and hashlib release the GIL, so threads decode in parallel; map keeps order.
     with concurrent.futures.ThreadPoolExecutor(max_workers=_WORKERS) as pool:
         results = pool.map(function, items)
         return list(tqdm(results, total=len(items), desc=description, unit="img", disable=not progress))
 
 
-def _format_problems(problems: list[dict], limit: int = 10) -> str:
+def format_problems(problems: list[dict], limit: int = 10) -> str:
+    """The first ``limit`` unusable files (dicts with path and reason), one indented line each."""
     lines = [f"  {p['path']}: {p['reason']}" for p in problems[:limit]]
     if len(problems) > limit:
         lines.append(f"  and {len(problems) - limit} more")
@@ -94,10 +96,10 @@ def build_manifest(
     files = [
         (class_name, path.absolute())
         for class_name in CLASSES
-        for path in _image_files(layout.class_dirs[class_name])
+        for path in image_files(layout.class_dirs[class_name])
     ]
-    with _strict_decoding():  # once around all threads: per-thread toggling of the global races
-        results = _parallel_map(_index_file, [p for _, p in files], progress, "Indexing images")
+    with strict_decoding():  # once around all threads: per-thread toggling of the global races
+        results = parallel_map(_index_file, [p for _, p in files], progress, "Indexing images")
 
     rows, problems = [], []
     for (class_name, path), result in zip(files, results):
@@ -108,13 +110,13 @@ def build_manifest(
     if problems and on_problem == "raise":
         raise DatasetError(
             f"{len(problems)} of {len(files)} image files in {layout.root} cannot be used:\n"
-            f"{_format_problems(problems)}\n"
+            f"{format_problems(problems)}\n"
             "Fix: re-download the dataset (or replace these files), delete them, or build the "
             "manifest with on_problem='skip' to leave them out."
         )
     if problems:
         warnings.warn(
-            f"left out {len(problems)} unusable image files:\n{_format_problems(problems)}",
+            f"left out {len(problems)} unusable image files:\n{format_problems(problems)}",
             DatasetWarning,
             stacklevel=2,
         )

@@ -14,7 +14,7 @@ import pandas as pd
 from cxr_utils.config import CLASSES, PROTOCOL
 from cxr_utils.data.duplicates import add_duplicate_groups
 from cxr_utils.data.errors import DatasetError
-from cxr_utils.data.layout import _natural_key
+from cxr_utils.data.layout import natural_key
 from cxr_utils.data.manifest import require_columns
 
 SPLITS = ("train", "val", "test")
@@ -23,7 +23,7 @@ SPLITS = ("train", "val", "test")
 def _canonical_order(table: pd.DataFrame) -> np.ndarray:
     # Row positions by label, then path in natural order: sampling and splitting start from this
     # order, so that a shuffled or re-read manifest gives the same sample and split for the seed.
-    keys = [(int(label), _natural_key(str(path))) for label, path in zip(table["label"], table["path"])]
+    keys = [(int(label), natural_key(str(path))) for label, path in zip(table["label"], table["path"])]
     return np.array(sorted(range(len(table)), key=keys.__getitem__), dtype=np.int64)
 
 
