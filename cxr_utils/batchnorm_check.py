@@ -37,13 +37,6 @@ COLUMNS = {
 }
 
 
-def _history(folder: Path) -> pd.DataFrame:
-    path = folder / "history.csv"
-    if not path.is_file():
-        raise ValueError(f"{path} not found: train the model first (its chapter writes it)")
-    return pd.read_csv(path)
-
-
 def has_check(results_dir, model_id: str) -> bool:
     """Whether this model's training ran the paired check (a model with trainable BatchNorm, the
     remedy off, ``TrainingConfig.batchnorm_check`` on)."""
@@ -53,11 +46,11 @@ def has_check(results_dir, model_id: str) -> bool:
 def epoch_table(results_dir, model_id: str) -> pd.DataFrame:
     """Per epoch, validation and training-image (inference-mode) accuracy, each with moving and
     recomputed statistics, and the epoch kept. ValueError when the run has no paired check."""
-    spec = config.model_spec(model_id)
-    if not has_check(results_dir, spec.id):
-        raise ValueError(f"{Path(results_dir) / spec.id / 'history.csv'} has no paired BatchNorm check: its model "
-                         "has no trainable BatchNorm, or it trained with the remedy or with batchnorm_check=False")
-    history = _history(Path(results_dir) / spec.id)
+    folder = Path(results_dir) / config.model_spec(model_id).id
+    history = evaluation.read_history(folder)
+    if not evaluation.ran_paired_check(folder):
+        raise ValueError(f"{folder / evaluation.HISTORY} has no paired BatchNorm check: its model has no "
+                         "trainable BatchNorm, or it trained with the remedy or with batchnorm_check=False")
     table = pd.DataFrame({"epoch": history["epoch"].astype(int)})
     for figure, ways in COLUMNS.items():
         for way, column in ways.items():
@@ -87,7 +80,7 @@ def plot_batchnorm_check(results_dir, model_id: str, path=None):
     """Validation accuracy (left) and the training images' inference-mode accuracy (right) per
     epoch, moving statistics beside recomputed ones, the kept epoch marked; saved as PNG at ``path``."""
     spec = config.model_spec(model_id)
-    history = _history(Path(results_dir) / spec.id)
+    history = evaluation.read_history(Path(results_dir) / spec.id)
     epoch_table(results_dir, spec.id)  # the same check of the columns
     figure, axes = plt.subplots(1, 2, figsize=(PAGE_WIDTH_IN, 3.6), layout="constrained", sharey=True)
     kept = int(history.loc[history["is_best"], "epoch"].iloc[0])

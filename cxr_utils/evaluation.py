@@ -25,6 +25,7 @@ FIT_PREDICTIONS = "fit_predictions.csv"
 # are in memory (training.save_experiment), so that chapter 6 needs no model file.
 EXTENDED_PREDICTIONS = "extended_predictions.csv"
 FIT_PREDICTION_COLUMNS = ("path", "split", "label", "probability")
+HISTORY = "history.csv"  # one row per epoch, written by training.save_experiment
 
 
 def model_complete(folder) -> bool:
@@ -33,10 +34,27 @@ def model_complete(folder) -> bool:
     return (Path(folder) / "metrics.json").is_file()
 
 
+def read_history(folder, columns=()) -> pd.DataFrame:
+    """The per-epoch history the training of the model in ``folder`` wrote: FileNotFoundError naming
+    the file and the chapter that writes it when it is missing, ValueError when it lacks one of
+    ``columns``."""
+    path = Path(folder) / HISTORY
+    if not path.is_file():
+        spec = config.REGISTRY.get(Path(folder).name)
+        writer = f"run notebooks/{spec.chapter}.ipynb" if spec else "train the model"
+        raise FileNotFoundError(f"{path} not found: {writer} first (its training writes it)")
+    history = pd.read_csv(path)
+    missing = [column for column in columns if column not in history]
+    if missing:
+        raise ValueError(f"{path} has no {', '.join(map(repr, missing))} column; it was not written by "
+                         "this version's training: train the model again")
+    return history
+
+
 def ran_paired_check(folder) -> bool:
     """Whether the model trained in ``folder`` ran the paired BatchNorm check: its history holds
     the check's columns (``config.PAIRED_CHECK_COLUMNS``); False without a history."""
-    history = Path(folder) / "history.csv"
+    history = Path(folder) / HISTORY
     return history.is_file() and set(config.PAIRED_CHECK_COLUMNS) <= set(pd.read_csv(history, nrows=0).columns)
 
 

@@ -179,7 +179,7 @@ def write_experiment(results_dir, model_name: str, result, inputs: Inputs, confi
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     try:
-        result.history.to_csv(staging / "history.csv", index=False)
+        result.history.to_csv(staging / evaluation.HISTORY, index=False)
         predictions.to_csv(staging / "predictions.csv", index=False)
         fit_predictions.to_csv(staging / evaluation.FIT_PREDICTIONS, index=False)
         if extended_predictions is not None:

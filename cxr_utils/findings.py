@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cxr_utils import config, prose
+from cxr_utils import config, evaluation, prose
 from cxr_utils.claims import NOT_PAPER_SETTING, SIGNIFICANCE, at_least, at_most, indicated_verdict
 from cxr_utils.evaluation import EVALUATION_DIR, EXTENDED_DIR, model_dir
 from cxr_utils.glance import interval
@@ -39,7 +39,7 @@ def training_findings(results_dir) -> pd.DataFrame:
             tests[folder] = table[table["metric"] == "accuracy"].set_index("model")
     for model_id, name in config.paper_names().items():
         folder = model_dir(results_dir, model_id)
-        history = pd.read_csv(folder / "history.csv")
+        history = evaluation.read_history(folder)
         chosen = history.loc[history["is_best"]].iloc[0]
         row = {
             "epochs": len(history),

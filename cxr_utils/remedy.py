@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
-from cxr_utils import config, metrics, prose
+from cxr_utils import config, evaluation, metrics, prose
 from cxr_utils.plots import MIN_POINTS, PAGE_WIDTH_IN, finish_figure, mark_chance
 from cxr_utils.claims import SIGNIFICANCE, at_most
 from cxr_utils.glance import interval
@@ -60,7 +60,7 @@ def _check_pair(paper: dict, remedy: dict, model_id: str) -> None:
 
 
 def _row(folder: Path, settings: dict) -> dict:
-    history = pd.read_csv(folder / "history.csv")
+    history = evaluation.read_history(folder)
     record = json.loads((folder / "metrics.json").read_text())
     test = record["test"]
     tp, fn, fp, tn = (int(test[k]) for k in ("tp", "fn", "fp", "tn"))
@@ -213,12 +213,7 @@ def remedy_markdown(table: pd.DataFrame) -> str:
     return prose.render("remedy_reading.md.j2", models=models, near_chance=NEAR_CHANCE)
 
 
-def _history(folder: Path) -> pd.DataFrame:
-    history = pd.read_csv(folder / "history.csv")
-    for column in ("epoch", "val_accuracy"):
-        if column not in history:
-            raise ValueError(f"{folder / 'history.csv'} has no '{column}' column")
-    return history
+CURVE_COLUMNS = ("epoch", "val_accuracy")  # what plot_remedy_curves draws from every history
 
 
 def plot_remedy_curves(paper_dir, remedy_dir, model_id: str, path=None):
@@ -229,7 +224,7 @@ def plot_remedy_curves(paper_dir, remedy_dir, model_id: str, path=None):
     spec = config.model_spec(model_id)
     paper_dir, remedy_dir = Path(paper_dir), Path(remedy_dir)
     _check_pair(_run(paper_dir / spec.id), _run(remedy_dir / spec.id), spec.id)
-    histories = {protocol: _history(folder / spec.id)
+    histories = {protocol: evaluation.read_history(folder / spec.id, CURVE_COLUMNS)
                  for protocol, folder in (("paper", paper_dir), ("remedy", remedy_dir))}
     figure, axes = plt.subplots(1, 2, figsize=(PAGE_WIDTH_IN, 3.6), layout="constrained", sharey=True)
     panels = (("val_accuracy", "validation accuracy"),

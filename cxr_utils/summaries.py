@@ -10,7 +10,7 @@ from pathlib import Path, PurePath
 
 import pandas as pd
 
-from cxr_utils import config, metrics, paper, prose
+from cxr_utils import config, evaluation, metrics, paper, prose
 from cxr_utils.claims import at_least, at_most
 from cxr_utils.glance import interval
 from cxr_utils.report import NEAR_CHANCE
@@ -45,7 +45,7 @@ def training_summary(results_dir, model_id: str, name_the_hypothesis: bool = Tru
     """
     spec = config.model_spec(model_id)
     folder = Path(results_dir) / model_id
-    history = pd.read_csv(folder / "history.csv")
+    history = evaluation.read_history(folder)
     predictions = pd.read_csv(folder / "predictions.csv")
     best = history.loc[history["is_best"]].iloc[0]
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxr_utils import claims, comparison, config, evaluation, extended_set, metrics, paper
+from cxr_utils import claims, comparison, config, evaluation, extended_set, metrics, paper, paths
 
 N_TEST = 100
 
@@ -75,6 +75,18 @@ def test_models_tested_on_different_images_are_refused(tmp_path):
 def test_missing_model_names_its_chapter(tmp_path):
     with pytest.raises(FileNotFoundError, match="notebooks/03_resnet50.ipynb"):
         evaluation.load_predictions(tmp_path)
+
+
+def test_a_models_history_is_read_or_its_absence_names_the_chapter(tmp_path):
+    published = paths.REPO_ROOT / "book" / "executed" / "results" / "resnet50"
+    history = evaluation.read_history(published, config.HISTORY_COLUMNS)
+    assert history.equals(pd.read_csv(published / "history.csv")) and history["is_best"].sum() == 1
+    with pytest.raises(FileNotFoundError, match=r"resnet50.history\.csv not found: run notebooks/03_resnet50\.ipynb"):
+        evaluation.read_history(tmp_path / "resnet50")
+    (tmp_path / "lstm").mkdir()
+    history.drop(columns="val_accuracy").to_csv(tmp_path / "lstm" / "history.csv", index=False)
+    with pytest.raises(ValueError, match="has no 'val_accuracy' column"):
+        evaluation.read_history(tmp_path / "lstm", ("epoch", "val_accuracy"))
 
 
 @pytest.mark.parametrize("weights, method, note", [

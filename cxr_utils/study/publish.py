@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cxr_utils import batchnorm_check, config, paper, plots, prose, remedy, summaries
+from cxr_utils import batchnorm_check, config, evaluation, paper, plots, prose, remedy, summaries
 from cxr_utils.atomic import replace_folder
 from cxr_utils.claims import NOT_PAPER_SETTING, OUTCOMES
 from cxr_utils.paths import BOOK_STUDIES_DIR
@@ -174,7 +174,7 @@ def _remedy_seed(studies_dir: Path, records: dict, seed: int, model_ids: list[st
         curves = f"{FIGURES_DIR}/seed-{seed}_{row.model_id}_paper_protocol.png"
         side_by_side = f"{FIGURES_DIR}/seed-{seed}_{row.model_id}_remedy.png"
         if figures:
-            history = remedy._history(paper_dir / row.model_id)
+            history = evaluation.read_history(paper_dir / row.model_id, remedy.CURVE_COLUMNS)
             plt.close(plots.plot_training_curves(history, row.model, path=studies_dir / curves))
             plt.close(remedy.plot_remedy_curves(paper_dir, remedy_dir, row.model_id, path=studies_dir / side_by_side))
         recomputed.append({

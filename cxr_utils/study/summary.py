@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cxr_utils import claims, config, prose, report
+from cxr_utils import claims, config, evaluation, prose, report
 from cxr_utils.atomic import atomic_write, read_json
 from cxr_utils.evaluation import EVALUATION_DIR
 from cxr_utils.claims import at_most
@@ -91,7 +91,7 @@ def stability_table(seeds: list[tuple[int, Path]]) -> pd.DataFrame:
     rows = [{"seed": seed, "model": spec.paper_name, "model_id": model_id,
              **remedy.run_figures(folder / model_id)}
             for model_id, spec in config.REGISTRY.items() for seed, folder in seeds
-            if all((folder / model_id / name).is_file() for name in ("run.json", "history.csv", "metrics.json"))]
+            if all((folder / model_id / name).is_file() for name in ("run.json", evaluation.HISTORY, "metrics.json"))]
     return pd.DataFrame(rows)
 
 
@@ -137,9 +137,9 @@ def plot_seed_curves(seeds: list[tuple[int, Path]], path=None):
 
     from cxr_utils.plots import MIN_POINTS, PAGE_WIDTH_IN, finish_figure, mark_chance  # matplotlib: only for a figure
     
-    histories = {(seed, model_id): pd.read_csv(folder / model_id / "history.csv")
+    histories = {(seed, model_id): evaluation.read_history(folder / model_id)
                  for seed, folder in seeds for model_id in config.REGISTRY
-                 if (folder / model_id / "history.csv").is_file()}
+                 if (folder / model_id / evaluation.HISTORY).is_file()}
     model_ids = [m for m in config.REGISTRY if any(key[1] == m for key in histories)]
     if not model_ids:
         raise ValueError("no seed folder holds a model's history.csv: nothing to plot")
