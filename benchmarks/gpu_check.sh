@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU check (issue 5): on a GPU machine with no network and no TensorFlow, run in ONE call the
+# GPU check: on a GPU machine with no network and no TensorFlow, run in ONE call the
 # benchmark with mixed precision (benchmarks/speed.py: training/inference throughput and the
 # whole 15-epoch protocol measured in full), the unit tests that matter for training and the
 # `sample` profile, on Keras 3 over JAX and PyTorch; everything lands under $OUT.

@@ -1,7 +1,7 @@
 """The Keras callbacks of the training protocol: keep the best epoch's weights, and score
 training images in inference mode after every epoch. This project's diagnosis of unsteady
 validation: the same weights scored again with recomputed BatchNorm statistics after every epoch
-(``PairedBatchNormCheck``; training unchanged). And its remedy for issue 12, off by default:
+(``PairedBatchNormCheck``; training unchanged). And its remedy (book/remedy.md), off by default:
 recompute the BatchNorm moving statistics before every evaluation. Backend-agnostic Keras 3 (no
 TensorFlow calls). Explained in notebooks/03_resnet50.
 """
@@ -61,7 +61,7 @@ class InferenceModeCheck(keras.callbacks.Callback):
         logs["train_inference_accuracy"] = float(np.mean((probabilities >= 0.5) == (self.labels == 1)))
 
 
-# -- precise BatchNorm statistics (this project's remedy, not the paper's: issue 12) ---------------
+# -- precise BatchNorm statistics (this project's remedy, not the paper's: book/remedy.md) ---------------
 
 
 def _sublayers(model) -> list:
@@ -105,7 +105,7 @@ def recompute_batchnorm_statistics(model, images: np.ndarray, batch_size: int = 
     after a Dropout gets the statistics it sees in inference; one before it (every model here: the
     Dropout sits in the head) is unaffected. Weights are untouched: trainable variables cannot
     change in a forward pass, and every other non-trainable variable (random seed states included)
-    is put back bit for bit. Run eagerly. Issue 12; ``cxr_utils.remedy`` compares runs with and
+    is put back bit for bit. Run eagerly. ``cxr_utils.remedy`` compares runs with and
     without it.
     """
     if batch_size < 1:

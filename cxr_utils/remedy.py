@@ -1,4 +1,4 @@
-"""The paper's protocol beside this project's remedy for unsteady validation (issue 12).
+"""The paper's protocol beside this project's remedy for unsteady validation (book/remedy.md).
 
 From scratch, ResNet50 and the hybrid reach 0.87-0.91 accuracy in training mode while, in some
 epochs, the same model in inference mode scores its own training images at chance: BatchNorm's
@@ -81,7 +81,7 @@ def _row(folder: Path, settings: dict) -> dict:
         "test_low": float(accuracy["low"]),
         "test_high": float(accuracy["high"]),
         "test_n": int(test["n"]),
-        # The last epoch's weights on the same test images (absent in runs older than issue 12).
+        # The last epoch's weights on the same test images (absent in older runs).
         "test_last_epoch_accuracy": float(last["accuracy"]) if (last := record.get("test_last_epoch")) else np.nan,
     }
 
@@ -125,7 +125,7 @@ def remedy_table(paper_dir, remedy_dir, model_ids=None) -> pd.DataFrame:
     (``paired_test``: paired_paper_only, paired_remedy_only, paired_p_value, paired_n). Columns
     model, model_id, protocol ("paper" or "remedy") and those figures.
     ``model_ids``: default, every registry model with results in both folders. ValueError when the
-    runs differ in anything else than the option. Issue 12.
+    runs differ in anything else than the option.
     """
     paper_dir, remedy_dir = Path(paper_dir), Path(remedy_dir)
     rows = []
@@ -196,7 +196,7 @@ def _paired(row) -> dict:
 def remedy_markdown(table: pd.DataFrame) -> str:
     """What ``remedy_table`` shows, in plain words written from its numbers: per model, how often
     validation sat near chance under each protocol, how the inference-mode check of the training
-    images moved, and whether the test intervals overlap. Issue 12. The words are in
+    images moved, and whether the test intervals overlap. The words are in
     ``cxr_utils/templates/remedy_reading.md.j2``."""
     models = []
     for model, rows in table.groupby("model", sort=False):
@@ -220,7 +220,7 @@ def plot_remedy_curves(paper_dir, remedy_dir, model_id: str, path=None):
     """Validation accuracy (left) and inference-mode accuracy on training images (right) per epoch,
     the paper's protocol beside the remedy, with chance (0.5) and the near-chance bound dashed.
     Returns the Figure; saves it as PNG at ``path`` when given (as every ``cxr_utils.plots``
-    figure). Issue 12."""
+    figure)."""
     spec = config.model_spec(model_id)
     paper_dir, remedy_dir = Path(paper_dir), Path(remedy_dir)
     _check_pair(_run(paper_dir / spec.id), _run(remedy_dir / spec.id), spec.id)

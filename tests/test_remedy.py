@@ -1,4 +1,4 @@
-"""This project's remedy for issue 12 (BatchNorm statistics recomputed before every evaluation) and
+"""This project's remedy for unsteady validation (BatchNorm statistics recomputed before every evaluation) and
 its side-by-side comparison with the paper's protocol: the statistics are the batches' average,
 nothing else changes, the callback acts before validation, 0 is the paper's protocol unchanged,
 and the comparison table counts what the files hold. Tiny models on a few real X-rays at 32 px."""

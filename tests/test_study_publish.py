@@ -1,4 +1,4 @@
-"""The studies in the book (issue 12): a seed study and the same seed with the BatchNorm remedy,
+"""The studies in the book (book/seeds.md, book/remedy.md): a seed study and the same seed with the BatchNorm remedy,
 published portable (no weights, no folder of the machine), their pages written from the published
 numbers; the committed copy in book/studies/ is what its own files say. The slow test runs two
 tiny studies on the real images (ResNet50 and the hybrid from scratch, so BatchNorm trains)."""

@@ -1,6 +1,6 @@
 """The studies beside the notebook series, published into the book (a page each): the seed study's
 summary (test metrics, training and verdicts over the seeds) and the paper's protocol beside this
-project's BatchNorm remedy, epoch by epoch, on the same split and seed (issue 12); and the seed
+project's BatchNorm remedy, epoch by epoch, on the same split and seed (book/remedy.md); and the seed
 study at a glance on the book's first page.
 
     python -m cxr_utils.study publish --seeds results/study/seeds --remedy results/study/remedy
@@ -249,7 +249,7 @@ def glance_page(studies_dir, tables: dict | None = None) -> str:
     kept = "kept epoch" if restored else "last epoch"
     accuracy = result["metrics"].set_index(["model", "metric"]).xs("accuracy", level="metric")
     stability = result["stability"]
-    # The last epoch's weights are tested beside the kept ones (issue 12); older records lack them.
+    # The last epoch's weights are tested beside the kept ones (book/remedy.md); older records lack them.
     with_last = bool(restored and len(stability) and stability["test_last_epoch_accuracy"].notna().all())
     rows = []
     for model, paper_accuracy in paper.table6()["accuracy"].items():

@@ -26,7 +26,7 @@ DEFAULT_OUT = Path("results") / "study" / "seeds"  # below the current folder
 COMPARED = ("profile", "n_per_class", "epochs", "batch_size", "weights", "image_size", "dtype_policy", "models",
             "recompute_batchnorm_images")
 # Training options (``training.TrainingConfig`` fields, default there) a study takes with -p beside the
-# profile's parameters: recompute_batchnorm_images is this project's remedy (issue 12), 0 the paper's.
+# profile's parameters: recompute_batchnorm_images is this project's remedy (book/remedy.md), 0 the paper's.
 TRAINING_OPTIONS = ("recompute_batchnorm_images",)
 # Profile parameters a study sets otherwise (seeds, folders, profile) or does not use.
 NOT_PARAMETERS = {
