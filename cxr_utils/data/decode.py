@@ -59,7 +59,7 @@ def problem_reason(data: bytes, error: BaseException) -> str:
     return f"corrupt or unsupported image ({type(error).__name__}: {message})"
 
 
-_FILE_FIX = "Re-download the dataset or delete this file, then build the manifest again"
+FILE_FIX = "Re-download the dataset or delete this file, then build the manifest again"
 
 # Errors Pillow raises for broken files; anything else is a bug and should propagate.
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
@@ -69,15 +69,15 @@ def _open_fully(path: Path) -> Image.Image:
     try:
         data = path.read_bytes()
     except OSError as error:
-        raise DatasetError(f"{path}: cannot be read ({error.strerror or error}). {_FILE_FIX}") from error
+        raise DatasetError(f"{path}: cannot be read ({error.strerror or error}). {FILE_FIX}") from error
     if not data:
-        raise DatasetError(f"{path}: empty file (0 bytes). {_FILE_FIX}")
+        raise DatasetError(f"{path}: empty file (0 bytes). {FILE_FIX}")
     try:
         with strict_decoding():
             image = Image.open(io.BytesIO(data))
             image.load()  # decodes every pixel, so truncated files fail here and not later
     except DECODE_ERRORS as error:
-        raise DatasetError(f"{path}: {problem_reason(data, error)}. {_FILE_FIX}") from error
+        raise DatasetError(f"{path}: {problem_reason(data, error)}. {FILE_FIX}") from error
     return image
 
 
@@ -138,7 +138,8 @@ def decode_grayscale(path: str | os.PathLike) -> np.ndarray:
     return to_grayscale(_open_fully(path), path)
 
 
-def _resize(gray: np.ndarray, image_size: int) -> np.ndarray:
+def resize_gray(gray: np.ndarray, image_size: int) -> np.ndarray:
+    """Grey uint8 (H, W) resized (bilinear) to uint8 (image_size, image_size); the same array when it has that size."""
     if gray.ndim != 2 or gray.dtype != np.uint8:
         raise ValueError(f"expected a 2-D uint8 grey image, got {gray.dtype} array of shape {gray.shape}")
     if gray.shape == (image_size, image_size):
@@ -148,7 +149,8 @@ def _resize(gray: np.ndarray, image_size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(gray).resize((image_size, image_size), Image.Resampling.BILINEAR))
 
 
-def _to_model_input(resized: np.ndarray) -> np.ndarray:
+def to_model_input(resized: np.ndarray) -> np.ndarray:
+    """Resized grey uint8 -> float32 in [0, 1] with the grey channel repeated three times (H, W, 3)."""
     scaled = resized.astype(np.float32) / np.float32(255.0)
     return np.repeat(scaled[..., None], 3, axis=-1)
 
@@ -160,7 +162,7 @@ def preprocess(gray: np.ndarray, image_size: int = IMAGE_SIZE) -> np.ndarray:
     Resizing the uint8 image before scaling differs from the paper's order (scale, then resize) by
     at most half a grey level, and lets the cache store uint8.
     """
-    return _to_model_input(_resize(np.asarray(gray), image_size))
+    return to_model_input(resize_gray(np.asarray(gray), image_size))
 
 
 def preprocessing_steps(path: str | os.PathLike, image_size: int = IMAGE_SIZE) -> dict[str, np.ndarray]:
@@ -171,8 +173,8 @@ def preprocessing_steps(path: str | os.PathLike, image_size: int = IMAGE_SIZE) -
     path = Path(path)
     image = _open_fully(path)
     gray = to_grayscale(image, path)
-    resized = _resize(gray, image_size)
-    three_channel = _to_model_input(resized)
+    resized = resize_gray(gray, image_size)
+    three_channel = to_model_input(resized)
     return {
         "raw": np.asarray(image),
         "grayscale": gray,

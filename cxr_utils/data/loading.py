@@ -20,13 +20,13 @@ import pandas as pd
 
 from cxr_utils.atomic import atomic_write
 from cxr_utils.data.decode import (
-    _FILE_FIX,
+    FILE_FIX,
     IMAGE_SIZE,
     PREPROCESSING_VERSION,
-    _resize,
-    strict_decoding,
-    _to_model_input,
     decode_grayscale,
+    resize_gray,
+    strict_decoding,
+    to_model_input,
 )
 from cxr_utils.data.errors import DatasetError, DatasetWarning
 from cxr_utils.data.manifest import parallel_map, require_columns
@@ -66,7 +66,7 @@ def load_images(
                     stat = os.stat(path)
                 except OSError as error:
                     raise DatasetError(
-                        f"{path}: cannot be read ({error.strerror or error}). {_FILE_FIX}"
+                        f"{path}: cannot be read ({error.strerror or error}). {FILE_FIX}"
                     ) from error
                 fingerprints.append(f"{stat.st_size}:{stat.st_mtime_ns}")
         payload = {"version": PREPROCESSING_VERSION, "size": image_size, "paths": paths, "files": fingerprints}
@@ -78,7 +78,7 @@ def load_images(
         resized = np.empty((len(paths), image_size, image_size), dtype=np.uint8)
         with strict_decoding():
             decoded = parallel_map(
-                lambda path: _resize(decode_grayscale(path), image_size), paths, progress, "Loading images"
+                lambda path: resize_gray(decode_grayscale(path), image_size), paths, progress, "Loading images"
             )
         for k, image in enumerate(decoded):
             resized[k] = image
@@ -87,7 +87,7 @@ def load_images(
 
     images = np.empty((len(paths), image_size, image_size, 3), dtype=np.float32)
     for k in range(len(paths)):  # image by image: no second full-size float copy in memory
-        images[k] = _to_model_input(resized[k])
+        images[k] = to_model_input(resized[k])
     return images
 
 
