@@ -165,14 +165,6 @@ def _scores(labels: np.ndarray, probabilities: np.ndarray, seed: int) -> dict:
             "auc_high": auc["high"], "auc_method": auc["method"]}
 
 
-def evaluate_baselines(split: pd.DataFrame, extended_rows: pd.DataFrame | None = None, thumbnail_size: int = 32,
-                       border_width: int = 2, histogram_bins: int = 32, cache_dir=None, seed: int = 0,
-                       image_size: int = PROTOCOL.image_size) -> pd.DataFrame:
-    """``fit_baselines``' table alone. Explained in notebooks/08_shortcuts."""
-    return fit_baselines(split, extended_rows, thumbnail_size, border_width, histogram_bins, cache_dir, seed,
-                         image_size)[0]
-
-
 def fit_baselines(split: pd.DataFrame, extended_rows: pd.DataFrame | None = None, thumbnail_size: int = 32,
                   border_width: int = 2, histogram_bins: int = 32, cache_dir=None, seed: int = 0,
                   image_size: int = PROTOCOL.image_size) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -222,7 +214,7 @@ def fit_baselines(split: pd.DataFrame, extended_rows: pd.DataFrame | None = None
 
 
 def save_baselines(results_dir, table: pd.DataFrame, predictions: pd.DataFrame | None = None) -> Path:
-    """Write ``table`` (``evaluate_baselines``) to ``results_dir/shortcuts/baselines.csv`` and, given,
+    """Write ``table`` (``fit_baselines``' table) to ``results_dir/shortcuts/baselines.csv`` and, given,
     each image's ``predictions`` to ``baseline_predictions.csv``, atomically. Explained in
     notebooks/08_shortcuts."""
     if predictions is not None:

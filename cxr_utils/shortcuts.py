@@ -220,7 +220,7 @@ def box_limits_markdown(box: LungBox, image_size: int, feature_grid: int) -> str
 def shortcut_summary(baselines_table, blanked_table=None, gradcam_table=None, box: LungBox | None = None,
                      image_size: int | None = None, baseline_pairs=None) -> str:
     """Chapter 8's conclusion in Markdown, every number read from the tables: the baselines
-    (``baselines.evaluate_baselines``; None: not run), each model paired with the border baseline
+    (``baselines.fit_baselines``' table; None: not run), each model paired with the border baseline
     on the same test images (``baseline_pairs``, ``shortcut_run.baseline_pairs``), the
     lungs-blanked runs (``blanked.blanked_results``; None: not run) and Grad-CAM
     (``gradcam_table``: gradcam.csv of ``shortcut_run.gradcam_for_run``), against the share of

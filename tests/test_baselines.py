@@ -25,8 +25,8 @@ def extended_rows(real_manifest, small_split):
 
 @pytest.fixture(scope="module")
 def table(small_split, extended_rows, tmp_path_factory):
-    return baselines.evaluate_baselines(small_split, extended_rows, image_size=SMALL,
-                                        cache_dir=tmp_path_factory.mktemp("cache"), seed=0)
+    return baselines.fit_baselines(small_split, extended_rows, image_size=SMALL,
+                                   cache_dir=tmp_path_factory.mktemp("cache"), seed=0)[0]
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +54,8 @@ def test_each_baseline_is_scored_on_both_test_sets_with_the_projects_intervals(t
 
 
 def test_without_an_extended_set_only_the_test_set_is_scored(small_split):
-    small = baselines.evaluate_baselines(small_split, None, image_size=SMALL, thumbnail_size=16, border_width=1,
-                                         histogram_bins=8)
+    small, _ = baselines.fit_baselines(small_split, None, image_size=SMALL, thumbnail_size=16, border_width=1,
+                                       histogram_bins=8)
     assert set(small["test_set"]) == {"test"} and len(small) == len(baselines.FEATURE_SETS)
 
 
@@ -112,7 +112,7 @@ def test_streaming_in_chunks_gives_the_same_features(small_split):
 ])
 def test_bad_parameters_are_refused_before_any_image_is_read(options, message, small_split):
     with pytest.raises(ValueError, match=message):
-        baselines.evaluate_baselines(small_split, None, image_size=SMALL, **options)
+        baselines.fit_baselines(small_split, None, image_size=SMALL, **options)
     with pytest.raises(ValueError, match=message):
         baselines.baseline_features(small_split.head(2), image_size=SMALL, **options)
 
@@ -120,9 +120,9 @@ def test_bad_parameters_are_refused_before_any_image_is_read(options, message, s
 def test_a_split_without_both_classes_in_training_is_refused(small_split):
     one_class = small_split[(small_split["split"] != "train") | (small_split["label"] == 1)]
     with pytest.raises(ValueError, match="one class only"):
-        baselines.evaluate_baselines(one_class, None, image_size=SMALL)
+        baselines.fit_baselines(one_class, None, image_size=SMALL)
     with pytest.raises(ValueError, match="no 'split' column"):
-        baselines.evaluate_baselines(small_split.drop(columns="split"), None, image_size=SMALL)
+        baselines.fit_baselines(small_split.drop(columns="split"), None, image_size=SMALL)
 
 
 def test_save_baselines_writes_the_table_under_shortcuts(table, tmp_path):
@@ -134,8 +134,8 @@ def test_save_baselines_writes_the_table_under_shortcuts(table, tmp_path):
 
 def test_each_images_prediction_is_kept_and_agrees_with_the_table(small_split, extended_rows, tmp_path):
     table, predictions = baselines.fit_baselines(small_split, extended_rows, image_size=SMALL, seed=0)
-    pd.testing.assert_frame_equal(table, baselines.evaluate_baselines(small_split, extended_rows, image_size=SMALL,
-                                                                      seed=0))
+    refitted, _ = baselines.fit_baselines(small_split, extended_rows, image_size=SMALL, seed=0)
+    pd.testing.assert_frame_equal(table, refitted)  # same seed, same numbers
     for row in table.itertuples():
         mine = predictions[(predictions["baseline"] == row.baseline) & (predictions["test_set"] == row.test_set)]
         assert len(mine) == row.n

@@ -76,7 +76,7 @@ def _interval_text(value, low, high):
 
 
 def _baselines(border=(0.80, 0.76, 0.84), others=(0.55, 0.45, 0.65), n=300):
-    """A baselines table shaped like evaluate_baselines': ``border`` and the other two baselines'
+    """A baselines table shaped like fit_baselines': ``border`` and the other two baselines'
     (accuracy, low, high) on the extended set; the test set one step lower."""
     rows = []
     for name in baselines.FEATURE_SETS:
