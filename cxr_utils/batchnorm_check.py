@@ -43,14 +43,20 @@ def has_check(results_dir, model_id: str) -> bool:
     return evaluation.ran_paired_check(Path(results_dir) / config.model_spec(model_id).id)
 
 
-def epoch_table(results_dir, model_id: str) -> pd.DataFrame:
-    """Per epoch, validation and training-image (inference-mode) accuracy, each with moving and
-    recomputed statistics, and the epoch kept. ValueError when the run has no paired check."""
+def _checked_history(results_dir, model_id: str) -> pd.DataFrame:
+    """The model's history; ValueError when its training ran no paired check."""
     folder = Path(results_dir) / config.model_spec(model_id).id
     history = evaluation.read_history(folder)
     if not evaluation.ran_paired_check(folder):
         raise ValueError(f"{folder / evaluation.HISTORY} has no paired BatchNorm check: its model has no "
                          "trainable BatchNorm, or it trained with the remedy or with batchnorm_check=False")
+    return history
+
+
+def epoch_table(results_dir, model_id: str) -> pd.DataFrame:
+    """Per epoch, validation and training-image (inference-mode) accuracy, each with moving and
+    recomputed statistics, and the epoch kept. ValueError when the run has no paired check."""
+    history = _checked_history(results_dir, model_id)
     table = pd.DataFrame({"epoch": history["epoch"].astype(int)})
     for figure, ways in COLUMNS.items():
         for way, column in ways.items():
@@ -80,13 +86,13 @@ def plot_batchnorm_check(results_dir, model_id: str, path=None):
     """Validation accuracy (left) and the training images' inference-mode accuracy (right) per
     epoch, moving statistics beside recomputed ones, the kept epoch marked; saved as PNG at ``path``."""
     spec = config.model_spec(model_id)
-    history = evaluation.read_history(Path(results_dir) / spec.id)
-    epoch_table(results_dir, spec.id)  # the same check of the columns
+    history = _checked_history(results_dir, spec.id)
+    curves = {title: {way: history[column] for way, column in ways.items()} for title, ways in COLUMNS.items()}
     figure, axes = plt.subplots(1, 2, figsize=(PAGE_WIDTH_IN, 3.6), layout="constrained", sharey=True)
     kept = int(history.loc[history["is_best"], "epoch"].iloc[0])
-    for ax, (title, ways) in zip(axes, COLUMNS.items()):
-        for (way, column), marker in zip(ways.items(), ("o", "s")):
-            ax.plot(history["epoch"], history[column], marker=marker, label=WAYS[way])
+    for ax, (title, ways) in zip(axes, curves.items()):
+        for (way, accuracy), marker in zip(ways.items(), ("o", "s")):
+            ax.plot(history["epoch"], accuracy, marker=marker, label=WAYS[way])
         mark_chance(ax)
         ax.axvline(kept, color="grey", linestyle="-.", linewidth=1, label=f"kept epoch ({kept})")
         ax.set_xlabel("epoch")

@@ -224,7 +224,7 @@ def summary_tables(study_dir) -> dict:
     study_dir = Path(study_dir)
     if not study_dir.is_dir():
         raise StudyError(f"{study_dir} is not a folder; give the folder of a study (--out of `seeds`)")
-    record = read_json(Path(study_dir) / STUDY_RECORD)
+    record = read_json(study_dir / STUDY_RECORD)
     folders = seed_folders(study_dir, record)
     done = [(seed, folder) for seed, folder in folders if evaluated(folder)]
     left_out = [seed for seed, folder in folders if not evaluated(folder)]
