@@ -45,7 +45,7 @@ from cxr_utils import command, config, data, evaluation, image_checks, inference
 from cxr_utils.config import REGISTRY
 from cxr_utils.saved_models import LoadedModel, RunFolderError, check_run_folder, load_models, model_image_size
 from cxr_utils.atomic import atomic_write, read_json
-from cxr_utils.data.decode import FILE_FIX, strict_decoding
+from cxr_utils.data.decode import strict_decoding
 from cxr_utils.data.layout import natural_key
 
 # Folders are searched for these (compared lower-cased); files named on the command line are
@@ -102,10 +102,8 @@ def _decode(path: Path, image_size: int):
         refused = image_checks.size_problem(width=gray.shape[1], height=gray.shape[0])
         return (None, refused) if refused else (data.preprocess(gray, image_size), None)
     except data.DatasetError as error:
-        # The dataset's fix (re-download, rebuild the manifest) does not apply to a file being scored.
-        message, prefix = str(error), f"{path}: "
-        message = message[len(prefix):] if message.startswith(prefix) else message
-        return None, message.replace(f". {FILE_FIX}", "").strip()
+        # The reason alone: the dataset's fix (re-download, rebuild the manifest) does not apply to a file being scored.
+        return None, error.reason or str(error)
     except (OSError, ValueError, MemoryError) as error:
         return None, f"cannot be decoded ({type(error).__name__}: {error})"
 

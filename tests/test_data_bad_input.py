@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageFile
 
-from cxr_utils import data
+from cxr_utils import data, predict
 from cxr_utils.data import cli
 
 
@@ -164,8 +164,25 @@ def test_broken_file_is_named_with_the_fix(tmp_path, reason):
     message = str(error.value)
     assert str(bad) in message and reason in message
     assert "1 of 6 image files" in message and "re-download" in message
-    with pytest.raises(data.DatasetError, match=reason):
+    with pytest.raises(data.DatasetError, match=reason) as decoding:
         data.decode_grayscale(bad)
+    assert decoding.value.path == bad and reason in decoding.value.reason and str(bad) not in decoding.value.reason
+    # The lists of unusable files (the manifest's, predict's) show that reason, not the dataset's fix.
+    with pytest.warns(data.DatasetWarning):
+        skipped = data.build_manifest(tmp_path, on_problem="skip", progress=False)
+    assert skipped.attrs["problems"] == [{"path": str(bad), "reason": decoding.value.reason}]
+    assert predict._decode(bad, 32) == (None, decoding.value.reason)
+
+
+def test_a_grey_scale_the_package_cannot_read_is_named_with_its_own_fix(tmp_path):
+    path = tmp_path / "float.tiff"
+    Image.fromarray(np.zeros((8, 8), np.float32)).save(path)
+    with pytest.raises(data.DatasetError, match="mode F") as error:
+        data.decode_grayscale(path)
+    # Re-downloading would not help: the fix is to save the file otherwise, and it is part of the reason.
+    assert str(error.value) == f"{path}: {error.value.reason}"
+    assert error.value.reason.endswith("save it as an 8- or 16-bit PNG.")
+    assert predict._decode(path, 32) == (None, error.value.reason)
 
 
 def test_truncated_file_is_caught_even_if_pillow_was_told_to_accept_them(tmp_path, monkeypatch):

@@ -47,7 +47,7 @@ def strict_decoding():
         ImageFile.LOAD_TRUNCATED_IMAGES = previous
 
 
-def problem_reason(data: bytes, error: BaseException) -> str:
+def _problem_reason(data: bytes, error: BaseException) -> str:
     """Why a file's bytes ``data`` could not be decoded, in words, from the ``error`` Pillow raised."""
     if not data:
         return "empty file (0 bytes)"
@@ -62,23 +62,33 @@ def problem_reason(data: bytes, error: BaseException) -> str:
 FILE_FIX = "Re-download the dataset or delete this file, then build the manifest again"
 
 # Errors Pillow raises for broken files; anything else is a bug and should propagate.
-DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
 
 
-def _open_fully(path: Path) -> Image.Image:
+def _file_error(path: Path, reason: str, fix: str | None = FILE_FIX) -> DatasetError:
+    return DatasetError(f"{path}: {reason}" + (f". {fix}" if fix else ""), path=path, reason=reason)
+
+
+def unreadable_file(path, error: OSError) -> DatasetError:
+    """The ``DatasetError`` for a file the system cannot read (gone, no permission), naming it and the fix."""
+    return _file_error(path, f"cannot be read ({error.strerror or error})")
+
+
+def open_fully(path: Path) -> tuple[bytes, Image.Image]:
+    """A file's bytes and its image, every pixel decoded strictly; ``DatasetError`` naming the file if not."""
     try:
         data = path.read_bytes()
     except OSError as error:
-        raise DatasetError(f"{path}: cannot be read ({error.strerror or error}). {FILE_FIX}") from error
+        raise unreadable_file(path, error) from error
     if not data:
-        raise DatasetError(f"{path}: empty file (0 bytes). {FILE_FIX}")
+        raise _file_error(path, "empty file (0 bytes)")
     try:
         with strict_decoding():
             image = Image.open(io.BytesIO(data))
             image.load()  # decodes every pixel, so truncated files fail here and not later
-    except DECODE_ERRORS as error:
-        raise DatasetError(f"{path}: {problem_reason(data, error)}. {FILE_FIX}") from error
-    return image
+    except _DECODE_ERRORS as error:
+        raise _file_error(path, _problem_reason(data, error)) from error
+    return data, image
 
 
 def _upright(image: Image.Image) -> Image.Image:
@@ -98,16 +108,12 @@ def to_grayscale(image: Image.Image, path: Path | str = "<image>") -> np.ndarray
         # the same scale for every image, so that intensities keep their meaning across files.
         values = np.asarray(image, dtype=np.int64)
         if values.size and (values.min() < 0 or values.max() > 65535):
-            raise DatasetError(
-                f"{path}: {mode} image with values outside 0-65535 "
-                f"({values.min()}..{values.max()}); save it as an 8- or 16-bit PNG."
-            )
+            raise _file_error(path, f"{mode} image with values outside 0-65535 ({values.min()}..{values.max()}); "
+                                    "save it as an 8- or 16-bit PNG.", fix=None)
         return np.rint(values / 257.0).astype(np.uint8)
     if mode == "F":
-        raise DatasetError(
-            f"{path}: floating-point image (mode F) has no defined grey scale; save it as an "
-            "8- or 16-bit PNG."
-        )
+        raise _file_error(path, "floating-point image (mode F) has no defined grey scale; save it as an "
+                                "8- or 16-bit PNG.", fix=None)
     try:
         if mode == "LA":
             # Alpha dropped, not composited: X-rays carry no transparency; compositing invents intensities.
@@ -119,10 +125,8 @@ def to_grayscale(image: Image.Image, path: Path | str = "<image>") -> np.ndarray
             # Pillow's ITU-R 601 luma, which returns the grey value when the channels are equal.
             image = image.convert("L")
     except (ValueError, OSError) as error:
-        raise DatasetError(
-            f"{path}: image mode {mode} cannot be converted to grey ({error}); save it as an "
-            "8-bit grey or RGB PNG."
-        ) from error
+        raise _file_error(path, f"image mode {mode} cannot be converted to grey ({error}); save it as an "
+                                "8-bit grey or RGB PNG.", fix=None) from error
     return np.asarray(image, dtype=np.uint8).copy()
 
 
@@ -135,7 +139,7 @@ def decode_grayscale(path: str | os.PathLike) -> np.ndarray:
     (plots.plot_image_grid) reads the X-rays with it; load_images decodes every model input with it.
     """
     path = Path(path)
-    return to_grayscale(_open_fully(path), path)
+    return to_grayscale(open_fully(path)[1], path)
 
 
 def resize_gray(gray: np.ndarray, image_size: int) -> np.ndarray:
@@ -171,7 +175,7 @@ def preprocessing_steps(path: str | os.PathLike, image_size: int = IMAGE_SIZE) -
     Explained in notebooks/02_preprocessing.
     """
     path = Path(path)
-    image = _open_fully(path)
+    _, image = open_fully(path)
     gray = to_grayscale(image, path)
     resized = resize_gray(gray, image_size)
     three_channel = to_model_input(resized)

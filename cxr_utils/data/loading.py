@@ -20,15 +20,15 @@ import pandas as pd
 
 from cxr_utils.atomic import atomic_write
 from cxr_utils.data.decode import (
-    FILE_FIX,
     IMAGE_SIZE,
     PREPROCESSING_VERSION,
     decode_grayscale,
     resize_gray,
     strict_decoding,
     to_model_input,
+    unreadable_file,
 )
-from cxr_utils.data.errors import DatasetError, DatasetWarning
+from cxr_utils.data.errors import DatasetWarning
 from cxr_utils.data.manifest import parallel_map, require_columns
 
 
@@ -65,9 +65,7 @@ def load_images(
                 try:
                     stat = os.stat(path)
                 except OSError as error:
-                    raise DatasetError(
-                        f"{path}: cannot be read ({error.strerror or error}). {FILE_FIX}"
-                    ) from error
+                    raise unreadable_file(path, error) from error
                 fingerprints.append(f"{stat.st_size}:{stat.st_mtime_ns}")
         payload = {"version": PREPROCESSING_VERSION, "size": image_size, "paths": paths, "files": fingerprints}
         key = hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:24]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
-import io
 import os
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -20,7 +19,7 @@ from tqdm import tqdm  # plain text progress: no Jupyter widget needed
 
 from cxr_utils.atomic import atomic_write
 from cxr_utils.config import CLASSES
-from cxr_utils.data.decode import DECODE_ERRORS, problem_reason, strict_decoding, to_grayscale
+from cxr_utils.data.decode import open_fully, strict_decoding, to_grayscale
 from cxr_utils.data.errors import DatasetError, DatasetWarning
 from cxr_utils.data.layout import DatasetLayout, find_dataset, image_files
 
@@ -38,18 +37,10 @@ _WORKERS = max(1, min(8, os.cpu_count() or 1))
 def _index_file(path: Path) -> dict:
     """One manifest row, or {"path", "reason"} for a file that cannot be used."""
     try:
-        data = path.read_bytes()
-    except OSError as error:
-        return {"path": str(path), "reason": f"cannot be read ({error.strerror or error})"}
-    try:
-        with strict_decoding():
-            image = Image.open(io.BytesIO(data))
-            image.load()
+        data, image = open_fully(path)
         gray = to_grayscale(image, path)
     except DatasetError as error:
-        return {"path": str(path), "reason": str(error).split(": ", 1)[-1]}
-    except DECODE_ERRORS as error:
-        return {"path": str(path), "reason": problem_reason(data, error)}
+        return {"path": str(path), "reason": error.reason}
     return {
         "sha256": hashlib.sha256(data).hexdigest(),
         "width": image.width,
