@@ -156,15 +156,6 @@ def _classifier(seed: int):
     return make_pipeline(StandardScaler(), LogisticRegression(max_iter=MAX_ITER, random_state=seed))
 
 
-def _scores(labels: np.ndarray, probabilities: np.ndarray, seed: int) -> dict:
-    predicted = metrics.labels_from_probabilities(probabilities)
-    accuracy = metrics.metrics_with_intervals(labels, predicted, seed=seed).loc["accuracy"]
-    auc = metrics.probability_metrics(labels, probabilities, seed=seed).loc["auc"]
-    return {"n": int(len(labels)), "accuracy": accuracy["value"], "accuracy_low": accuracy["low"],
-            "accuracy_high": accuracy["high"], "auc": auc["value"], "auc_low": auc["low"],
-            "auc_high": auc["high"], "auc_method": auc["method"]}
-
-
 def fit_baselines(split: pd.DataFrame, extended_rows: pd.DataFrame | None = None, thumbnail_size: int = 32,
                   border_width: int = 2, histogram_bins: int = 32, cache_dir=None, seed: int = 0,
                   image_size: int = PROTOCOL.image_size) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -202,14 +193,17 @@ def fit_baselines(split: pd.DataFrame, extended_rows: pd.DataFrame | None = None
         converged = bool(np.all(model[-1].n_iter_ < MAX_ITER))
         for test_set in (name for name in TEST_SETS if name in parts):
             probabilities = model.predict_proba(features[test_set][baseline])[:, 1]
+            predicted = metrics.labels_from_probabilities(probabilities)
             table.append({"baseline": baseline, "description": describe(baseline, **options),
                           "features": int(features["train"][baseline].shape[1]), "n_train": len(labels["train"]),
                           "test_set": test_set,
-                          **_scores(labels[test_set], probabilities, seed), "converged": converged})
+                          "n": len(labels[test_set]),
+                          **metrics.accuracy_and_auc(labels[test_set], predicted, probabilities, seed),
+                          "converged": converged})
             predictions.append(pd.DataFrame({
                 "baseline": baseline, "test_set": test_set, "path": parts[test_set]["path"].to_numpy(),
                 "label": labels[test_set], "probability": probabilities,
-                "predicted": metrics.labels_from_probabilities(probabilities)}))
+                "predicted": predicted}))
     return pd.DataFrame(table), pd.concat(predictions, ignore_index=True)
 
 

@@ -180,14 +180,6 @@ def _image_key(table: pd.DataFrame) -> list[tuple[int, str]]:
     return [(int(label), Path(str(path)).name) for label, path in zip(table["label"], table["path"])]
 
 
-def _scores(prefix: str, table: pd.DataFrame, seed: int) -> dict:
-    accuracy = metrics.metrics_with_intervals(table["label"], table["predicted"], seed=seed).loc["accuracy"]
-    auc = metrics.probability_metrics(table["label"], table["probability"], seed=seed).loc["auc"]
-    return {f"{prefix}_accuracy": accuracy["value"], f"{prefix}_accuracy_low": accuracy["low"],
-            f"{prefix}_accuracy_high": accuracy["high"], f"{prefix}_auc": auc["value"],
-            f"{prefix}_auc_low": auc["low"], f"{prefix}_auc_high": auc["high"]}
-
-
 def blanked_results(results_dir, seed: int | None = None) -> pd.DataFrame:
     """One row per model of the registry: its intact test accuracy (``results_dir/<model>/``) beside
     the lungs-blanked one (``shortcuts/blanked/<model>/``), both with 95% Wilson intervals, the
@@ -211,7 +203,8 @@ def blanked_results(results_dir, seed: int | None = None) -> pd.DataFrame:
                "status": " and ".join(absent) + " missing" if absent else "complete"}
         for name, tested in sides.items():
             if tested is not None:
-                row.update({"n": len(tested), **_scores(name, tested, seed)})
+                row.update({"n": len(tested), **metrics.accuracy_and_auc(tested["label"], tested["predicted"],
+                                                                       tested["probability"], seed, f"{name}_")})
         if not absent:
             if _image_key(intact) != _image_key(blanked):
                 raise ValueError(f"{spec.paper_name}'s blanked run in {folder / model_id} was tested on other images "

@@ -313,6 +313,18 @@ def probability_metrics(labels, probabilities, confidence: float = 0.95,
     return pd.DataFrame(rows).set_index("metric")
 
 
+def accuracy_and_auc(labels, predicted, probabilities=None, seed: int = 0, prefix: str = "") -> dict:
+    """A test's accuracy (95% Wilson interval) as flat values ``{prefix}accuracy``, ``_low``,
+    ``_high``; with ``probabilities`` also its AUC (95% bootstrap interval) as ``{prefix}auc``,
+    ``_low``, ``_high`` and ``{prefix}auc_method``: the columns of chapter 8's tables."""
+    accuracy = metrics_with_intervals(labels, predicted, seed=seed).loc["accuracy"]
+    values = {"accuracy": accuracy["value"], "accuracy_low": accuracy["low"], "accuracy_high": accuracy["high"]}
+    if probabilities is not None:
+        auc = probability_metrics(labels, probabilities, seed=seed).loc["auc"]
+        values.update(auc=auc["value"], auc_low=auc["low"], auc_high=auc["high"], auc_method=auc["method"])
+    return {prefix + name: value for name, value in values.items()}
+
+
 def _mean_gap(val_losses, train_losses, axis=-1):
     return np.mean(val_losses, axis=axis) - np.mean(train_losses, axis=axis)
 

@@ -174,7 +174,7 @@ def gradcam_for_run(results_dir, split: pd.DataFrame, box: LungBox, image_size: 
         per_image.append(pd.DataFrame({"path": test["path"].to_numpy(), "model": name, "lung_share": each}))
         predictions = pd.read_csv(results_dir / model_id / "predictions.csv")
         rows.append({"model": name, "n": len(test), **gradcam.share_against_area(each, area, interval_seed),
-                     **_accuracy(predictions, interval_seed)})
+                     **metrics.accuracy_and_auc(predictions["label"], predictions["predicted"], seed=interval_seed)})
     shares = pd.DataFrame(rows)
     (results_dir / SHORTCUTS_DIR).mkdir(parents=True, exist_ok=True)
     runtime.write_text(shares.to_csv(index=False), results_dir / GRADCAM_CSV)
@@ -191,12 +191,6 @@ def gradcam_for_run(results_dir, split: pd.DataFrame, box: LungBox, image_size: 
     figure = gradcam.plot_gradcam_grid(images[chosen], {names[m]: cams[m][chosen] for m in cams}, examples,
                                        box=box, path=path)
     return {"shares": shares, "figure": figure}
-
-
-def _accuracy(predictions: pd.DataFrame, seed: int) -> dict:
-    """accuracy, accuracy_low, accuracy_high (95% interval) from a model's predictions.csv."""
-    accuracy = metrics.metrics_with_intervals(predictions["label"], predictions["predicted"], seed=seed).loc["accuracy"]
-    return {"accuracy": accuracy["value"], "accuracy_low": accuracy["low"], "accuracy_high": accuracy["high"]}
 
 
 def baseline_pairs(results_dir, baseline: str = "border") -> pd.DataFrame | None:
@@ -223,7 +217,7 @@ def baseline_pairs(results_dir, baseline: str = "border") -> pd.DataFrame | None
         test = metrics.mcnemar_test(model["label"], model["predicted"], other["predicted"].to_numpy())
         rows.append({"model": spec.paper_name, "model_only": int(test["a_only_correct"]),
                      "baseline_only": int(test["b_only_correct"]), "p_value": float(test["p_value"]),
-                     **_accuracy(model, seed)})
+                     **metrics.accuracy_and_auc(model["label"], model["predicted"], seed=seed)})
     return pd.DataFrame(rows)
 
 
