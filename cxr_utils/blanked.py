@@ -18,7 +18,7 @@ import pandas as pd
 
 from cxr_utils import config, evaluation, metrics
 from cxr_utils.atomic import atomic_write, read_json
-from cxr_utils.chapters import note, utc_now
+from cxr_utils.chapters import image_key, note, utc_now
 from cxr_utils.evaluation import model_complete
 from cxr_utils.report import counted, duration_text
 from cxr_utils.shortcuts import RESULTS_FOLDER
@@ -175,11 +175,6 @@ def _tested(folder: Path) -> pd.DataFrame | None:
     return pd.read_csv(path, usecols=["path", "label", "probability", "predicted"]) if path.is_file() else None
 
 
-def _image_key(table: pd.DataFrame) -> list[tuple[int, str]]:
-    # Which images, in order, wherever the dataset lay on the machine that tested them.
-    return [(int(label), Path(str(path)).name) for label, path in zip(table["label"], table["path"])]
-
-
 def blanked_results(results_dir, seed: int | None = None) -> pd.DataFrame:
     """One row per model of the registry: its intact test accuracy (``results_dir/<model>/``) beside
     the lungs-blanked one (``shortcuts/blanked/<model>/``), both with 95% Wilson intervals, the
@@ -206,7 +201,7 @@ def blanked_results(results_dir, seed: int | None = None) -> pd.DataFrame:
                 row.update({"n": len(tested), **metrics.accuracy_and_auc(tested["label"], tested["predicted"],
                                                                        tested["probability"], seed, f"{name}_")})
         if not absent:
-            if _image_key(intact) != _image_key(blanked):
+            if image_key(intact) != image_key(blanked):
                 raise ValueError(f"{spec.paper_name}'s blanked run in {folder / model_id} was tested on other images "
                                  f"than its intact run in {results_dir / model_id}: delete {folder / model_id} and "
                                  "train it again")

@@ -252,9 +252,10 @@ def split(results_dir, data_dir=None, n_per_class: int = config.PROTOCOL.n_per_c
 # -- what chapters 6 to 8 need ------------------------------------------------------------------
 
 
-def _image_key(table: pd.DataFrame) -> list[tuple[int, str]]:
-    # Which images (label and file name), wherever the dataset lay on the machine that wrote them.
-    return sorted(zip(table["label"].astype(int), (Path(str(p)).name for p in table["path"])))
+def image_key(table: pd.DataFrame) -> list[tuple[int, str]]:
+    """Which images ``table`` lists, in its order, as (label, file name): the same wherever the
+    dataset lay on the machine that wrote the table."""
+    return [(int(label), Path(str(path)).name) for label, path in zip(table["label"], table["path"])]
 
 
 def _require_predictions(results_dir: Path, also: str = "") -> None:
@@ -278,10 +279,10 @@ def require_trained_models(results_dir, data_dir=None) -> None:
     split_csv = results_dir / "split.csv"
     if split_csv.is_file():
         table = pd.read_csv(split_csv, usecols=["path", "label", "split"])
-        test = _image_key(table[table["split"] == "test"])
+        test = sorted(image_key(table[table["split"] == "test"]))
         for spec in config.REGISTRY.values():
             tested = pd.read_csv(results_dir / spec.id / "predictions.csv", usecols=["path", "label"])
-            if _image_key(tested) != test:
+            if sorted(image_key(tested)) != test:
                 raise MismatchedInputs(
                     f"{spec.id}/predictions.csv in {results_dir} holds {spec.paper_name}'s predictions for "
                     f"other images than the test set of split.csv (another run's sample or split): run "

@@ -111,6 +111,19 @@ def test_blanked_results_set_blanked_beside_intact(trained):
     assert resnet["status"] == "intact and blanked missing" and np.isnan(resnet["intact_accuracy"])
 
 
+def test_a_blanked_run_tested_on_other_images_is_refused(trained, tmp_path):
+    import shutil
+
+    import pandas as pd
+
+    folder = shutil.copytree(trained[0], tmp_path / "run")
+    tested = folder / "shortcuts" / "blanked" / "lstm" / "predictions.csv"
+    # The same images in another order: McNemar's test pairs them row by row, so this is refused too.
+    pd.read_csv(tested).iloc[::-1].to_csv(tested, index=False)
+    with pytest.raises(ValueError, match="blanked run in .* was tested on other images than its intact run"):
+        blanked_study.blanked_results(folder)
+
+
 def test_run_protocol_reads_the_run_and_falls_back_to_the_records(tiny_run, tmp_path):
     import shutil
 
