@@ -147,8 +147,13 @@ def _truncate(path):
     path.write_bytes(content[: len(content) // 2])
 
 
+def _corrupt_exif(path):
+    _xray(0).save(path, exif=b"not EXIF at all")  # Pillow reads the pixels, then fails on the EXIF
+
+
 BREAKERS = {
     "empty file": lambda p: p.write_bytes(b""),
+    "corrupt EXIF data": _corrupt_exif,
     "truncated": _truncate,
     "not an image": lambda p: p.write_text("<html>Please sign in to download</html>"),
 }

@@ -101,7 +101,10 @@ def to_grayscale(image: Image.Image, path: Path | str = "<image>") -> np.ndarray
     """``image`` upright (EXIF orientation) as 8-bit grey, uint8 (H, W); ``path`` names it in errors."""
     # Every grey image of the package comes from here (load_images, preprocessing_steps, predict,
     # the manifest's perceptual hash), so every one is upright.
-    image = _upright(image)
+    try:
+        image = _upright(image)
+    except _DECODE_ERRORS as error:  # e.g. a PNG whose eXIf chunk is not EXIF: Pillow raises SyntaxError
+        raise _file_error(path, f"corrupt EXIF data ({type(error).__name__}: {error})") from error
     mode = image.mode
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
         # Pillow's convert("L") clips every value above 255 to white; 0-65535 / 257 -> 0-255 instead,
