@@ -61,7 +61,7 @@ class InferenceModeCheck(keras.callbacks.Callback):
         logs["train_inference_accuracy"] = float(np.mean((probabilities >= 0.5) == (self.labels == 1)))
 
 
-# -- precise BatchNorm statistics (this project's remedy, not the paper's: book/remedy.md) ---------------
+# -- precise BatchNorm statistics (this project's remedy, not the paper's: book/remedy.md) -------
 
 
 def _sublayers(model) -> list:

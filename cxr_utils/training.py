@@ -59,7 +59,7 @@ class TrainingConfig:
     # (callbacks.InferenceModeCheck), beside Keras' training-mode figures (dropout on, BatchNorm
     # on batch statistics): where the two part, the test does not see what training reports.
     inference_check_images: int = facts.CHOICES.inference_check_images
-    # This project's remedy for unsteady validation (book/remedy.md), not the paper's protocol (0, the default: the paper's).
+    # This project's remedy for unsteady validation (book/remedy.md); 0, the default, is the paper's protocol.
     # N > 0: before every validation, BatchNorm's moving statistics are recomputed from N seeded
     # training images (callbacks.RecomputeBatchNorm, "precise BN"); the weights are untouched. A
     # no-op for models with no trainable BatchNorm: the LSTM, and a frozen backbone's head.
